@@ -1,0 +1,35 @@
+"""Training augmentations for overhead imagery, applied to whole batches on the training device.
+
+Overhead chips have no canonical 'up', so flips and 90-degree rotations are label-preserving;
+a random resized crop adds scale variation (ground resolution differs between sensors).
+kornia (as in torchgeo) draws independent parameters per sample on a batched tensor, so this
+runs on the GPU next to the model instead of on CPU loader workers.
+"""
+
+from __future__ import annotations
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+
+def build_augment(
+    size: int, flips: bool = True, rot90: bool = True, crop_scale=(0.5, 1.0)
+) -> nn.Module:
+    ops: list[nn.Module] = []
+    if tuple(crop_scale) != (1.0, 1.0):
+        ops.append(K.RandomResizedCrop((size, size), scale=tuple(crop_scale), p=1.0))
+    if flips:
+        ops += [K.RandomHorizontalFlip(p=0.5), K.RandomVerticalFlip(p=0.5)]
+    if rot90:
+        ops.append(K.RandomRotation90(times=(0, 3), p=1.0))
+    return nn.Sequential(*ops)
+
+
+@torch.no_grad()
+def augment_batch(augment: nn.Module, x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW -> augmented float NCHW in [0, 1]."""
+    x = x_uint8.float().div_(255)
+    if len(augment):
+        x = augment(x).clamp_(0, 1)
+    return x

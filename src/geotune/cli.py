@@ -1,0 +1,165 @@
+"""The `geotune` command: a thin layer over the Python API (geotune.train, geotune.evaluate, ...).
+
+`geotune train` options are generated from ``TrainConfig``'s fields, so a YAML key, a CLI flag and
+a key of the saved config.yaml are always the same name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from geotune.config import TrainConfig
+from geotune.errors import GeotuneError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Transfer learning and fine-tuning for remote-sensing scene classification.",
+)
+err_console = Console(stderr=True)
+
+
+def _cli_type(annotation: Any) -> Any:
+    """Map a config field type onto a type typer can parse; pydantic validates values after."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType):
+        return _cli_type(args[0])
+    if origin is typing.Literal:
+        return str
+    if origin is tuple:
+        return tuple[tuple(args)]
+    return annotation
+
+
+def _train_signature() -> inspect.Signature:
+    params = [
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[
+                Path | None,
+                typer.Option("--config", help="YAML file of options; flags override it"),
+            ],  # noqa: UP045
+            default=None,
+        )
+    ]
+    for name, field in TrainConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        typ = _cli_type(field.annotation)
+        help_text = field.description or ""
+        if typ is bool:
+            option = typer.Option(f"{flag}/--no-{flag[2:]}", help=help_text)
+        else:
+            choices = (
+                typing.get_args(field.annotation)
+                if typing.get_origin(field.annotation) is typing.Literal
+                else ()
+            )
+            if choices:
+                help_text = f"{help_text} [{' | '.join(choices)}]".strip()
+            option = typer.Option(flag, help=help_text)
+        default = field.default if field.is_required() is False else None
+        if default is not None and not isinstance(default, Path):
+            option.help = f"{option.help} (default: {list(default) if isinstance(default, tuple) else default})".strip()
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Annotated[typ | None, option],
+                default=None,
+            )  # noqa: UP045
+        )
+    return inspect.Signature(params)
+
+
+def train_command(**kwargs: Any) -> None:
+    """Fine-tune a pretrained backbone on DATA/<class>/<image> chips, evaluate it, write a run folder."""
+    from geotune.config import load_config, make_config
+    from geotune.train import train
+
+    config_file = kwargs.pop("config")
+    values = {k: v for k, v in kwargs.items() if v is not None}
+    config = load_config(config_file, **values) if config_file else make_config(**values)
+    result = train(config, err_console)
+    m = result.test_metrics
+    typer.echo(
+        f"test overall accuracy {100 * m['overall_accuracy']:.2f}% (AA {100 * m['average_accuracy']:.2f}%, "
+        f"kappa {m['kappa']:.4f}) on {m['n']} images"
+    )
+    typer.echo(f"run folder: {result.run_dir}")
+    typer.echo(
+        f"metrics: {result.run_dir / 'test_metrics.json'} (per class: test_per_class.csv, confusion: test_confusion.csv)"
+    )
+
+
+train_command.__signature__ = _train_signature()  # type: ignore[attr-defined]
+app.command("train")(train_command)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder written by `geotune train`")],
+    data: Annotated[
+        Path | None, typer.Option(help="another ImageFolder dataset with the same classes")
+    ] = None,  # noqa: UP045
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Re-evaluate a finished run on its test split, or on another dataset with the same classes."""
+    from geotune.evaluate import evaluate_run
+
+    metrics, out = evaluate_run(run_dir, data, batch_size, device, console=err_console)
+    typer.echo(
+        f"overall accuracy {100 * metrics['overall_accuracy']:.2f}% on {metrics['n']} images"
+    )
+    typer.echo(f"metrics: {out / 'eval_metrics.json'}")
+
+
+@app.command("backbones")
+def backbones_command(
+    all_models: Annotated[
+        bool, typer.Option("--all", help="every timm model with pretrained weights")
+    ] = False,
+    filter_: Annotated[
+        str | None, typer.Option("--filter", help="wildcard pattern, e.g. '*resnet*'")
+    ] = None,  # noqa: UP045
+) -> None:
+    """List backbones, their weight sources, and whether each is usable right now."""
+    from rich.table import Table
+
+    from geotune.backbones import backbone_status
+
+    rows = backbone_status(all_models=all_models, pattern=filter_)
+    table = Table(title="backbones (any timm model name works; --weights PATH loads a local file)")
+    for col in ("backbone", "weights", "status", "notes"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["backbone"], r["weights"], r["status"], r["notes"])
+    Console().print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except GeotuneError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print(
+            "interrupted; an unfinished run stays in its hidden OUTPUT/.NAME.partial folder"
+        )
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Typed run configuration, validated once at the edge (CLI flags or a YAML file).
+
+One flat ``TrainConfig`` keeps the CLI, the YAML file and the saved ``config.yaml`` of a run in
+one-to-one correspondence: every key is a ``geotune train`` option of the same name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from geotune.errors import ConfigError
+
+Strategy = Literal["feature-extraction", "partial", "full"]
+BNPolicy = Literal["frozen-in-frozen-groups", "frozen", "train"]
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a `geotune train` run."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    # --- data -----------------------------------------------------------------------------
+    data: Path = Field(description="ImageFolder root: DATA/<class>/<image>")
+    split: Path | None = Field(None, description="reuse a split file (split.csv of a run)")
+    train_fraction: float | None = Field(
+        0.2, gt=0, lt=1, description="labelled share of each class (the rest is test)"
+    )
+    labels_per_class: int | None = Field(
+        None, ge=1, description="labelled images per class (few-shot); overrides train_fraction"
+    )
+    val_fraction: float = Field(
+        0.2, ge=0, lt=1, description="share of the labelled part held out for validation"
+    )
+    seed: int = Field(0, ge=0, description="seed for the split, initialisation and batches")
+    skip_bad_images: bool = Field(
+        False, description="skip unreadable images (listed in the run folder) instead of failing"
+    )
+    # --- augmentation (training only; overhead imagery has no canonical 'up') ------------------
+    flips: bool = Field(True, description="random horizontal and vertical flips")
+    rot90: bool = Field(True, description="random rotations by multiples of 90 degrees")
+    crop_scale: tuple[float, float] = Field(
+        (0.5, 1.0), description="random resized crop area range; [1, 1] disables it"
+    )
+    # --- backbone and weights -------------------------------------------------------------
+    backbone: str = Field("tf_efficientnet_lite0", description="any timm model name")
+    weights: str = Field(
+        "auto", description="auto | offline | hub | random | PATH to .pth/.pt/.safetensors"
+    )
+    image_size: int | None = Field(
+        None, ge=16, description="override the weights' input size (pixels, square)"
+    )
+    head: Literal["linear", "mlp"] = Field("linear", description="classification head")
+    head_dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the head")
+    # --- strategy -------------------------------------------------------------------------
+    strategy: Strategy = Field("full", description="feature-extraction | partial | full")
+    freeze_until: str | None = Field(
+        None, description="partial: freeze layer groups up to and including this one"
+    )
+    unfreeze_last: int | None = Field(
+        None, ge=1, description="partial: train only the last N layer groups of the backbone"
+    )
+    bn_policy: BNPolicy = Field(
+        "frozen-in-frozen-groups",
+        description="BatchNorm in frozen groups stays in eval mode (running stats untouched)",
+    )
+    # --- optimisation ---------------------------------------------------------------------
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["adamw", "sgd", "adam"] = "adamw"
+    lr: float | None = Field(
+        None, gt=0, description="head learning rate; default depends on the strategy"
+    )
+    backbone_lr_scale: float = Field(
+        0.1, gt=0, le=1, description="backbone LR = lr x this (pretrained layers move slower)"
+    )
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0, description="linear LR warmup before cosine decay")
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    # --- engine and output ----------------------------------------------------------------
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
+    num_workers: int | None = Field(None, ge=0, description="decode workers (default: cores)")
+    output: Path = Field(Path("runs"), description="folder that holds run folders")
+    name: str | None = Field(None, description="run folder name (default: generated)")
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrainConfig:
+        lo, hi = self.crop_scale
+        if not (0 < lo <= hi <= 1):
+            raise ValueError(
+                f"crop_scale must satisfy 0 < min <= max <= 1, got {list(self.crop_scale)}"
+            )
+        if self.strategy != "partial" and (self.freeze_until or self.unfreeze_last):
+            raise ValueError(
+                f"freeze_until / unfreeze_last only apply to strategy 'partial', not '{self.strategy}'"
+            )
+        if self.strategy == "partial" and bool(self.freeze_until) == bool(self.unfreeze_last):
+            raise ValueError(
+                "strategy 'partial' needs exactly one of freeze_until or unfreeze_last"
+            )
+        return self
+
+    # ------------------------------------------------------------------------------------
+    def head_only(self) -> bool:
+        return self.strategy == "feature-extraction"
+
+    def resolved_lr(self) -> float:
+        """Head learning rate: larger when only a head trains on fixed features."""
+        if self.lr is not None:
+            return self.lr
+        return 3e-3 if self.head_only() else 1e-3
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "config"
+    if first["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, TrainConfig.model_fields, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else "; see `geotune train --help`"
+        return f"unknown config key '{key}'{hint}"
+    if first["type"] == "missing":
+        return f"missing required option '{key}' (--{key.replace('_', '-')} on the command line)"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error" and not first["loc"]:
+        return f"bad config: {msg}"
+    return f"bad value for '{key}': {msg} (got {first.get('input')!r})"
+
+
+def make_config(**values: Any) -> TrainConfig:
+    """Build and validate a config; raises ConfigError with a one-line message."""
+    try:
+        return TrainConfig(**values)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: Path, **overrides: Any) -> TrainConfig:
+    """Read a YAML config; explicit ``overrides`` (e.g. CLI flags) win over the file."""
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; pass an existing YAML file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return make_config(**values)
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    from geotune.rundir import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))

@@ -1,0 +1,82 @@
+"""`geotune evaluate`: re-evaluate a finished run on its test split or on another dataset."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+
+from geotune.data import decode_folder, read_split, scan_folder
+from geotune.errors import DataError
+from geotune.metrics import classification_metrics, metrics_table, save_metrics
+from geotune.model import load_classifier
+from geotune.rundir import RunDir, require_complete_run
+from geotune.train import predict
+
+
+def evaluate_run(
+    run_dir: Path,
+    data: Path | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    workers: int | None = None,
+    console: Console | None = None,
+) -> tuple[dict, Path]:
+    """Metrics of a run's best checkpoint; written to ``RUN/evaluations/<name>/``.
+
+    Without ``data`` the run's own test split is used. With ``data`` every image of that
+    ImageFolder dataset is evaluated; its classes must be classes the model knows.
+    """
+    console = console or Console(stderr=True)
+    run = require_complete_run(run_dir)
+    model, prep, ckpt = load_classifier(run / "checkpoints" / "best.pt")
+    classes: list[str] = ckpt["classes"]
+    if data is None:
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        folder = scan_folder(config["data"], skip_bad=config.get("skip_bad_images", False))
+        images = decode_folder(
+            folder, prep.size, prep.interpolation, workers, config.get("skip_bad_images", False)
+        )
+        split = read_split(run / "split.csv", images.folder)
+        idx = np.flatnonzero(split == "test")
+        name = "test"
+        labels = images.folder.labels
+    else:
+        folder = scan_folder(data)
+        unknown = [c for c in folder.classes if c not in classes]
+        if unknown:
+            raise DataError(
+                f"{data} has classes the model was not trained on ({', '.join(unknown[:5])}); "
+                f"the model knows: {', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''}"
+            )
+        images = decode_folder(folder, prep.size, prep.interpolation, workers)
+        # Map the other dataset's label indices onto the model's class order, by name.
+        remap = np.array([classes.index(c) for c in images.folder.classes])
+        labels = remap[images.folder.labels]
+        idx = np.arange(len(images.folder))
+        name = Path(data).resolve().name
+    dev = torch.device(
+        "cuda"
+        if device == "auto" and torch.cuda.is_available()
+        else ("cpu" if device == "auto" else device)
+    )
+    model.to(dev)
+    t0 = time.perf_counter()
+    logits = predict(model, prep, images.pixels, idx, batch_size, dev)
+    metrics = classification_metrics(labels[idx], logits.argmax(1).numpy(), classes)
+    metrics.update(
+        split=name,
+        data=str(data or images.folder.root),
+        checkpoint_epoch=ckpt.get("epoch"),
+        seconds=time.perf_counter() - t0,
+    )
+    out = RunDir(run / "evaluations", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.create()
+    save_metrics(metrics, out.path, "eval")
+    final = out.commit()
+    console.print(metrics_table(metrics, f"{run.name} on {name}"))
+    return metrics, final

@@ -1,0 +1,83 @@
+"""The scene classifier: a pretrained backbone and a new head for the user's classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from geotune.backbones import Preprocessing, create_backbone, load_into
+from geotune.errors import WeightsError
+
+
+def build_head(
+    num_features: int, num_classes: int, kind: str = "linear", dropout: float = 0.0
+) -> nn.Module:
+    if kind == "linear":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
+    if kind == "mlp":
+        hidden = min(512, num_features)
+        return nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(num_features, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+    raise ValueError(f"unknown head '{kind}'")
+
+
+class SceneClassifier(nn.Module):
+    """``backbone`` (timm, pooled features) followed by ``head``."""
+
+    def __init__(
+        self, backbone: nn.Module, num_classes: int, head: str = "linear", dropout: float = 0.0
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.head = build_head(backbone.num_features, num_classes, head, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def build_classifier(
+    backbone: str,
+    weights: str,
+    num_classes: int,
+    head: str = "linear",
+    dropout: float = 0.0,
+    image_size: int | None = None,
+) -> tuple[SceneClassifier, Preprocessing, str]:
+    net, prep, source = create_backbone(backbone, weights)
+    if image_size is not None:
+        prep = Preprocessing(image_size, prep.mean, prep.std, prep.interpolation)
+    return SceneClassifier(net, num_classes, head, dropout), prep, source
+
+
+def save_classifier(path: Path, model: SceneClassifier, meta: dict) -> None:
+    """A self-describing checkpoint: weights plus what is needed to rebuild and preprocess."""
+    from geotune.rundir import atomic_torch_save
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save({"format": "geotune-classifier-v1", "state_dict": state, **meta}, path)
+
+
+def load_classifier(path: Path) -> tuple[SceneClassifier, Preprocessing, dict]:
+    """Rebuild a classifier saved by :func:`save_classifier` (no download, no code execution)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} not found; is this a finished geotune run?")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "geotune-classifier-v1":
+        raise WeightsError(f"{path} is not a geotune classifier checkpoint")
+    net, _, _ = create_backbone(ckpt["backbone"], "random")
+    model = SceneClassifier(net, len(ckpt["classes"]), ckpt["head"], ckpt.get("head_dropout", 0.0))
+    load_into(
+        model,
+        ckpt["state_dict"],
+        str(path),
+        f"{ckpt['backbone']} with {len(ckpt['classes'])} classes",
+    )
+    return model.eval(), Preprocessing.from_dict(ckpt["preprocessing"]), ckpt

@@ -1,0 +1,44 @@
+"""Shared fixtures: small fixed subsets of the AID copy in ../shared, and an isolated cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+AID = REPO.parent / "shared" / "datasets" / "aid150"
+CLASSES = ("Airport", "Beach", "Forest", "River")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    # Decoded-image caches of the tests never touch the user's cache.
+    os.environ["GEOTUNE_CACHE"] = str(tmp_path_factory.mktemp("geotune-cache"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the sandbox has no hub; fail fast, not by timeout
+    yield
+
+
+def copy_subset(dest: Path, per_class: int, classes=CLASSES, offset: int = 0) -> Path:
+    """The first ``per_class`` images (sorted by name, after ``offset``) of each class."""
+    if not AID.is_dir():
+        pytest.skip(f"AID copy not found at {AID}")
+    for c in classes:
+        (dest / c).mkdir(parents=True, exist_ok=True)
+        for f in sorted((AID / c).iterdir())[offset : offset + per_class]:
+            shutil.copy2(f, dest / c / f.name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def aid_small(tmp_path_factory) -> Path:
+    """4 classes x 12 images: enough for a stratified 50/50 split with validation."""
+    return copy_subset(tmp_path_factory.mktemp("aid_small"), 12)
+
+
+@pytest.fixture
+def aid_copy(tmp_path) -> Path:
+    """A writable 4 x 6 copy, for tests that damage the data."""
+    return copy_subset(tmp_path / "data", 6)
