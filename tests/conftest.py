@@ -17,7 +17,9 @@ CLASSES = ("Airport", "Beach", "Forest", "River")
 def _isolated_cache(tmp_path_factory):
     # Decoded-image caches of the tests never touch the user's cache.
     os.environ["GEOTUNE_CACHE"] = str(tmp_path_factory.mktemp("geotune-cache"))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the sandbox has no hub; fail fast, not by timeout
+    os.environ.setdefault(
+        "HF_HUB_OFFLINE", "1"
+    )  # the sandbox has no hub; fail fast, not by timeout
     yield
 
 

@@ -32,7 +32,9 @@ def test_empty_root(tmp_path):
 
 def test_empty_class_folder(aid_copy):
     (aid_copy / "Desert").mkdir()
-    with pytest.raises(DataError, match=r"class folder .*Desert holds no images; add images or remove"):
+    with pytest.raises(
+        DataError, match=r"class folder .*Desert holds no images; add images or remove"
+    ):
         scan_folder(aid_copy)
 
 
@@ -59,7 +61,10 @@ def _truncate(aid_copy):
     return bad
 
 
-@pytest.mark.parametrize(("make_bad", "expected"), [(_corrupt, "not a readable image"), (_truncate, "corrupt or truncated")])
+@pytest.mark.parametrize(
+    ("make_bad", "expected"),
+    [(_corrupt, "not a readable image"), (_truncate, "corrupt or truncated")],
+)
 def test_unreadable_images(aid_copy, make_bad, expected):
     bad = make_bad(aid_copy)
     folder = scan_folder(aid_copy)
@@ -107,7 +112,11 @@ def test_split_is_stratified_and_reproducible(aid_small):
     assert not np.array_equal(s1, s3)
     for c in range(4):
         parts = s1[folder.labels == c]
-        assert (parts == "test").sum() == 6 and (parts == "val").sum() == 2 and (parts == "train").sum() == 4
+        assert (
+            (parts == "test").sum() == 6
+            and (parts == "val").sum() == 2
+            and (parts == "train").sum() == 4
+        )
 
 
 def test_few_shot_split(aid_small):
@@ -115,12 +124,18 @@ def test_few_shot_split(aid_small):
     s = make_split(folder, None, labels_per_class=5, val_fraction=0.2, seed=0)
     for c in range(4):
         parts = s[folder.labels == c]
-        assert (parts == "train").sum() == 4 and (parts == "val").sum() == 1 and (parts == "test").sum() == 7
+        assert (
+            (parts == "train").sum() == 4
+            and (parts == "val").sum() == 1
+            and (parts == "test").sum() == 7
+        )
 
 
 def test_too_few_images_for_split(aid_small):
     folder = scan_folder(aid_small)
-    with pytest.raises(DataError, match="class 'Airport' has 12 images, too few for the requested split"):
+    with pytest.raises(
+        DataError, match="class 'Airport' has 12 images, too few for the requested split"
+    ):
         make_split(folder, None, labels_per_class=12, val_fraction=0.2)
 
 

@@ -33,3 +33,21 @@ def augment_batch(augment: nn.Module, x_uint8: torch.Tensor) -> torch.Tensor:
     if len(augment):
         x = augment(x).clamp_(0, 1)
     return x
+
+
+# Test-time augmentation: overhead scenes keep their class under rotations and flips, so averaging
+# predictions over such views removes the orientation bias of a single view. Each view is
+# (quarter turns, horizontal flip); cost grows linearly with the number of views.
+TTA_VIEWS: dict[str, tuple[tuple[int, bool], ...]] = {
+    "none": ((0, False),),
+    "flip": ((0, False), (0, True)),
+    "rot2": ((0, False), (1, False)),
+    "rot4": ((0, False), (1, False), (2, False), (3, False)),
+    "d4": tuple((k, f) for k in range(4) for f in (False, True)),
+}
+
+
+def tta_view(x: torch.Tensor, quarter_turns: int, flip: bool) -> torch.Tensor:
+    if quarter_turns:
+        x = torch.rot90(x, quarter_turns, dims=(-2, -1))
+    return x.flip(-1) if flip else x

@@ -114,11 +114,18 @@ def evaluate_command(
     ] = None,  # noqa: UP045
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    tta: Annotated[
+        str, typer.Option(help="test-time augmentation: none | flip | rot2 | rot4 | d4")
+    ] = "none",
 ) -> None:
     """Re-evaluate a finished run on its test split, or on another dataset with the same classes."""
+    from geotune.augment import TTA_VIEWS
+    from geotune.errors import ConfigError
     from geotune.evaluate import evaluate_run
 
-    metrics, out = evaluate_run(run_dir, data, batch_size, device, console=err_console)
+    if tta not in TTA_VIEWS:
+        raise ConfigError(f"bad value for 'tta': {tta!r}; use one of {', '.join(TTA_VIEWS)}")
+    metrics, out = evaluate_run(run_dir, data, batch_size, device, tta=tta, console=err_console)
     typer.echo(
         f"overall accuracy {100 * metrics['overall_accuracy']:.2f}% on {metrics['n']} images"
     )

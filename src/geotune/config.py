@@ -81,6 +81,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     warmup_epochs: float = Field(1.0, ge=0, description="linear LR warmup before cosine decay")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    tta: Literal["none", "flip", "rot2", "rot4", "d4"] = Field(
+        "none", description="test-time augmentation: average over flips / 90-degree rotations"
+    )
     # --- engine and output ----------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"

@@ -24,6 +24,7 @@ def evaluate_run(
     batch_size: int = 64,
     device: str = "auto",
     workers: int | None = None,
+    tta: str = "none",
     console: Console | None = None,
 ) -> tuple[dict, Path]:
     """Metrics of a run's best checkpoint; written to ``RUN/evaluations/<name>/``.
@@ -66,12 +67,13 @@ def evaluate_run(
     )
     model.to(dev)
     t0 = time.perf_counter()
-    logits = predict(model, prep, images.pixels, idx, batch_size, dev)
-    metrics = classification_metrics(labels[idx], logits.argmax(1).numpy(), classes)
+    probs, _ = predict(model, prep, images.pixels, idx, batch_size, dev, tta=tta)
+    metrics = classification_metrics(labels[idx], probs.argmax(1).numpy(), classes)
     metrics.update(
         split=name,
         data=str(data or images.folder.root),
         checkpoint_epoch=ckpt.get("epoch"),
+        tta=tta,
         seconds=time.perf_counter() - t0,
     )
     out = RunDir(run / "evaluations", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")

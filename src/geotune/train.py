@@ -6,6 +6,7 @@ and precision around it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import resource
@@ -19,7 +20,7 @@ from lightning_fabric import Fabric
 from rich.console import Console
 from torch import nn
 
-from geotune.augment import augment_batch, build_augment
+from geotune.augment import TTA_VIEWS, augment_batch, build_augment, tta_view
 from geotune.backbones import Preprocessing
 from geotune.config import TrainConfig, save_config
 from geotune.data import (
@@ -160,22 +161,37 @@ def build_scheduler(optimizer, total_steps: int, warmup_steps: int):
 
 @torch.inference_mode()
 def predict(
-    model: nn.Module, prep: Preprocessing, pixels, indices, batch_size: int, device, fabric=None
-):
-    """Logits for the chips at ``indices`` (no augmentation)."""
+    model: nn.Module,
+    prep: Preprocessing,
+    pixels,
+    indices,
+    batch_size: int,
+    device,
+    fabric=None,
+    tta: str = "none",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities for the chips at ``indices``, averaged over the ``tta`` views.
+
+    Also returns the logits of the plain view, so one pass gives the figures with and without TTA.
+    """
     model.eval()
-    out = []
+    probs, plain = [], []
     dummy = np.zeros(len(pixels), dtype=np.int64)
     for x, _ in iterate_batches(pixels, dummy, indices, batch_size):
         x = prep.normalize(x.to(device, non_blocking=True))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        ctx = (
-            fabric.autocast() if fabric is not None else torch.autocast(device.type, enabled=False)
-        )
-        with ctx:
-            out.append(model(x).float().cpu())
-    return torch.cat(out) if out else torch.empty(0)
+        p_sum = None
+        for turns, flip in TTA_VIEWS[tta]:
+            v = tta_view(x, turns, flip).contiguous(memory_format=torch.channels_last)
+            with fabric.autocast() if fabric is not None else contextlib.nullcontext():
+                logits = model(v).float()
+            if turns == 0 and not flip:
+                plain.append(logits.cpu())
+            p = logits.softmax(-1)
+            p_sum = p if p_sum is None else p_sum + p
+        probs.append((p_sum / len(TTA_VIEWS[tta])).cpu())
+    if not probs:
+        return torch.empty(0), torch.empty(0)
+    return torch.cat(probs), torch.cat(plain)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -203,8 +219,9 @@ def fit(prep: Prepared, console: Console | None = None) -> RunResult:
     fabric = Fabric(accelerator=accelerator, devices=1, precision=precision)
     device = fabric.device
     model = prep.model
+    # channels_last: 1.5x (train) to 4x (inference) faster on CPU (oneDNN) as well as on GPU.
+    model = model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     optimizer = build_optimizer(model, config)
     model, optimizer = fabric.setup(model, optimizer)
@@ -286,8 +303,7 @@ def fit(prep: Prepared, console: Console | None = None) -> RunResult:
                     x = x.to(device, non_blocking=True)
                     y = y.to(device, non_blocking=True)
                     x = prep.preprocessing.normalize(augment_batch(augment, x))
-                    if device.type == "cuda":
-                        x = x.contiguous(memory_format=torch.channels_last)
+                    x = x.contiguous(memory_format=torch.channels_last)
                     logits = model(x)
                     loss = loss_fn(logits, y)
                     optimizer.zero_grad(set_to_none=True)
@@ -295,7 +311,7 @@ def fit(prep: Prepared, console: Console | None = None) -> RunResult:
                     optimizer.step()
                     scheduler.step()
                     seen += len(y)
-                    loss_sum += float(loss) * len(y)
+                    loss_sum += float(loss.detach()) * len(y)
                     correct += int((logits.argmax(1) == y).sum())
                     progress.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen)
                 train_time = time.perf_counter() - t0
@@ -306,7 +322,7 @@ def fit(prep: Prepared, console: Console | None = None) -> RunResult:
                     "train_accuracy": correct / max(seen, 1),
                 }
                 if len(val_idx):
-                    logits = predict(
+                    _, logits = predict(
                         model, prep.preprocessing, pixels, val_idx, eval_batch, device, fabric
                     )
                     yv = torch.from_numpy(labels[val_idx])
@@ -339,10 +355,21 @@ def fit(prep: Prepared, console: Console | None = None) -> RunResult:
         best = torch.load(path / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
         raw.load_state_dict(best["state_dict"])
         t0 = time.perf_counter()
-        logits = predict(model, prep.preprocessing, pixels, test_idx, eval_batch, device, fabric)
+        probs, plain = predict(
+            model, prep.preprocessing, pixels, test_idx, eval_batch, device, fabric, config.tta
+        )
         test_time = time.perf_counter() - t0
-        metrics = classification_metrics(labels[test_idx], logits.argmax(1).numpy(), prep.classes)
-        metrics.update(split="test", best_epoch=best_epoch, data=str(config.data))
+        metrics = classification_metrics(labels[test_idx], probs.argmax(1).numpy(), prep.classes)
+        plain_oa = (
+            float((plain.argmax(1).numpy() == labels[test_idx]).mean()) if len(test_idx) else 0.0
+        )
+        metrics.update(
+            split="test",
+            best_epoch=best_epoch,
+            data=str(config.data),
+            tta=config.tta,
+            overall_accuracy_without_tta=plain_oa,
+        )
         save_metrics(metrics, path, "test")
         summary = {
             "strategy": config.strategy,
@@ -362,6 +389,8 @@ def fit(prep: Prepared, console: Console | None = None) -> RunResult:
             "best_epoch": best_epoch,
             "best_val_accuracy": best_acc if len(val_idx) else None,
             "test_overall_accuracy": metrics["overall_accuracy"],
+            "tta": config.tta,
+            "test_overall_accuracy_without_tta": plain_oa,
             "train_time_s": train_time,
             "time_per_epoch_s": train_time / config.epochs,
             "train_images_per_s": float(np.mean([r["train_images_per_s"] for r in history])),

@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import REPO, copy_subset
+
+from geotune.config import load_config, make_config
+from geotune.errors import ConfigError
+from geotune.evaluate import evaluate_run
+from geotune.train import train
+
+GEOTUNE = [sys.executable, "-m", "geotune.cli"]
+# Small chips and few epochs keep these real training runs to seconds on 2 CPU cores.
+FAST = {"image_size": 64, "epochs": 2, "batch_size": 8, "train_fraction": 0.5, "val_fraction": 0.25}
+
+
+def run_cli(*args, check=True, **kw):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [*GEOTUNE, *map(str, args)], capture_output=True, text=True, env=env, **kw
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"geotune {args} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def cli_run(aid_small, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    proc = run_cli(
+        "train",
+        "--data",
+        aid_small,
+        "--output",
+        out,
+        "--name",
+        "partial",
+        "--strategy",
+        "partial",
+        "--freeze-until",
+        "blocks.4",
+        "--image-size",
+        64,
+        "--epochs",
+        2,
+        "--batch-size",
+        8,
+        "--train-fraction",
+        0.5,
+        "--val-fraction",
+        0.25,
+        "--seed",
+        1,
+    )
+    run = out / "partial"
+    assert f"run folder: {run}" in proc.stdout
+    assert "test_metrics.json" in proc.stdout
+    return run
+
+
+def test_cli_run_folder_is_complete(cli_run):
+    for name in (
+        "config.yaml",
+        "split.csv",
+        "metrics.csv",
+        "test_metrics.json",
+        "test_per_class.csv",
+        "test_confusion.csv",
+        "summary.json",
+        "checkpoints/best.pt",
+        "status.json",
+    ):
+        assert (cli_run / name).is_file(), name
+    assert json.loads((cli_run / "status.json").read_text())["state"] == "complete"
+    metrics = json.loads((cli_run / "test_metrics.json").read_text())
+    assert metrics["n"] == 24 and 0 <= metrics["overall_accuracy"] <= 1
+    assert (
+        len(metrics["confusion_matrix"]) == 4 and sum(map(sum, metrics["confusion_matrix"])) == 24
+    )
+    summary = json.loads((cli_run / "summary.json").read_text())
+    assert summary["trainable_groups"] == ["blocks.5", "blocks.6", "head"]
+    assert 0 < summary["trainable_params"] < summary["total_params"]
+    rows = (cli_run / "metrics.csv").read_text().strip().splitlines()
+    assert (
+        rows[0].startswith("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy")
+        and len(rows) == 3
+    )
+
+
+def test_saved_config_reproduces_the_run_config(cli_run):
+    config = load_config(cli_run / "config.yaml")
+    assert (
+        config.strategy == "partial"
+        and config.freeze_until == "blocks.4"
+        and config.image_size == 64
+    )
+    assert (
+        config.model_dump()
+        == make_config(**yaml.safe_load((cli_run / "config.yaml").read_text())).model_dump()
+    )
+
+
+def test_evaluate_reproduces_test_metrics(cli_run):
+    saved = json.loads((cli_run / "test_metrics.json").read_text())
+    metrics, out = evaluate_run(cli_run)
+    assert metrics["confusion_matrix"] == saved["confusion_matrix"]
+    assert metrics["overall_accuracy"] == pytest.approx(saved["overall_accuracy"])
+    assert (out / "eval_metrics.json").is_file() and (out / "eval_per_class.csv").is_file()
+
+
+def test_evaluate_on_another_dataset_with_the_same_classes(cli_run, tmp_path):
+    other = copy_subset(tmp_path / "other", 3, classes=("Beach", "Forest"), offset=100)
+    proc = run_cli("evaluate", cli_run, "--data", other)
+    assert "on 6 images" in proc.stdout
+    unknown = copy_subset(tmp_path / "unknown", 2, classes=("Desert",))
+    proc = run_cli("evaluate", cli_run, "--data", unknown, check=False)
+    assert proc.returncode == 2 and "classes the model was not trained on (Desert)" in proc.stderr
+
+
+def test_split_file_is_reused(cli_run, aid_small, tmp_path):
+    config = make_config(
+        data=aid_small,
+        output=tmp_path,
+        name="again",
+        split=cli_run / "split.csv",
+        strategy="feature-extraction",
+        seed=7,
+        **{**FAST, "epochs": 1},
+    )
+    result = train(config)
+    assert (result.run_dir / "split.csv").read_text() == (cli_run / "split.csv").read_text()
+
+
+@pytest.mark.parametrize("strategy", ["feature-extraction", "full"])
+def test_strategies_train_and_learn(aid_small, tmp_path, strategy):
+    config = make_config(
+        data=aid_small,
+        output=tmp_path,
+        name=strategy,
+        strategy=strategy,
+        # Batches of 8 chips give noisy BN statistics: a 3-epoch full fine-tune keeps the pretrained
+        # ones (bn_policy 'frozen'); the default policy is exercised by the CLI run above.
+        bn_policy="frozen",
+        **{**FAST, "epochs": 3, "image_size": 96},
+    )
+    result = train(config)
+    before = torch.load(result.run_dir / "checkpoints" / "best.pt", weights_only=True)
+    history = result.history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    # 4 clearly different scene classes: real pretrained features separate them well above chance.
+    assert result.test_metrics["overall_accuracy"] > 0.5
+    assert before["classes"] == ["Airport", "Beach", "Forest", "River"]
+
+
+def test_cli_errors_are_one_line(tmp_path, aid_small):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(f"data: {aid_small}\nlearning_rate: 0.1\n")
+    proc = run_cli("train", "--config", cfg, check=False)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == "error: unknown config key 'learning_rate'; see `geotune train --help`"
+    )
+    proc = run_cli("train", "--data", tmp_path / "nope", check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_config_values_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"bad value for 'val_fraction': .*less than 1"):
+        make_config(data=tmp_path, val_fraction=1.5)
+    with pytest.raises(ConfigError, match="needs exactly one of freeze_until or unfreeze_last"):
+        make_config(data=tmp_path, strategy="partial")
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        make_config(data=tmp_path, epoch=3)
+
+
+def test_skipped_files_are_listed_in_the_run(tmp_path):
+    data = copy_subset(tmp_path / "data", 8, classes=("Beach", "Forest"))
+    (data / "Beach" / "broken.jpg").write_bytes(b"garbage")
+    config = make_config(
+        data=data,
+        output=tmp_path / "runs",
+        name="r",
+        strategy="feature-extraction",
+        skip_bad_images=True,
+        **{**FAST, "epochs": 1},
+    )
+    result = train(config)
+    assert (result.run_dir / "skipped_files.txt").read_text().startswith("Beach/broken.jpg\t")
+    assert "Beach/broken.jpg" not in (result.run_dir / "split.csv").read_text()
+
+
+def test_killed_run_leaves_no_run_folder(tmp_path, aid_small):
+    out = tmp_path / "runs"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            *GEOTUNE,
+            "train",
+            "--data",
+            aid_small,
+            "--output",
+            out,
+            "--name",
+            "killed",
+            "--image-size",
+            "64",
+            "--epochs",
+            "50",
+            "--batch-size",
+            "8",
+            "--train-fraction",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    deadline = time.time() + 240
+    for line in proc.stdout:  # wait until training has really started
+        if "epoch 1/50" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "killed").exists()
+    staging = out / ".killed.partial"
+    assert json.loads((staging / "status.json").read_text())["state"] == "running"
+    proc = run_cli("evaluate", out / "killed", check=False)
+    assert proc.returncode == 2 and "did not finish" in proc.stderr
+
+
+def test_metrics_agree_with_scikit_learn():
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score
+
+    from geotune.metrics import classification_metrics
+
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 5, 200)
+    p = np.where(rng.random(200) < 0.7, t, rng.integers(0, 5, 200))
+    m = classification_metrics(t, p, list("abcde"))
+    assert m["overall_accuracy"] == pytest.approx(accuracy_score(t, p))
+    assert m["average_accuracy"] == pytest.approx(balanced_accuracy_score(t, p))
+    assert m["macro_f1"] == pytest.approx(f1_score(t, p, average="macro"))
+    assert m["kappa"] == pytest.approx(cohen_kappa_score(t, p), abs=1e-6)
