@@ -9,6 +9,7 @@ from geotune.data import decode_folder, scan_folder
 from geotune.errors import ConfigError
 from geotune.freezing import BatchNormPolicy, apply_trainable, layer_groups, trainable_groups
 from geotune.model import build_classifier
+from geotune.strategies import plan_phases
 from geotune.train import augment_batch, build_augment, build_optimizer
 
 
@@ -65,10 +66,9 @@ def test_optimizer_sees_only_trainable_parameters(tmp_path, strategy, extra):
     )
     model, _ = _model("resnet18")
     groups = layer_groups(model)
-    apply_trainable(
-        groups, trainable_groups(groups, strategy, config.freeze_until, config.unfreeze_last)
-    )
-    opt = build_optimizer(model, config)
+    (phase,) = plan_phases(config, groups)
+    apply_trainable(groups, list(phase.trainable))
+    opt = build_optimizer(config, groups, phase)
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert in_opt == {id(p) for p in model.parameters() if p.requires_grad}
     assert len(in_opt) < len(list(model.parameters())) or strategy == "full"

@@ -88,11 +88,11 @@ def test_cli_run_folder_is_complete(cli_run):
         len(metrics["confusion_matrix"]) == 4 and sum(map(sum, metrics["confusion_matrix"])) == 24
     )
     summary = json.loads((cli_run / "summary.json").read_text())
-    assert summary["trainable_groups"] == ["blocks.5", "blocks.6", "head"]
+    assert summary["phases"][0]["trainable_groups"] == ["blocks.5", "blocks.6", "head"]
     assert 0 < summary["trainable_params"] < summary["total_params"]
     rows = (cli_run / "metrics.csv").read_text().strip().splitlines()
     assert (
-        rows[0].startswith("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy")
+        rows[0].startswith("epoch,phase,lr,train_loss,train_accuracy,val_loss,val_accuracy")
         and len(rows) == 3
     )
 

@@ -38,20 +38,29 @@ def _cli_type(annotation: Any) -> Any:
         return str
     if origin is tuple:
         return tuple[tuple(args)]
+    if origin in (list, dict):
+        return str  # comma-separated on the command line; parsed by the config's validators
     return annotation
 
 
 def _train_signature() -> inspect.Signature:
-    params = [
-        inspect.Parameter(
-            "config",
+    def param(name: str, typ: Any, option: Any) -> inspect.Parameter:
+        return inspect.Parameter(
+            name,
             inspect.Parameter.KEYWORD_ONLY,
-            annotation=Annotated[
-                Path | None,
-                typer.Option("--config", help="YAML file of options; flags override it"),
-            ],  # noqa: UP045
+            annotation=Annotated[typ | None, option],
             default=None,
         )
+
+    params = [
+        param(
+            "config", Path, typer.Option("--config", help="YAML file of options; flags override it")
+        ),
+        param(
+            "resume",
+            Path,
+            typer.Option("--resume", help="continue the killed run RUN_DIR from its last epoch"),
+        ),
     ]
     for name, field in TrainConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
@@ -71,26 +80,27 @@ def _train_signature() -> inspect.Signature:
         default = field.default if field.is_required() is False else None
         if default is not None and not isinstance(default, Path):
             option.help = f"{option.help} (default: {list(default) if isinstance(default, tuple) else default})".strip()
-        params.append(
-            inspect.Parameter(
-                name,
-                inspect.Parameter.KEYWORD_ONLY,
-                annotation=Annotated[typ | None, option],
-                default=None,
-            )  # noqa: UP045
-        )
+        params.append(param(name, typ, option))
     return inspect.Signature(params)
 
 
 def train_command(**kwargs: Any) -> None:
     """Fine-tune a pretrained backbone on DATA/<class>/<image> chips, evaluate it, write a run folder."""
     from geotune.config import load_config, make_config
-    from geotune.train import train
+    from geotune.train import resume, train
 
     config_file = kwargs.pop("config")
+    resume_dir = kwargs.pop("resume")
     values = {k: v for k, v in kwargs.items() if v is not None}
-    config = load_config(config_file, **values) if config_file else make_config(**values)
-    result = train(config, err_console)
+    if resume_dir is not None:
+        if values or config_file:
+            from geotune.errors import ConfigError
+
+            raise ConfigError("--resume takes no other options: the run's own config.yaml is used")
+        result = resume(resume_dir, err_console)
+    else:
+        config = load_config(config_file, **values) if config_file else make_config(**values)
+        result = train(config, err_console)
     m = result.test_metrics
     typer.echo(
         f"test overall accuracy {100 * m['overall_accuracy']:.2f}% (AA {100 * m['average_accuracy']:.2f}%, "

@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geotune.errors import ConfigError
 
-Strategy = Literal["feature-extraction", "partial", "full"]
-BNPolicy = Literal["frozen-in-frozen-groups", "frozen", "train"]
+Strategy = Literal[
+    "linear-probe", "knn", "feature-extraction", "partial", "full", "lp-ft", "gradual"
+]
+BNPolicy = Literal["frozen-in-frozen-groups", "frozen", "train", "adabn"]
+# Strategies that fit a classifier on cached backbone features instead of training a network.
+CACHED_FEATURE_STRATEGIES = ("linear-probe", "knn")
 
 
 class TrainConfig(BaseModel):
@@ -57,16 +61,37 @@ class TrainConfig(BaseModel):
     head: Literal["linear", "mlp"] = Field("linear", description="classification head")
     head_dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the head")
     # --- strategy -------------------------------------------------------------------------
-    strategy: Strategy = Field("full", description="feature-extraction | partial | full")
+    strategy: Strategy = Field(
+        "full",
+        description="linear-probe | knn | feature-extraction | partial | full | lp-ft | gradual",
+    )
     freeze_until: str | None = Field(
-        None, description="partial: freeze layer groups up to and including this one"
+        None, description="partial / lp-ft: freeze layer groups up to and including this one"
     )
     unfreeze_last: int | None = Field(
-        None, ge=1, description="partial: train only the last N layer groups of the backbone"
+        None,
+        ge=1,
+        description="partial / lp-ft: train only the last N layer groups of the backbone",
+    )
+    head_epochs: int = Field(
+        2, ge=1, description="lp-ft: epochs of the head-only phase before unfreezing"
+    )
+    unfreeze_every: int = Field(
+        1, ge=1, description="gradual: epochs between unfreezing one more group (from the top)"
     )
     bn_policy: BNPolicy = Field(
         "frozen-in-frozen-groups",
-        description="BatchNorm in frozen groups stays in eval mode (running stats untouched)",
+        description="frozen-in-frozen-groups | frozen | train | adabn (re-estimate on train images, then frozen)",
+    )
+    probe_c: list[float] = Field(
+        [0.001, 0.01, 0.1, 1.0, 10.0],
+        min_length=1,
+        description="linear-probe: inverse regularisation strengths tried on validation data",
+    )
+    knn_k: list[int] = Field(
+        [1, 5, 10, 20, 50],
+        min_length=1,
+        description="knn: neighbour counts tried on validation data",
     )
     # --- optimisation ---------------------------------------------------------------------
     epochs: int = Field(10, ge=1)
@@ -78,9 +103,26 @@ class TrainConfig(BaseModel):
     backbone_lr_scale: float = Field(
         0.1, gt=0, le=1, description="backbone LR = lr x this (pretrained layers move slower)"
     )
+    layer_decay: float | None = Field(
+        None, gt=0, le=1, description="layer-wise LR decay: each group below the top gets x this"
+    )
+    group_lr: dict[str, float] = Field(
+        {}, description="per-group LR multipliers by group name, e.g. {stem: 0.1, layer4: 2}"
+    )
+    schedule: Literal["cosine", "step", "constant"] = Field(
+        "cosine", description="LR decay after warmup (per phase)"
+    )
+    step_epochs: int = Field(3, ge=1, description="step schedule: epochs between LR drops")
+    step_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: LR factor per drop")
     weight_decay: float = Field(0.01, ge=0)
     warmup_epochs: float = Field(1.0, ge=0, description="linear LR warmup before cosine decay")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    accumulate: int = Field(
+        1, ge=1, description="gradient accumulation: batches per optimizer step"
+    )
+    patience: int | None = Field(
+        None, ge=1, description="early stopping: epochs without a better validation accuracy"
+    )
     tta: Literal["none", "flip", "rot2", "rot4", "d4"] = Field(
         "none", description="test-time augmentation: average over flips / 90-degree rotations"
     )
@@ -88,8 +130,33 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     num_workers: int | None = Field(None, ge=0, description="decode workers (default: cores)")
+    compile: bool = Field(
+        False, description="torch.compile the model (measure before relying on it)"
+    )
+    deterministic: bool = Field(
+        False, description="deterministic algorithms: bit-identical reruns and resumes"
+    )
     output: Path = Field(Path("runs"), description="folder that holds run folders")
     name: str | None = Field(None, description="run folder name (default: generated)")
+
+    @field_validator("probe_c", "knn_k", mode="before")
+    @classmethod
+    def _split_list(cls, v: Any) -> Any:
+        # CLI form: --probe-c 0.01,0.1,1
+        return [x for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+    @field_validator("group_lr", mode="before")
+    @classmethod
+    def _split_mapping(cls, v: Any) -> Any:
+        # CLI form: --group-lr stem=0.1,layer4=2
+        if isinstance(v, str):
+            pairs = [p.split("=", 1) for p in v.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError(
+                    "use NAME=FACTOR pairs separated by commas, e.g. stem=0.1,layer4=2"
+                )
+            return {k.strip(): val for k, val in pairs}
+        return v
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainConfig:
@@ -98,10 +165,18 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"crop_scale must satisfy 0 < min <= max <= 1, got {list(self.crop_scale)}"
             )
-        if self.strategy != "partial" and (self.freeze_until or self.unfreeze_last):
+        if self.strategy not in ("partial", "lp-ft") and (self.freeze_until or self.unfreeze_last):
             raise ValueError(
-                f"freeze_until / unfreeze_last only apply to strategy 'partial', not '{self.strategy}'"
+                f"freeze_until / unfreeze_last apply to strategies 'partial' and 'lp-ft', not '{self.strategy}'"
             )
+        if self.freeze_until and self.unfreeze_last:
+            raise ValueError("give either freeze_until or unfreeze_last, not both")
+        if self.strategy == "lp-ft" and self.head_epochs >= self.epochs:
+            raise ValueError(
+                f"lp-ft needs epochs > head_epochs (got epochs={self.epochs}, head_epochs={self.head_epochs})"
+            )
+        if any(c <= 0 for c in self.probe_c) or any(k < 1 for k in self.knn_k):
+            raise ValueError("probe_c values must be > 0 and knn_k values >= 1")
         if self.strategy == "partial" and bool(self.freeze_until) == bool(self.unfreeze_last):
             raise ValueError(
                 "strategy 'partial' needs exactly one of freeze_until or unfreeze_last"
@@ -109,14 +184,14 @@ class TrainConfig(BaseModel):
         return self
 
     # ------------------------------------------------------------------------------------
-    def head_only(self) -> bool:
-        return self.strategy == "feature-extraction"
-
-    def resolved_lr(self) -> float:
+    def resolved_lr(self, head_only: bool) -> float:
         """Head learning rate: larger when only a head trains on fixed features."""
         if self.lr is not None:
             return self.lr
-        return 3e-3 if self.head_only() else 1e-3
+        return 3e-3 if head_only else 1e-3
+
+    def uses_cached_features(self) -> bool:
+        return self.strategy in CACHED_FEATURE_STRATEGIES
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import torch
 from timm.models import group_modules
 from torch import nn
 
@@ -161,3 +162,30 @@ class BatchNormPolicy:
 
     def describe(self) -> dict:
         return {"policy": self.policy, "bn_layers_in_eval": len(self.eval_modules)}
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, batches) -> int:
+    """AdaBN (Li et al., 2016): replace every BN layer's running statistics by the statistics of
+    ``batches`` (unlabelled, preprocessed images), as a cumulative average over all of them.
+
+    Only BN buffers change; weights do not. Returns the number of images used. Afterwards keep
+    the BN layers in eval mode (policy ``frozen``) so the new statistics stay as estimated.
+    """
+    bns = [m for m in model.modules() if _is_bn(m)]
+    momenta = [m.momentum for m in bns]
+    was_training = model.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch weighs the same
+    model.eval()
+    for m in bns:
+        m.train()
+    n = 0
+    for x in batches:
+        model(x)
+        n += len(x)
+    for m, momentum in zip(bns, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+    return n

@@ -83,6 +83,23 @@ class RunDir:
                 f"run folder {self.final} already exists; pass another --name or remove it"
             )
 
+    @classmethod
+    def reopen(cls, run: Path) -> RunDir:
+        """The unfinished run behind RUN (or its ``.RUN.partial`` staging folder), for resuming."""
+        run = Path(run)
+        if run.name.startswith(".") and run.name.endswith(".partial"):
+            run = run.parent / run.name[1 : -len(".partial")]
+        self = cls.__new__(cls)
+        self.final, self.staging = run, run.parent / f".{run.name}.partial"
+        if self.final.exists():
+            raise ConfigError(f"run {run} already finished; nothing to resume")
+        if not (self.staging / "config.yaml").is_file():
+            raise ConfigError(
+                f"no unfinished run at {run} (looked for {self.staging}); pass the run folder of a killed run"
+            )
+        self.write_status("running", resumed=True)
+        return self
+
     @property
     def path(self) -> Path:
         return self.staging

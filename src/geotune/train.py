@@ -1,7 +1,10 @@
 """`geotune train`: fine-tune a pretrained backbone on a folder of scene chips and evaluate it.
 
 The loop is plain PyTorch that reads top to bottom; Lightning Fabric supplies device placement
-and precision around it.
+and precision around it. A strategy is a list of phases (geotune.strategies); each phase gets an
+optimizer over exactly its trainable parameters and its own warmup + decay schedule. After every
+epoch the complete training state is checkpointed atomically, so ``--resume`` continues a killed
+run and, with ``--deterministic``, ends with the same numbers as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch import nn
 
 from geotune.augment import TTA_VIEWS, augment_batch, build_augment, tta_view
 from geotune.backbones import Preprocessing
-from geotune.config import TrainConfig, save_config
+from geotune.config import TrainConfig, load_config, save_config
 from geotune.data import (
     DecodedImages,
     decode_folder,
@@ -32,10 +35,24 @@ from geotune.data import (
     scan_folder,
     write_split,
 )
-from geotune.freezing import BatchNormPolicy, apply_trainable, layer_groups, trainable_groups
+from geotune.errors import ConfigError
+from geotune.freezing import (
+    BatchNormPolicy,
+    LayerGroup,
+    apply_trainable,
+    layer_groups,
+    reestimate_batchnorm,
+)
 from geotune.metrics import classification_metrics, metrics_table, save_metrics
 from geotune.model import SceneClassifier, build_classifier, save_classifier
-from geotune.rundir import RunDir, atomic_write_csv, atomic_write_json, atomic_write_text
+from geotune.rundir import (
+    RunDir,
+    atomic_torch_save,
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+)
+from geotune.strategies import Phase, lr_multipliers, plan_phases
 
 
 @dataclass
@@ -48,13 +65,16 @@ class Prepared:
     model: SceneClassifier
     preprocessing: Preprocessing
     weights: str
-    group_names: list[str]
-    trainable: list[bool]
-    bn_policy: BatchNormPolicy
+    groups: list[LayerGroup]
+    phases: list[Phase]
 
     @property
     def classes(self) -> list[str]:
         return self.images.folder.classes
+
+    @property
+    def group_names(self) -> list[str]:
+        return [g.name for g in self.groups]
 
     def indices(self, part: str) -> np.ndarray:
         return np.flatnonzero(self.split == part)
@@ -68,9 +88,12 @@ class RunResult:
     summary: dict = field(default_factory=dict)
 
 
-def prepare(config: TrainConfig, console: Console | None = None) -> Prepared:
+def prepare(
+    config: TrainConfig, console: Console | None = None, split_file: Path | None = None
+) -> Prepared:
     console = console or Console(stderr=True)
     folder = scan_folder(config.data, skip_bad=config.skip_bad_images)
+    torch.manual_seed(config.seed)  # the new head's initialisation is part of the run's seed
     model, prep, weights = build_classifier(
         config.backbone,
         config.weights,
@@ -91,8 +114,9 @@ def prepare(config: TrainConfig, console: Console | None = None) -> Prepared:
         f"{len(images.folder)} images in {len(folder.classes)} classes at {prep.size} px "
         f"(decoded/cached in {time.perf_counter() - t0:.1f}s)"
     )
-    if config.split is not None:
-        split = read_split(config.split, images.folder)
+    split_file = split_file or config.split
+    if split_file is not None:
+        split = read_split(split_file, images.folder)
     else:
         split = make_split(
             images.folder,
@@ -102,12 +126,9 @@ def prepare(config: TrainConfig, console: Console | None = None) -> Prepared:
             config.seed,
         )
     groups = layer_groups(model)
-    flags = trainable_groups(groups, config.strategy, config.freeze_until, config.unfreeze_last)
-    apply_trainable(groups, flags)
-    policy = BatchNormPolicy(model, groups, flags, config.bn_policy)
-    return Prepared(
-        config, images, split, model, prep, weights, [g.name for g in groups], flags, policy
-    )
+    lr_multipliers(config, groups)  # validates group_lr names before anything is written
+    phases = [] if config.uses_cached_features() else plan_phases(config, groups)
+    return Prepared(config, images, split, model, prep, weights, groups, phases)
 
 
 def _device_and_precision(config: TrainConfig) -> tuple[str, str]:
@@ -121,42 +142,69 @@ def _device_and_precision(config: TrainConfig) -> tuple[str, str]:
 
 
 def param_groups(
-    model: SceneClassifier, lr: float, backbone_lr_scale: float, weight_decay: float
+    groups: list[LayerGroup],
+    flags: tuple[bool, ...] | list[bool],
+    base_lr: float,
+    multipliers: list[float],
+    weight_decay: float,
 ) -> list[dict]:
-    """Only trainable parameters; no weight decay on biases and norm weights (1-D tensors)."""
-    groups = []
-    for part, part_lr in ((model.head, lr), (model.backbone, lr * backbone_lr_scale)):
-        params = [p for p in part.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        if decay:
-            groups.append({"params": decay, "lr": part_lr, "weight_decay": weight_decay})
-        if no_decay:
-            groups.append({"params": no_decay, "lr": part_lr, "weight_decay": 0.0})
-    return groups
+    """Optimizer groups over trainable layer groups only, each at base_lr x its multiplier.
+
+    No weight decay on biases and norm weights (1-D tensors), as in timm.
+    """
+    out = []
+    for g, trainable, mult in zip(groups, flags, multipliers, strict=True):
+        if not trainable:
+            continue
+        decay = [p for p in g.params if p.ndim > 1]
+        no_decay = [p for p in g.params if p.ndim <= 1]
+        for params, wd in ((decay, weight_decay), (no_decay, 0.0)):
+            if params:
+                out.append(
+                    {"params": params, "lr": base_lr * mult, "weight_decay": wd, "group": g.name}
+                )
+    return out
 
 
-def build_optimizer(model: SceneClassifier, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    config: TrainConfig, groups: list[LayerGroup], phase: Phase
+) -> torch.optim.Optimizer:
     from timm.optim import create_optimizer_v2
 
-    groups = param_groups(
-        model, config.resolved_lr(), config.backbone_lr_scale, config.weight_decay
+    lr = config.resolved_lr(phase.head_only)
+    pg = param_groups(
+        groups, phase.trainable, lr, lr_multipliers(config, groups), config.weight_decay
     )
-    return create_optimizer_v2(
-        groups, opt=config.optimizer, lr=config.resolved_lr(), weight_decay=config.weight_decay
+    return create_optimizer_v2(pg, opt=config.optimizer, lr=lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int, epochs: int):
+    """Linear warmup then cosine / step / constant, per optimizer step.
+
+    torch's schedulers scale each group's own base LR, so per-group LR ratios hold throughout.
+    """
+    from torch.optim.lr_scheduler import (
+        ConstantLR,
+        CosineAnnealingLR,
+        LinearLR,
+        SequentialLR,
+        StepLR,
     )
 
-
-def build_scheduler(optimizer, total_steps: int, warmup_steps: int):
-    """Linear warmup then cosine decay, per step; multiplicative, so per-group LR ratios hold."""
-    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
-
-    warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
-    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps))
-    if warmup_steps == 0:
-        return cosine
-    warm = LinearLR(optimizer, start_factor=1.0 / (warmup_steps + 1), total_iters=warmup_steps)
-    return SequentialLR(optimizer, [warm, cosine], milestones=[warmup_steps])
+    total = steps_per_epoch * epochs
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), max(total - 1, 0))
+    if config.schedule == "cosine":
+        decay = CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
+    elif config.schedule == "step":
+        decay = StepLR(
+            optimizer, step_size=config.step_epochs * steps_per_epoch, gamma=config.step_gamma
+        )
+    else:
+        decay = ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if warmup == 0:
+        return decay
+    warm = LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
+    return SequentialLR(optimizer, [warm, decay], milestones=[warmup])
 
 
 @torch.inference_mode()
@@ -194,7 +242,7 @@ def predict(
     return torch.cat(probs), torch.cat(plain)
 
 
-def _peak_memory_mb(device: torch.device) -> float:
+def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -207,151 +255,294 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def fit(prep: Prepared, console: Console | None = None) -> RunResult:
-    """Train, select the best epoch on validation, evaluate on the test part; write the run."""
+def _progress(console: Console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.1%}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def write_run_header(path: Path, prep: Prepared) -> None:
+    """The files that define a run: resolved config, split, skipped inputs."""
+    save_config(prep.config, path / "config.yaml")
+    write_split(path / "split.csv", prep.images.folder, prep.split)
+    if prep.images.folder.skipped:
+        atomic_write_text(
+            path / "skipped_files.txt",
+            "".join(f"{p}\t{r}\n" for p, r in prep.images.folder.skipped),
+        )
+
+
+def finish_run(
+    run: RunDir, prep: Prepared, probs, plain, summary: dict, console: Console, best_epoch=None
+) -> RunResult:
+    """Test metrics (with and without TTA), summary.json, then the atomic rename into place."""
+    labels = prep.images.folder.labels[prep.indices("test")]
+    metrics = classification_metrics(labels, probs.argmax(1).numpy(), prep.classes)
+    plain_oa = float((plain.argmax(1).numpy() == labels).mean()) if len(labels) else 0.0
+    metrics.update(
+        split="test",
+        data=str(prep.config.data),
+        tta=prep.config.tta,
+        overall_accuracy_without_tta=plain_oa,
+        best_epoch=best_epoch,
+    )
+    save_metrics(metrics, run.path, "test")
+    summary.update(
+        strategy=prep.config.strategy,
+        backbone=prep.config.backbone,
+        weights=prep.weights,
+        preprocessing=prep.preprocessing.to_dict(),
+        layer_groups=prep.group_names,
+        n_train=len(prep.indices("train")),
+        n_val=len(prep.indices("val")),
+        n_test=len(labels),
+        test_overall_accuracy=metrics["overall_accuracy"],
+        tta=prep.config.tta,
+        test_overall_accuracy_without_tta=plain_oa,
+        torch_threads=torch.get_num_threads(),
+    )
+    atomic_write_json(run.path / "summary.json", summary)
+    console.print(
+        metrics_table(
+            metrics, "test metrics" + (f", best epoch {best_epoch}" if best_epoch else "")
+        )
+    )
+    final = run.commit()
+    return RunResult(final, metrics, summary.get("history", []), summary)
+
+
+def fit(
+    prep: Prepared,
+    console: Console | None = None,
+    run: RunDir | None = None,
+    state: dict | None = None,
+) -> RunResult:
+    """Train phase by phase, keep the best epoch on validation, evaluate it on the test part."""
     config = prep.config
     console = console or Console(stderr=True)
-    run = RunDir(
+    resuming = run is not None
+    run = run or RunDir(
         config.output, config.name, prefix=f"{config.strategy}-{config.backbone.split('.')[0]}"
     )
     torch.manual_seed(config.seed)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
     accelerator, precision = _device_and_precision(config)
     fabric = Fabric(accelerator=accelerator, devices=1, precision=precision)
     device = fabric.device
-    model = prep.model
+    raw = prep.model
     # channels_last: 1.5x (train) to 4x (inference) faster on CPU (oneDNN) as well as on GPU.
-    model = model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
+    raw = raw.to(device=device, memory_format=torch.channels_last)
+    if device.type == "cuda" and not config.deterministic:
         torch.backends.cudnn.benchmark = True
-    optimizer = build_optimizer(model, config)
-    model, optimizer = fabric.setup(model, optimizer)
-    raw: SceneClassifier = model.module
+    model = fabric.setup_module(torch.compile(raw) if config.compile else raw)
 
     pixels, labels = prep.images.pixels, prep.images.folder.labels
     train_idx, val_idx, test_idx = prep.indices("train"), prep.indices("val"), prep.indices("test")
-    steps_per_epoch = max(1, math.ceil(len(train_idx) / config.batch_size))
-    scheduler = build_scheduler(
-        optimizer, steps_per_epoch * config.epochs, round(config.warmup_epochs * steps_per_epoch)
-    )
+    batches_per_epoch = max(1, math.ceil(len(train_idx) / config.batch_size))
+    steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate)
     augment = build_augment(
         prep.preprocessing.size, config.flips, config.rot90, config.crop_scale
     ).to(device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     generator = torch.Generator().manual_seed(config.seed)
-    trainable, total = count_params(raw)
     eval_batch = max(64, config.batch_size)
+    ckpt_meta = {
+        "backbone": config.backbone,
+        "weights": prep.weights,
+        "classes": prep.classes,
+        "head": config.head,
+        "head_dropout": config.head_dropout,
+        "preprocessing": prep.preprocessing.to_dict(),
+    }
 
-    path = run.create()
+    path = run.path if resuming else run.create()
     try:
-        save_config(config, path / "config.yaml")
-        write_split(path / "split.csv", prep.images.folder, prep.split)
-        if prep.images.folder.skipped:
-            atomic_write_text(
-                path / "skipped_files.txt",
-                "".join(f"{p}\t{r}\n" for p, r in prep.images.folder.skipped),
+        if not resuming:
+            write_run_header(path, prep)
+        bn_note = None
+        if config.bn_policy == "adabn" and state is None:
+            # AdaBN: statistics re-estimated on the (unlabelled) training chips, then frozen.
+            n = reestimate_batchnorm(
+                raw, _plain_batches(prep, pixels, train_idx, eval_batch, device)
             )
+            bn_note = f"re-estimated on {n} training images (labels unused), then frozen"
+        elif state is not None:
+            bn_note = state.get("bn_note")
+        history: list[dict] = list(state["history"]) if state else []
+        best_acc, best_epoch = (state["best_acc"], state["best_epoch"]) if state else (-1.0, 0)
+        stale = state["stale"] if state else 0
+        start_phase, start_epoch = (state["phase"], state["epoch_in_phase"]) if state else (0, 0)
         console.log(
             f"run {run.final}: {config.strategy} on {config.backbone} ({prep.weights}); "
-            f"{len(train_idx)} train / {len(val_idx)} val / {len(test_idx)} test; "
-            f"{trainable:,} of {total:,} parameters trainable; {accelerator} {precision}"
+            f"{len(train_idx)} train / {len(val_idx)} val / {len(test_idx)} test; {accelerator} {precision}"
+            + (f"; resumed at phase {start_phase + 1}, epoch {start_epoch + 1}" if state else "")
         )
-        history: list[dict] = []
-        best_acc, best_epoch = -1.0, 0
-        ckpt_meta = {
-            "backbone": config.backbone,
-            "weights": prep.weights,
-            "classes": prep.classes,
-            "head": config.head,
-            "head_dropout": config.head_dropout,
-            "preprocessing": prep.preprocessing.to_dict(),
-        }
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.1%}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        train_start = time.perf_counter()
-        with progress:
-            for epoch in range(1, config.epochs + 1):
-                t0 = time.perf_counter()
-                task = progress.add_task(
-                    "train",
-                    total=steps_per_epoch,
-                    epoch=f"{epoch}/{config.epochs}",
-                    loss=0.0,
-                    acc=0.0,
+        if state is not None:
+            # Nothing between two epochs draws random numbers, so restoring here is exact.
+            raw.load_state_dict(state["model"])
+            torch.set_rng_state(state["rng_torch"])
+            generator.set_state(state["rng_shuffle"])
+        phase_log: list[dict] = []
+        global_epoch = sum(p.epochs for p in prep.phases[:start_phase]) + start_epoch
+        total_epochs = sum(p.epochs for p in prep.phases)
+        stopped_early = False
+        train_time = 0.0
+        with _progress(console) as progress:
+            for pi, phase in enumerate(prep.phases):
+                if pi < start_phase or stopped_early:
+                    continue
+                apply_trainable(prep.groups, list(phase.trainable))
+                policy = "frozen" if config.bn_policy == "adabn" else config.bn_policy
+                bn = BatchNormPolicy(raw, prep.groups, list(phase.trainable), policy)
+                optimizer = build_optimizer(config, prep.groups, phase)
+                scheduler = build_scheduler(optimizer, config, steps_per_epoch, phase.epochs)
+                first_epoch = 0
+                if state is not None and pi == start_phase:
+                    optimizer.load_state_dict(state["optimizer"])
+                    scheduler.load_state_dict(state["scheduler"])
+                    first_epoch = start_epoch
+                optimizer = fabric.setup_optimizers(optimizer)
+                trainable, total = count_params(raw)
+                phase_log.append(
+                    {
+                        "phase": phase.name,
+                        "epochs": phase.epochs,
+                        "trainable_params": trainable,
+                        "total_params": total,
+                        "bn": bn.describe(),
+                        "trainable_groups": [
+                            g.name for g, f in zip(prep.groups, phase.trainable, strict=True) if f
+                        ],
+                        "optimizer_params": sum(
+                            p.numel() for g in optimizer.param_groups for p in g["params"]
+                        ),
+                    }
                 )
-                prep.bn_policy.train_mode(raw)
-                seen = correct = 0
-                loss_sum = 0.0
-                lr_now = optimizer.param_groups[0]["lr"]
-                for x, y in iterate_batches(
-                    pixels, labels, train_idx, config.batch_size, shuffle=True, generator=generator
-                ):
-                    x = x.to(device, non_blocking=True)
-                    y = y.to(device, non_blocking=True)
-                    x = prep.preprocessing.normalize(augment_batch(augment, x))
-                    x = x.contiguous(memory_format=torch.channels_last)
-                    logits = model(x)
-                    loss = loss_fn(logits, y)
-                    optimizer.zero_grad(set_to_none=True)
-                    fabric.backward(loss)
-                    optimizer.step()
-                    scheduler.step()
-                    seen += len(y)
-                    loss_sum += float(loss.detach()) * len(y)
-                    correct += int((logits.argmax(1) == y).sum())
-                    progress.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen)
-                train_time = time.perf_counter() - t0
-                row = {
-                    "epoch": epoch,
-                    "lr": lr_now,
-                    "train_loss": loss_sum / max(seen, 1),
-                    "train_accuracy": correct / max(seen, 1),
-                }
-                if len(val_idx):
-                    _, logits = predict(
-                        model, prep.preprocessing, pixels, val_idx, eval_batch, device, fabric
-                    )
-                    yv = torch.from_numpy(labels[val_idx])
-                    row["val_loss"] = float(nn.functional.cross_entropy(logits, yv))
-                    row["val_accuracy"] = float((logits.argmax(1) == yv).float().mean())
-                score = row.get("val_accuracy", float(epoch))  # no validation: keep the last epoch
-                row.update(
-                    epoch_time_s=time.perf_counter() - t0, train_images_per_s=seen / train_time
-                )
-                history.append(row)
-                progress.remove_task(task)
-                val_txt = f" val acc {row['val_accuracy']:.1%}" if "val_accuracy" in row else ""
                 console.log(
-                    f"epoch {epoch}/{config.epochs}: loss {row['train_loss']:.3f} "
-                    f"acc {row['train_accuracy']:.1%}{val_txt} ({row['epoch_time_s']:.0f}s)"
+                    f"phase {pi + 1}/{len(prep.phases)} '{phase.name}': {trainable:,} of {total:,} parameters trainable"
                 )
-                if score > best_acc:
-                    best_acc, best_epoch = score, epoch
-                    save_classifier(
-                        path / "checkpoints" / "best.pt", raw, {**ckpt_meta, "epoch": epoch}
+                for e in range(first_epoch, phase.epochs):
+                    global_epoch += 1
+                    t0 = time.perf_counter()
+                    task = progress.add_task(
+                        "train",
+                        total=batches_per_epoch,
+                        epoch=f"{global_epoch}/{total_epochs}",
+                        loss=0.0,
+                        acc=0.0,
                     )
-                atomic_write_csv(
-                    path / "metrics.csv",
-                    list(history[0]),
-                    ([r.get(k, "") for k in history[0]] for r in history),
-                )
-        train_time = time.perf_counter() - train_start
-
-        # Test with the best epoch's weights.
+                    bn.train_mode(raw)
+                    seen = correct = 0
+                    loss_sum = 0.0
+                    lr_now = optimizer.param_groups[0]["lr"]
+                    for i, (x, y) in enumerate(
+                        iterate_batches(
+                            pixels,
+                            labels,
+                            train_idx,
+                            config.batch_size,
+                            shuffle=True,
+                            generator=generator,
+                        )
+                    ):
+                        x = x.to(device, non_blocking=True)
+                        y = y.to(device, non_blocking=True)
+                        x = prep.preprocessing.normalize(augment_batch(augment, x))
+                        x = x.contiguous(memory_format=torch.channels_last)
+                        step_now = (i + 1) % config.accumulate == 0 or i + 1 == batches_per_epoch
+                        with fabric.no_backward_sync(model, enabled=not step_now):
+                            logits = model(x)
+                            loss = loss_fn(logits, y)
+                            fabric.backward(loss / config.accumulate)
+                        if step_now:
+                            optimizer.step()
+                            optimizer.zero_grad(set_to_none=True)
+                            scheduler.step()
+                        seen += len(y)
+                        loss_sum += float(loss.detach()) * len(y)
+                        correct += int((logits.argmax(1) == y).sum())
+                        progress.update(task, advance=1, loss=loss_sum / seen, acc=correct / seen)
+                    epoch_train_time = time.perf_counter() - t0
+                    train_time += epoch_train_time
+                    row = {
+                        "epoch": global_epoch,
+                        "phase": phase.name,
+                        "lr": lr_now,
+                        "train_loss": loss_sum / max(seen, 1),
+                        "train_accuracy": correct / max(seen, 1),
+                    }
+                    if len(val_idx):
+                        _, logits = predict(
+                            model, prep.preprocessing, pixels, val_idx, eval_batch, device, fabric
+                        )
+                        yv = torch.from_numpy(labels[val_idx])
+                        row["val_loss"] = float(nn.functional.cross_entropy(logits, yv))
+                        row["val_accuracy"] = float((logits.argmax(1) == yv).float().mean())
+                    score = row.get(
+                        "val_accuracy", float(global_epoch)
+                    )  # no validation: the last epoch
+                    row.update(
+                        epoch_time_s=time.perf_counter() - t0,
+                        train_images_per_s=seen / epoch_train_time,
+                    )
+                    history.append(row)
+                    progress.remove_task(task)
+                    val_txt = f" val acc {row['val_accuracy']:.1%}" if "val_accuracy" in row else ""
+                    console.log(
+                        f"epoch {global_epoch}/{total_epochs} [{phase.name}]: loss {row['train_loss']:.3f} "
+                        f"acc {row['train_accuracy']:.1%}{val_txt} ({row['epoch_time_s']:.0f}s)"
+                    )
+                    if score > best_acc:
+                        best_acc, best_epoch, stale = score, global_epoch, 0
+                        save_classifier(
+                            path / "checkpoints" / "best.pt",
+                            raw,
+                            {**ckpt_meta, "epoch": global_epoch},
+                        )
+                    else:
+                        stale += 1
+                    columns = list(dict.fromkeys(k for r in history for k in r))
+                    atomic_write_csv(
+                        path / "metrics.csv",
+                        columns,
+                        ([r.get(k, "") for k in columns] for r in history),
+                    )
+                    last_phase = pi == len(prep.phases) - 1
+                    stopped_early = bool(
+                        config.patience and last_phase and stale >= config.patience
+                    )
+                    # Everything needed to continue exactly here, written after best.pt.
+                    atomic_torch_save(
+                        {
+                            "phase": pi,
+                            "epoch_in_phase": e + 1,
+                            "model": raw.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "rng_torch": torch.get_rng_state(),
+                            "rng_shuffle": generator.get_state(),
+                            "history": history,
+                            "best_acc": best_acc,
+                            "best_epoch": best_epoch,
+                            "stale": stale,
+                            "bn_note": bn_note,
+                            "stopped_early": stopped_early,
+                        },
+                        path / "checkpoints" / "last.pt",
+                    )
+                    if stopped_early:
+                        console.log(f"early stop: no better validation accuracy for {stale} epochs")
+                        break
         best = torch.load(path / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
         raw.load_state_dict(best["state_dict"])
         t0 = time.perf_counter()
@@ -359,56 +550,69 @@ def fit(prep: Prepared, console: Console | None = None) -> RunResult:
             model, prep.preprocessing, pixels, test_idx, eval_batch, device, fabric, config.tta
         )
         test_time = time.perf_counter() - t0
-        metrics = classification_metrics(labels[test_idx], probs.argmax(1).numpy(), prep.classes)
-        plain_oa = (
-            float((plain.argmax(1).numpy() == labels[test_idx]).mean()) if len(test_idx) else 0.0
-        )
-        metrics.update(
-            split="test",
-            best_epoch=best_epoch,
-            data=str(config.data),
-            tta=config.tta,
-            overall_accuracy_without_tta=plain_oa,
-        )
-        save_metrics(metrics, path, "test")
+        trainable, total = count_params(raw)
         summary = {
-            "strategy": config.strategy,
-            "backbone": config.backbone,
-            "weights": prep.weights,
-            "preprocessing": prep.preprocessing.to_dict(),
-            "layer_groups": prep.group_names,
-            "trainable_groups": [
-                n for n, f in zip(prep.group_names, prep.trainable, strict=True) if f
-            ],
-            "bn_policy": prep.bn_policy.describe(),
-            "trainable_params": trainable,
+            "phases": phase_log,
+            "bn_policy": config.bn_policy,
+            "bn_note": bn_note,
+            "trainable_params": max((p["trainable_params"] for p in phase_log), default=trainable),
             "total_params": total,
-            "n_train": len(train_idx),
-            "n_val": len(val_idx),
-            "n_test": len(test_idx),
             "best_epoch": best_epoch,
             "best_val_accuracy": best_acc if len(val_idx) else None,
-            "test_overall_accuracy": metrics["overall_accuracy"],
-            "tta": config.tta,
-            "test_overall_accuracy_without_tta": plain_oa,
+            "stopped_early": stopped_early,
+            "epochs_run": len(history),
             "train_time_s": train_time,
-            "time_per_epoch_s": train_time / config.epochs,
-            "train_images_per_s": float(np.mean([r["train_images_per_s"] for r in history])),
+            "time_per_epoch_s": float(np.mean([r["epoch_time_s"] for r in history]))
+            if history
+            else 0.0,
+            "train_images_per_s": float(np.mean([r["train_images_per_s"] for r in history]))
+            if history
+            else 0.0,
             "test_images_per_s": len(test_idx) / max(test_time, 1e-9),
-            "peak_memory_mb": _peak_memory_mb(device),
+            "peak_memory_mb": peak_memory_mb(device),
             "device": str(device),
             "precision": precision,
-            "torch_threads": torch.get_num_threads(),
+            "compile": config.compile,
+            "history": history,
         }
-        atomic_write_json(path / "summary.json", summary)
-        console.print(metrics_table(metrics, f"test metrics, best epoch {best_epoch}"))
-        final = run.commit()
+        (path / "checkpoints" / "last.pt").unlink(
+            missing_ok=True
+        )  # training state: not needed once done
+        return finish_run(run, prep, probs, plain, summary, console, best_epoch)
     except BaseException:
         run.write_status("failed")
         raise
-    return RunResult(final, metrics, history, summary)
+
+
+def _plain_batches(prep: Prepared, pixels, indices, batch_size: int, device):
+    dummy = np.zeros(len(pixels), dtype=np.int64)
+    for x, _ in iterate_batches(pixels, dummy, indices, batch_size):
+        yield prep.preprocessing.normalize(x.to(device)).contiguous(
+            memory_format=torch.channels_last
+        )
 
 
 def train(config: TrainConfig, console: Console | None = None) -> RunResult:
     """Validate inputs, then train and evaluate; the Python API behind `geotune train`."""
-    return fit(prepare(config, console), console)
+    prep = prepare(config, console)
+    if config.uses_cached_features():
+        from geotune.probe import fit_probe
+
+        return fit_probe(prep, console)
+    return fit(prep, console)
+
+
+def resume(run_dir: Path, console: Console | None = None) -> RunResult:
+    """Continue a killed or failed run from its last completed epoch (`geotune train --resume`)."""
+    run = RunDir.reopen(run_dir)
+    config = load_config(run.path / "config.yaml")
+    if config.uses_cached_features():
+        raise ConfigError(
+            f"strategy '{config.strategy}' has no epochs to resume; run it again (features are cached)"
+        )
+    prep = prepare(config, console, split_file=run.path / "split.csv")
+    last = run.path / "checkpoints" / "last.pt"
+    state = torch.load(last, map_location="cpu", weights_only=True) if last.is_file() else None
+    if state is not None and state.get("stopped_early"):
+        state["phase"] = len(prep.phases)
+    return fit(prep, console, run=run, state=state)

@@ -1,0 +1,244 @@
+"""`linear-probe` and `knn`: classifiers fitted on cached features of a frozen backbone.
+
+The backbone runs once per image (optionally averaged over TTA views); the features are cached on
+disk, keyed by backbone, weights, preprocessing, views and the decoded images, so every later run
+with the same backbone and data (other seeds, splits, label budgets, regularisation) skips the
+backbone entirely. The head is scikit-learn's: logistic regression on standardised features with
+the regularisation chosen on validation data, or k-nearest neighbours with k chosen the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from geotune.augment import TTA_VIEWS, tta_view
+from geotune.backbones import Preprocessing
+from geotune.data import DecodedImages, cache_root, iterate_batches
+from geotune.model import save_classifier
+from geotune.rundir import RunDir
+
+FEATURE_CACHE_VERSION = 1
+
+
+def feature_key(
+    backbone: str, weights: str, prep: Preprocessing, images: DecodedImages, views: str, seed: int
+) -> str:
+    parts = [
+        f"v{FEATURE_CACHE_VERSION}",
+        backbone,
+        weights,
+        json.dumps(prep.to_dict(), sort_keys=True),
+        images.key,
+        views,
+    ]
+    if weights.startswith("file:"):
+        st = os.stat(weights[5:])
+        parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+    if weights == "random":
+        parts.append(f"seed={seed}")  # random weights differ per seed
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
+
+
+@torch.inference_mode()
+def run_backbone(
+    backbone: nn.Module, prep: Preprocessing, pixels, batch_size: int, device, views: str = "none"
+) -> np.ndarray:
+    """Pooled features of every chip, averaged over ``views`` (see augment.TTA_VIEWS)."""
+    backbone.eval()
+    out = []
+    dummy = np.zeros(len(pixels), dtype=np.int64)
+    for x, _ in iterate_batches(pixels, dummy, np.arange(len(pixels)), batch_size):
+        x = prep.normalize(x.to(device))
+        f = sum(
+            backbone(tta_view(x, k, flip).contiguous(memory_format=torch.channels_last)).float()
+            for k, flip in TTA_VIEWS[views]
+        ) / len(TTA_VIEWS[views])
+        out.append(f.cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def cached_features(
+    backbone: nn.Module,
+    backbone_name: str,
+    weights: str,
+    prep: Preprocessing,
+    images: DecodedImages,
+    views: str = "none",
+    seed: int = 0,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+) -> tuple[np.ndarray, bool]:
+    """Features of all chips, from the cache when present. Returns (features, from_cache)."""
+    key = feature_key(backbone_name, weights, prep, images, views, seed)
+    path = cache_root() / "features" / f"{key}.npy"
+    if path.is_file():
+        return np.load(path), True
+    device = device or torch.device("cpu")
+    feats = run_backbone(
+        backbone.to(device=device, memory_format=torch.channels_last),
+        prep,
+        images.pixels,
+        batch_size,
+        device,
+        views,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{key}.{os.getpid()}.npy")
+    np.save(tmp, feats)
+    os.replace(tmp, path)
+    return feats, False
+
+
+def _fit_logistic(X, y, C: float):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(X)
+    clf = LogisticRegression(C=C, max_iter=2000).fit(scaler.transform(X), y)
+    return scaler, clf
+
+
+def _fit_knn(X, y, k: int):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    # Cosine similarity on pooled features is the usual kNN protocol for self-supervised models.
+    return KNeighborsClassifier(
+        n_neighbors=min(k, len(y)), metric="cosine", weights="distance"
+    ).fit(X, y)
+
+
+def _select(candidates, fit, score) -> tuple[object, dict]:
+    scores = {c: score(fit(c)) for c in candidates}
+    best = max(scores, key=lambda c: (scores[c], -candidates.index(c)))  # ties: the first listed
+    return best, {str(c): s for c, s in scores.items()}
+
+
+def fit_probe(prep, console: Console | None = None):
+    """Fit and evaluate a linear probe or kNN on cached features; writes a normal run folder."""
+    from geotune.train import finish_run, peak_memory_mb, write_run_header
+
+    config = prep.config
+    console = console or Console(stderr=True)
+    device = torch.device(
+        "cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    )
+    t0 = time.perf_counter()
+    feats, from_cache = cached_features(
+        prep.model.backbone,
+        config.backbone,
+        prep.weights,
+        prep.preprocessing,
+        prep.images,
+        config.tta,
+        config.seed,
+        max(64, config.batch_size),
+        device,
+    )
+    feat_time = time.perf_counter() - t0
+    console.log(
+        f"features {feats.shape} ({config.tta} views) "
+        + ("from cache" if from_cache else f"computed in {feat_time:.1f}s and cached")
+    )
+    y = prep.images.folder.labels
+    tr, va, te = prep.indices("train"), prep.indices("val"), prep.indices("test")
+    lab = np.concatenate([tr, va])
+    t1 = time.perf_counter()
+    if config.strategy == "linear-probe":
+        cands = list(config.probe_c)
+        if len(va):
+            best, scores = _select(
+                cands,
+                lambda c: _fit_logistic(feats[tr], y[tr], c),
+                lambda m: float((m[1].predict(m[0].transform(feats[va])) == y[va]).mean()),
+            )
+        else:
+            best, scores = cands[len(cands) // 2], {}
+        scaler, clf = _fit_logistic(feats[lab], y[lab], best)  # refit on all labelled chips
+        probs = clf.predict_proba(scaler.transform(feats[te]))
+        choice = {"C": best, "val_accuracy_by_C": scores}
+    else:
+        cands = list(config.knn_k)
+        if len(va):
+            best, scores = _select(
+                cands,
+                lambda k: _fit_knn(feats[tr], y[tr], k),
+                lambda m: float((m.predict(feats[va]) == y[va]).mean()),
+            )
+        else:
+            best, scores = cands[len(cands) // 2], {}
+        knn = _fit_knn(feats[lab], y[lab], best)
+        probs = knn.predict_proba(feats[te])
+        choice = {"k": best, "val_accuracy_by_k": scores}
+    fit_time = time.perf_counter() - t1
+    # Classes absent from the labelled part get probability 0 (sklearn orders by label value).
+    full = np.zeros((len(te), len(prep.classes)), dtype=np.float32)
+    present = clf.classes_ if config.strategy == "linear-probe" else knn.classes_
+    full[:, present] = probs
+    probs_t = torch.from_numpy(full)
+
+    run = RunDir(
+        config.output, config.name, prefix=f"{config.strategy}-{config.backbone.split('.')[0]}"
+    )
+    run.create()
+    try:
+        write_run_header(run.path, prep)
+        if config.strategy == "linear-probe":
+            # Fold the scaler into one nn.Linear: the run's checkpoint is an ordinary classifier.
+            _save_linear_head(run.path / "checkpoints" / "best.pt", prep, scaler, clf)
+        summary = {
+            **choice,
+            "features_from_cache": from_cache,
+            "feature_time_s": feat_time,
+            "fit_time_s": fit_time,
+            "feature_dim": int(feats.shape[1]),
+            "trainable_params": int(feats.shape[1] * len(prep.classes) + len(prep.classes)),
+            "total_params": sum(p.numel() for p in prep.model.parameters()),
+            "peak_memory_mb": peak_memory_mb(device),
+            "device": str(device),
+            "note": f"views '{config.tta}' are averaged into every chip's features, train and test alike",
+        }
+        return finish_run(run, prep, probs_t, probs_t, summary, console)
+    except BaseException:
+        run.write_status("failed")
+        raise
+
+
+def _save_linear_head(path: Path, prep, scaler, clf) -> None:
+    config = prep.config
+    model = prep.model
+    W = clf.coef_ / scaler.scale_[None, :]
+    b = clf.intercept_ - (clf.coef_ * (scaler.mean_ / scaler.scale_)[None, :]).sum(1)
+    weight = torch.zeros(len(prep.classes), W.shape[1])
+    bias = torch.full((len(prep.classes),), -1e4)  # a class never labelled is never predicted
+    if W.shape[0] == 1:  # binary problems: sklearn keeps one row
+        W, b = np.vstack([-W / 2, W / 2]), np.array([-b[0] / 2, b[0] / 2])
+    weight[clf.classes_] = torch.from_numpy(W).float()
+    bias[clf.classes_] = torch.from_numpy(b).float()
+    linear = model.head[-1]
+    if not isinstance(linear, nn.Linear) or len(model.head) != 2:
+        return  # an MLP head has no closed form from a linear probe
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        linear.bias.copy_(bias)
+    save_classifier(
+        path,
+        model,
+        {
+            "backbone": config.backbone,
+            "weights": prep.weights,
+            "classes": prep.classes,
+            "head": config.head,
+            "head_dropout": config.head_dropout,
+            "preprocessing": prep.preprocessing.to_dict(),
+            "epoch": 0,
+        },
+    )

@@ -1,0 +1,297 @@
+"""Phased strategies, discriminative LRs, schedules, BN policies, the feature cache and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+
+from geotune import probe
+from geotune.config import make_config
+from geotune.data import decode_folder, scan_folder
+from geotune.errors import ConfigError
+from geotune.freezing import BatchNormPolicy, apply_trainable, layer_groups, reestimate_batchnorm
+from geotune.model import build_classifier
+from geotune.strategies import lr_multipliers, plan_phases
+from geotune.train import build_optimizer, build_scheduler, train
+
+FAST = {"image_size": 64, "batch_size": 8, "train_fraction": 0.5, "val_fraction": 0.25}
+
+
+def _groups(backbone="resnet18", weights="random"):
+    model, prep, _ = build_classifier(backbone, weights, 4)
+    return model, prep, layer_groups(model)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "extra", "expected"),
+    [
+        ("lp-ft", {"epochs": 5, "head_epochs": 2}, [("head", 2, 1), ("fine-tune", 3, 6)]),
+        (
+            "lp-ft",
+            {"epochs": 4, "head_epochs": 1, "freeze_until": "layer2"},
+            [("head", 1, 1), ("fine-tune", 3, 3)],
+        ),
+        (
+            "gradual",
+            {"epochs": 5, "unfreeze_every": 2},
+            [("head", 2, 1), ("unfreeze-layer4", 2, 2), ("unfreeze-layer3", 1, 3)],
+        ),
+    ],
+)
+def test_phases_and_their_optimizers(tmp_path, strategy, extra, expected):
+    model, _, groups = _groups()
+    config = make_config(
+        data=tmp_path, backbone="resnet18", weights="random", strategy=strategy, **extra
+    )
+    phases = plan_phases(config, groups)
+    assert [(p.name, p.epochs, sum(p.trainable)) for p in phases] == expected
+    for phase in phases:
+        apply_trainable(groups, list(phase.trainable))
+        opt = build_optimizer(config, groups, phase)
+        in_opt = [p for g in opt.param_groups for p in g["params"]]
+        # Exactly the trainable parameters, each once, in every phase.
+        assert len(in_opt) == len({id(p) for p in in_opt})
+        assert {id(p) for p in in_opt} == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+def test_gradual_unfreezes_from_the_top_until_everything_trains(tmp_path):
+    _, _, groups = _groups()
+    config = make_config(
+        data=tmp_path, backbone="resnet18", weights="random", strategy="gradual", epochs=8
+    )
+    phases = plan_phases(config, groups)
+    assert [p.name for p in phases] == [
+        "head",
+        "unfreeze-layer4",
+        "unfreeze-layer3",
+        "unfreeze-layer2",
+        "unfreeze-layer1",
+        "unfreeze-stem",
+    ]
+    assert phases[-1].epochs == 3 and all(phases[-1].trainable)
+
+
+def test_discriminative_learning_rates(tmp_path):
+    _, _, groups = _groups()
+    config = make_config(
+        data=tmp_path,
+        backbone="resnet18",
+        strategy="full",
+        backbone_lr_scale=0.5,
+        layer_decay=0.5,
+        group_lr={"stem": 0.1},
+    )
+    factors = dict(zip([g.name for g in groups], lr_multipliers(config, groups), strict=True))
+    assert factors == pytest.approx(
+        {
+            "stem": 0.5 * 0.5**4 * 0.1,
+            "layer1": 0.5 * 0.5**3,
+            "layer2": 0.5 * 0.5**2,
+            "layer3": 0.5 * 0.5,
+            "layer4": 0.5,
+            "head": 1.0,
+        }
+    )
+    cli_form = make_config(data=tmp_path, group_lr="stem=0.1,layer4=2")
+    assert cli_form.group_lr == {"stem": 0.1, "layer4": 2.0}
+    with pytest.raises(ConfigError, match="group_lr names unknown layer group"):
+        lr_multipliers(make_config(data=tmp_path, group_lr={"layer9": 2}), groups)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step"])
+def test_warmup_then_decay_keeps_group_ratios(tmp_path, schedule):
+    model, _, groups = _groups()
+    config = make_config(
+        data=tmp_path,
+        strategy="full",
+        lr=1e-2,
+        backbone_lr_scale=0.1,
+        warmup_epochs=2,
+        schedule=schedule,
+        step_epochs=1,
+        step_gamma=0.5,
+        epochs=4,
+    )
+    (phase,) = plan_phases(config, groups)
+    opt = build_optimizer(config, groups, phase)
+    steps_per_epoch, epochs = 5, 4
+    sched = build_scheduler(opt, config, steps_per_epoch, epochs)
+    warmup = 2 * steps_per_epoch
+    lrs = []
+    for _ in range(steps_per_epoch * epochs):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    lrs = np.array(lrs)
+    head = [i for i, g in enumerate(opt.param_groups) if g["group"] == "head"][0]
+    stem = [i for i, g in enumerate(opt.param_groups) if g["group"] == "stem"][0]
+    # Linear warmup from lr/(w+1) to lr.
+    expected = [1e-2 * (1 + k * (warmup) / warmup) / (warmup + 1) for k in range(warmup)]
+    np.testing.assert_allclose(lrs[:warmup, head], expected, rtol=1e-6)
+    assert lrs[warmup, head] == pytest.approx(1e-2)
+    after = lrs[warmup:, head]
+    if schedule == "cosine":
+        t = np.arange(len(after))
+        np.testing.assert_allclose(
+            after, 1e-2 * (1 + np.cos(math.pi * t / len(after))) / 2, rtol=1e-6, atol=1e-12
+        )
+    else:
+        assert after[steps_per_epoch] == pytest.approx(0.5e-2) and after[-1] < after[0]
+    # The backbone stays at exactly 0.1 x the head throughout.
+    np.testing.assert_allclose(lrs[:, stem], 0.1 * lrs[:, head], rtol=1e-9)
+
+
+def test_frozen_policy_keeps_statistics_but_trains_affine(aid_small):
+    model, prep, groups = _groups("tf_efficientnet_lite0", "offline")
+    images = decode_folder(scan_folder(aid_small), 64)
+    apply_trainable(groups, [True] * len(groups))
+    bn = BatchNormPolicy(model, groups, [True] * len(groups), "frozen")
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    gamma = model.backbone.bn1.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = prep.normalize(torch.from_numpy(np.asarray(images.pixels[:8]))).float()
+    for _ in range(2):
+        bn.train_mode(model)
+        torch.nn.functional.cross_entropy(
+            model(x), torch.from_numpy(images.folder.labels[:8])
+        ).backward()
+        opt.step()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in buffers.items())
+    assert not torch.equal(gamma, model.backbone.bn1.weight)
+
+
+def test_adabn_re_estimates_statistics_from_the_data(aid_small):
+    model, prep, _ = _groups("tf_efficientnet_lite0", "offline")
+    images = decode_folder(scan_folder(aid_small), 64)
+    x = prep.normalize(torch.from_numpy(np.asarray(images.pixels[:48]))).float()
+    before = model.backbone.bn1.running_mean.clone()
+    n = reestimate_batchnorm(model, x.split(16))
+    assert n == 48
+    with torch.no_grad():
+        stem = model.backbone.conv_stem(x)
+    # Equal batches: the cumulative average of batch means is the mean over all images.
+    torch.testing.assert_close(
+        model.backbone.bn1.running_mean, stem.mean((0, 2, 3)), rtol=1e-4, atol=1e-5
+    )
+    assert not torch.allclose(before, model.backbone.bn1.running_mean)
+    assert model.backbone.bn1.momentum == 0.1  # restored for later use
+
+
+def test_linear_probe_reuses_cached_features(aid_small, tmp_path, monkeypatch):
+    calls = []
+    real = probe.run_backbone
+
+    def spy(*args, **kwargs):
+        calls.append(args[3] if len(args) > 3 else kwargs.get("batch_size"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(probe, "run_backbone", spy)
+    monkeypatch.setenv("GEOTUNE_CACHE", str(tmp_path / "cache"))
+    base = dict(data=aid_small, output=tmp_path, strategy="linear-probe", **FAST)
+    first = train(make_config(name="a", **base))
+    second = train(make_config(name="b", seed=3, **base))  # another split, same images
+    assert (
+        len(calls) == 1
+        and second.summary["features_from_cache"]
+        and not first.summary["features_from_cache"]
+    )
+    assert first.test_metrics["overall_accuracy"] > 0.6
+    knn = train(make_config(name="c", **{**base, "strategy": "knn"}))
+    assert len(calls) == 1 and knn.summary["features_from_cache"]
+    # Other preprocessing (input size) means other features: the cache is not used.
+    train(make_config(name="d", **{**base, "image_size": 72}))
+    assert len(calls) == 2
+
+
+def test_linear_probe_checkpoint_is_an_ordinary_classifier(aid_small, tmp_path):
+    from geotune.evaluate import evaluate_run
+
+    result = train(
+        make_config(data=aid_small, output=tmp_path, name="lp", strategy="linear-probe", **FAST)
+    )
+    metrics, _ = evaluate_run(result.run_dir)
+    assert metrics["confusion_matrix"] == result.test_metrics["confusion_matrix"]
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "geotune.cli", *map(str, args)]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(aid_small, tmp_path):
+    args = [
+        "train",
+        "--data",
+        aid_small,
+        "--output",
+        tmp_path,
+        "--image-size",
+        64,
+        "--batch-size",
+        8,
+        "--train-fraction",
+        0.5,
+        "--strategy",
+        "lp-ft",
+        "--head-epochs",
+        1,
+        "--epochs",
+        4,
+        "--deterministic",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
+    subprocess.run(
+        _cli(*args, "--name", "whole"), check=True, capture_output=True, env=env, cwd=REPO
+    )
+    proc = subprocess.Popen(
+        _cli(*args, "--name", "killed"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    deadline = time.time() + 300
+    for line in proc.stdout:  # kill -9 during epoch 3, in the fine-tune phase
+        if "epoch 2/4" in line or time.time() > deadline:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (
+        not (tmp_path / "killed").exists()
+        and (tmp_path / ".killed.partial" / "checkpoints" / "last.pt").exists()
+    )
+    done = subprocess.run(
+        _cli("train", "--resume", tmp_path / "killed"),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    whole = json.loads((tmp_path / "whole" / "test_metrics.json").read_text())
+    resumed = json.loads((tmp_path / "killed" / "test_metrics.json").read_text())
+    assert resumed["confusion_matrix"] == whole["confusion_matrix"]
+    assert resumed["overall_accuracy"] == whole["overall_accuracy"]
+
+    def rows(run):
+        return [r.split(",")[:6] for r in (tmp_path / run / "metrics.csv").read_text().splitlines()]
+
+    assert rows("killed") == rows("whole")
+
+
+def test_resume_refuses_finished_or_unknown_runs(aid_small, tmp_path):
+    from geotune.train import resume
+
+    with pytest.raises(ConfigError, match="no unfinished run"):
+        resume(tmp_path / "nothing")
