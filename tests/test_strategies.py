@@ -295,3 +295,48 @@ def test_resume_refuses_finished_or_unknown_runs(aid_small, tmp_path):
 
     with pytest.raises(ConfigError, match="no unfinished run"):
         resume(tmp_path / "nothing")
+
+
+def test_two_process_ddp_matches_one_process(aid_small, tmp_path):
+    # gloo on CPU: the same code path as multi-GPU DDP. Frozen BN statistics make the two runs
+    # mathematically identical (same global batches, augmentations and averaged gradients).
+    args = [
+        "train",
+        "--data",
+        aid_small,
+        "--output",
+        tmp_path,
+        "--image-size",
+        64,
+        "--batch-size",
+        8,
+        "--train-fraction",
+        0.5,
+        "--strategy",
+        "full",
+        "--bn-policy",
+        "frozen",
+        "--epochs",
+        2,
+        "--device",
+        "cpu",
+    ]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for devices in (1, 2):
+        proc = subprocess.run(
+            _cli(*args, "--devices", devices, "--name", f"p{devices}"),
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    one = json.loads((tmp_path / "p1" / "test_metrics.json").read_text())
+    two = json.loads((tmp_path / "p2" / "test_metrics.json").read_text())
+    assert abs(one["overall_accuracy"] - two["overall_accuracy"]) <= 0.005
+    val = [
+        [r.split(",")[6] for r in (tmp_path / run / "metrics.csv").read_text().splitlines()[1:]]
+        for run in ("p1", "p2")
+    ]
+    assert val[0] == val[1]

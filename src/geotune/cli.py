@@ -102,6 +102,8 @@ def train_command(**kwargs: Any) -> None:
         config = load_config(config_file, **values) if config_file else make_config(**values)
         result = train(config, err_console)
     m = result.test_metrics
+    if not m:
+        return  # a non-lead DDP process: the lead process reports
     typer.echo(
         f"test overall accuracy {100 * m['overall_accuracy']:.2f}% (AA {100 * m['average_accuracy']:.2f}%, "
         f"kappa {m['kappa']:.4f}) on {m['n']} images"

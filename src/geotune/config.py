@@ -130,6 +130,10 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     num_workers: int | None = Field(None, ge=0, description="decode workers (default: cores)")
+    devices: int = Field(
+        1, ge=1, description="processes per node (GPUs, or CPU processes with gloo)"
+    )
+    num_nodes: int = Field(1, ge=1, description="nodes for multi-node DDP (Lightning Fabric)")
     compile: bool = Field(
         False, description="torch.compile the model (measure before relying on it)"
     )
