@@ -340,3 +340,51 @@ def test_two_process_ddp_matches_one_process(aid_small, tmp_path):
         for run in ("p1", "p2")
     ]
     assert val[0] == val[1]
+
+
+def test_gradient_accumulation_equals_a_larger_batch(aid_small, tmp_path):
+    # No augmentation and frozen BN: 2 accumulated batches of 4 are one batch of 8, step for step.
+    base = dict(
+        data=aid_small,
+        output=tmp_path,
+        strategy="full",
+        bn_policy="frozen",
+        epochs=2,
+        flips=False,
+        rot90=False,
+        crop_scale=(1.0, 1.0),
+        image_size=64,
+        train_fraction=0.5,
+        val_fraction=0.25,
+    )
+    big = train(make_config(name="b8", batch_size=8, **base))
+    acc = train(make_config(name="b4x2", batch_size=4, accumulate=2, **base))
+    w8 = torch.load(big.run_dir / "checkpoints" / "best.pt", weights_only=True)["state_dict"]
+    w4 = torch.load(acc.run_dir / "checkpoints" / "best.pt", weights_only=True)["state_dict"]
+    for k in w8:
+        torch.testing.assert_close(w4[k], w8[k], rtol=1e-4, atol=1e-5)
+    assert [r["val_accuracy"] for r in big.history] == [r["val_accuracy"] for r in acc.history]
+
+
+def test_early_stopping(aid_small, tmp_path):
+    # A learning rate too small to change any prediction: validation accuracy never improves.
+    result = train(
+        make_config(
+            data=aid_small,
+            output=tmp_path,
+            strategy="feature-extraction",
+            epochs=6,
+            lr=1e-12,
+            patience=2,
+            **FAST,
+        )
+    )
+    assert result.summary["stopped_early"] and result.summary["epochs_run"] == 3
+
+
+def test_knn_run_cannot_be_evaluated_elsewhere(aid_small, tmp_path):
+    from geotune.evaluate import evaluate_run
+
+    result = train(make_config(data=aid_small, output=tmp_path, strategy="knn", **FAST))
+    with pytest.raises(ConfigError, match="keeps no classifier checkpoint"):
+        evaluate_run(result.run_dir)

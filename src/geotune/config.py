@@ -115,7 +115,12 @@ class TrainConfig(BaseModel):
     step_epochs: int = Field(3, ge=1, description="step schedule: epochs between LR drops")
     step_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: LR factor per drop")
     weight_decay: float = Field(0.01, ge=0)
-    warmup_epochs: float = Field(1.0, ge=0, description="linear LR warmup before cosine decay")
+    warmup_epochs: float = Field(
+        1.0, ge=0, description="linear LR warmup before the decay (per phase)"
+    )
+    warmup_steps: int | None = Field(
+        None, ge=0, description="warmup length in optimizer steps (overrides warmup_epochs)"
+    )
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     accumulate: int = Field(
         1, ge=1, description="gradient accumulation: batches per optimizer step"

@@ -11,7 +11,7 @@ import yaml
 from rich.console import Console
 
 from geotune.data import decode_folder, read_split, scan_folder
-from geotune.errors import DataError
+from geotune.errors import ConfigError, DataError
 from geotune.metrics import classification_metrics, metrics_table, save_metrics
 from geotune.model import load_classifier
 from geotune.rundir import RunDir, require_complete_run
@@ -34,6 +34,12 @@ def evaluate_run(
     """
     console = console or Console(stderr=True)
     run = require_complete_run(run_dir)
+    if not (run / "checkpoints" / "best.pt").is_file():
+        strategy = yaml.safe_load((run / "config.yaml").read_text()).get("strategy")
+        raise ConfigError(
+            f"run {run} ({strategy}) keeps no classifier checkpoint: kNN predicts from its labelled "
+            "features; train a linear-probe or fine-tuned run to evaluate elsewhere"
+        )
     model, prep, ckpt = load_classifier(run / "checkpoints" / "best.pt")
     classes: list[str] = ckpt["classes"]
     if data is None:

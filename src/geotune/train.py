@@ -192,7 +192,12 @@ def build_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int, epochs
     )
 
     total = steps_per_epoch * epochs
-    warmup = min(round(config.warmup_epochs * steps_per_epoch), max(total - 1, 0))
+    warmup = (
+        config.warmup_steps
+        if config.warmup_steps is not None
+        else round(config.warmup_epochs * steps_per_epoch)
+    )
+    warmup = min(warmup, max(total - 1, 0))
     if config.schedule == "cosine":
         decay = CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
     elif config.schedule == "step":
