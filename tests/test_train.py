@@ -255,3 +255,28 @@ def test_metrics_agree_with_scikit_learn():
     assert m["average_accuracy"] == pytest.approx(balanced_accuracy_score(t, p))
     assert m["macro_f1"] == pytest.approx(f1_score(t, p, average="macro"))
     assert m["kappa"] == pytest.approx(cohen_kappa_score(t, p), abs=1e-6)
+
+
+def test_resnet18_from_a_local_checkpoint_trains_end_to_end(aid_small, tmp_path):
+    # ResNets ship in no offline package: a checkpoint written here stands in for a downloaded one.
+    import timm
+
+    ckpt = tmp_path / "resnet18.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(timm.create_model("resnet18", pretrained=False).state_dict(), ckpt)
+    result = train(
+        make_config(
+            data=aid_small,
+            output=tmp_path / "runs",
+            backbone="resnet18",
+            weights=str(ckpt),
+            strategy="partial",
+            freeze_until="layer3",
+            **{**FAST, "epochs": 1},
+        )
+    )
+    summary = result.summary
+    assert summary["weights"] == f"file:{ckpt.resolve()}"
+    assert summary["phases"][0]["trainable_groups"] == ["layer4", "head"]
+    assert tuple(summary["preprocessing"]["mean"]) == (0.485, 0.456, 0.406)
