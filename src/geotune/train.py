@@ -300,6 +300,17 @@ def finish_run(
         best_epoch=best_epoch,
     )
     save_metrics(metrics, run.path, "test")
+    # Per-chip predictions: what bootstrap intervals, confused pairs and thumbnails are made from.
+    test_idx = prep.indices("test")
+    pred = probs.argmax(1).numpy()
+    atomic_write_csv(
+        run.path / "test_predictions.csv",
+        ["path", "true", "predicted", "confidence"],
+        (
+            (prep.images.folder.paths[i], prep.classes[t], prep.classes[p], f"{float(c):.4f}")
+            for i, t, p, c in zip(test_idx, labels, pred, probs.max(1).values.numpy(), strict=True)
+        ),
+    )
     summary.update(
         strategy=prep.config.strategy,
         backbone=prep.config.backbone,
