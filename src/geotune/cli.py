@@ -7,6 +7,7 @@ a key of the saved config.yaml are always the same name.
 from __future__ import annotations
 
 import inspect
+import json
 import sys
 import types
 import typing
@@ -165,6 +166,65 @@ def backbones_command(
     for r in rows:
         table.add_row(r["backbone"], r["weights"], r["status"], r["notes"])
     Console().print(table)
+
+
+@app.command("compare")
+def compare_command(
+    data: Annotated[Path, typer.Option(help="ImageFolder root: DATA/<class>/<image>")],
+    strategies: Annotated[
+        str, typer.Option(help="comma-separated strategies")
+    ] = "linear-probe,feature-extraction,lp-ft",
+    labels_per_class: Annotated[
+        str, typer.Option(help="comma-separated label budgets; 'all' = the whole pool")
+    ] = "5,20,all",
+    seeds: Annotated[int, typer.Option(min=1, help="seeds (splits) per cell")] = 3,
+    pool_fraction: Annotated[
+        float, typer.Option(help="labelled pool per class; the rest is the test set")
+    ] = 0.2,
+    val_fraction: Annotated[
+        float, typer.Option(help="share of each budget held out for validation")
+    ] = 0.2,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML of `geotune train` options for every run")
+    ] = None,  # noqa: UP045
+    output: Annotated[Path, typer.Option(help="folder that holds sweeps")] = Path("sweeps"),
+    name: Annotated[str | None, typer.Option(help="sweep folder name")] = None,  # noqa: UP045
+) -> None:
+    """Run strategies x label budgets x seeds on one dataset; write results, statistics and a report."""
+    from geotune.compare import make_compare_config, run_compare
+
+    train_options = {}
+    if config is not None:
+        from geotune.config import load_yaml_mapping
+
+        train_options = load_yaml_mapping(config)
+    cfg = make_compare_config(
+        data=data,
+        strategies=strategies,
+        labels_per_class=labels_per_class,
+        seeds=seeds,
+        pool_fraction=pool_fraction,
+        val_fraction=val_fraction,
+        output=output,
+        name=name,
+        train=train_options,
+    )
+    sweep = run_compare(cfg, err_console)
+    results = json.loads((sweep / "results.json").read_text())
+    for line in results["recommendation"]:
+        typer.echo(line)
+    typer.echo(f"sweep folder: {sweep}")
+    typer.echo(f"results: {sweep / 'results.csv'}; report: {sweep / 'report.html'}")
+
+
+@app.command("report")
+def report_command(
+    folder: Annotated[Path, typer.Argument(help="a run folder or a compare sweep folder")],
+) -> None:
+    """(Re)generate report.html and report.md for a run or a compare sweep."""
+    from geotune.report import write_report
+
+    typer.echo(f"report: {write_report(folder)}")
 
 
 def main() -> None:

@@ -229,16 +229,24 @@ def make_config(**values: Any) -> TrainConfig:
         raise ConfigError(_format_error(err)) from None
 
 
-def load_config(path: Path, **overrides: Any) -> TrainConfig:
-    """Read a YAML config; explicit ``overrides`` (e.g. CLI flags) win over the file."""
+def load_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file of ``option: value`` pairs, with one-line errors."""
     try:
         values = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found; pass an existing YAML file") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigError(
+            f"config file {path} is not valid YAML: {' '.join(str(err).split())}"
+        ) from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    return values
+
+
+def load_config(path: Path, **overrides: Any) -> TrainConfig:
+    """Read a YAML config; explicit ``overrides`` (e.g. CLI flags) win over the file."""
+    values = load_yaml_mapping(path)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return make_config(**values)
 

@@ -28,7 +28,7 @@ from geotune.rundir import atomic_write_csv, atomic_write_json
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 # Files that operating systems and tools drop into folders; never images, never an error.
 IGNORED_FILES = frozenset({"Thumbs.db", "desktop.ini"})
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "unused")  # unused: labelled pool beyond a label budget
 CACHE_VERSION = 1
 
 
@@ -375,3 +375,37 @@ def iterate_batches(
         x = torch.from_numpy(np.ascontiguousarray(pixels[b]))[order]
         y = torch.from_numpy(labels[b])[order]
         yield x, y
+
+
+def budget_split(
+    folder: SceneFolder,
+    pool_fraction: float,
+    labels_per_class: int | None,
+    val_fraction: float,
+    seed: int,
+) -> np.ndarray:
+    """A split for data-efficiency curves: for one seed the test part is the same whatever the
+    label budget, and smaller budgets are subsets of larger ones (5 of the 20, 20 of all).
+
+    Each class is shuffled once from ``seed``; its first ``pool_fraction`` is the labelled pool, the
+    rest is test. A budget takes the first ``labels_per_class`` chips of the pool (None: the whole
+    pool), of which ``val_fraction`` (at least one) is held out for validation.
+    """
+    rng = np.random.default_rng(seed)
+    split = np.full(len(folder), "unused", dtype=object)
+    for c, name in enumerate(folder.classes):
+        idx = np.flatnonzero(folder.labels == c)
+        perm = idx[rng.permutation(len(idx))]
+        n_pool = int(round(len(idx) * pool_fraction))
+        n_lab = n_pool if labels_per_class is None else labels_per_class
+        if n_lab > n_pool or n_pool >= len(idx):
+            raise DataError(
+                f"class '{name}' has {len(idx)} images: its labelled pool ({n_pool}) cannot give "
+                f"{n_lab} labels per class and keep a test part; lower the budget or raise --pool-fraction"
+            )
+        n_val = max(1, int(round(n_lab * val_fraction))) if val_fraction > 0 and n_lab > 1 else 0
+        split[perm[: n_lab - n_val]] = "train"
+        split[perm[n_lab - n_val : n_lab]] = "val"
+        split[perm[n_pool:]] = "test"
+        # chips of the pool beyond the budget stay 'unused', so every budget shares one test set
+    return split.astype(str)

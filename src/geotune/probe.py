@@ -24,7 +24,7 @@ from geotune.augment import TTA_VIEWS, tta_view
 from geotune.backbones import Preprocessing
 from geotune.data import DecodedImages, cache_root, iterate_batches
 from geotune.model import save_classifier
-from geotune.rundir import RunDir
+from geotune.rundir import RunDir, atomic_write_json
 
 FEATURE_CACHE_VERSION = 1
 
@@ -76,13 +76,18 @@ def cached_features(
     seed: int = 0,
     batch_size: int = 64,
     device: torch.device | None = None,
-) -> tuple[np.ndarray, bool]:
-    """Features of all chips, from the cache when present. Returns (features, from_cache)."""
+) -> tuple[np.ndarray, bool, float]:
+    """Features of all chips, from the cache when present.
+
+    Returns (features, from_cache, seconds per chip it took to compute them).
+    """
     key = feature_key(backbone_name, weights, prep, images, views, seed)
     path = cache_root() / "features" / f"{key}.npy"
-    if path.is_file():
-        return np.load(path), True
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file():
+        return np.load(path), True, json.loads(meta.read_text())["seconds_per_chip"]
     device = device or torch.device("cpu")
+    t0 = time.perf_counter()
     feats = run_backbone(
         backbone.to(device=device, memory_format=torch.channels_last),
         prep,
@@ -93,9 +98,12 @@ def cached_features(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{key}.{os.getpid()}.npy")
+    per_chip = (time.perf_counter() - t0) / max(len(feats), 1)
     np.save(tmp, feats)
     os.replace(tmp, path)
-    return feats, False
+    # The cost of computing them, so a cached run still reports what the strategy costs.
+    atomic_write_json(meta, {"seconds_per_chip": per_chip, "n": len(feats), "device": str(device)})
+    return feats, False, per_chip
 
 
 def _fit_logistic(X, y, C: float):
@@ -132,7 +140,7 @@ def fit_probe(prep, console: Console | None = None):
         "cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     )
     t0 = time.perf_counter()
-    feats, from_cache = cached_features(
+    feats, from_cache, per_chip = cached_features(
         prep.model.backbone,
         config.backbone,
         prep.weights,
@@ -164,6 +172,7 @@ def fit_probe(prep, console: Console | None = None):
             best, scores = cands[len(cands) // 2], {}
         scaler, clf = _fit_logistic(feats[lab], y[lab], best)  # refit on all labelled chips
         probs = clf.predict_proba(scaler.transform(feats[te]))
+        train_acc = float(clf.score(scaler.transform(feats[lab]), y[lab]))
         choice = {"C": best, "val_accuracy_by_C": scores}
     else:
         cands = list(config.knn_k)
@@ -177,6 +186,7 @@ def fit_probe(prep, console: Console | None = None):
             best, scores = cands[len(cands) // 2], {}
         knn = _fit_knn(feats[lab], y[lab], best)
         probs = knn.predict_proba(feats[te])
+        train_acc = float(knn.score(feats[lab], y[lab]))
         choice = {"k": best, "val_accuracy_by_k": scores}
     fit_time = time.perf_counter() - t1
     # Classes absent from the labelled part get probability 0 (sklearn orders by label value).
@@ -197,10 +207,16 @@ def fit_probe(prep, console: Console | None = None):
         summary = {
             **choice,
             "features_from_cache": from_cache,
+            "train_accuracy": train_acc,
             "feature_time_s": feat_time,
             "fit_time_s": fit_time,
+            # What the strategy costs with a cold cache: the backbone once over the labelled chips, then the fit.
+            "train_time_s": per_chip * len(lab) + fit_time,
             "feature_dim": int(feats.shape[1]),
-            "trainable_params": int(feats.shape[1] * len(prep.classes) + len(prep.classes)),
+            # kNN stores the labelled features instead of fitting weights.
+            "trainable_params": int(feats.shape[1] * len(prep.classes) + len(prep.classes))
+            if config.strategy == "linear-probe"
+            else 0,
             "total_params": sum(p.numel() for p in prep.model.parameters()),
             "peak_memory_mb": peak_memory_mb(device),
             "device": str(device),

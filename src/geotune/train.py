@@ -326,6 +326,14 @@ def finish_run(
         torch_threads=torch.get_num_threads(),
     )
     atomic_write_json(run.path / "summary.json", summary)
+    try:
+        from geotune.report import run_report
+
+        run_report(run.path)
+    except Exception as err:  # noqa: BLE001 - a report must never cost the run it describes
+        console.log(
+            f"warning: report.html not written ({type(err).__name__}: {err}); `geotune report RUN` retries"
+        )
     console.print(
         metrics_table(
             metrics, "test metrics" + (f", best epoch {best_epoch}" if best_epoch else "")
@@ -599,6 +607,10 @@ def fit(
             "total_params": total,
             "best_epoch": best_epoch,
             "best_val_accuracy": best_acc if len(val_idx) else None,
+            # Accuracy on the (augmented) training batches of the kept epoch: train - test = overfitting gap.
+            "train_accuracy": next(
+                (r["train_accuracy"] for r in history if r["epoch"] == best_epoch), None
+            ),
             "stopped_early": stopped_early,
             "epochs_run": len(history),
             "train_time_s": train_time,

@@ -1,0 +1,364 @@
+"""`geotune compare`: the transfer-strategy table, measured on the user's own data.
+
+Runs a grid of strategies x label budgets x seeds as ordinary runs under one sweep folder.
+For each seed every strategy and budget shares one test set, and smaller budgets are subsets of
+larger ones (geotune.data.budget_split), so strategies can be compared pairwise on the same
+chips. Finished cells are reused: an interrupted compare continues where it stopped, and
+linear-probe / kNN cells share the feature cache.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from rich.console import Console
+
+from geotune.config import Strategy, _format_error, make_config
+from geotune.data import budget_split, scan_folder, write_split
+from geotune.errors import ConfigError
+from geotune.rundir import RunDir, atomic_write_csv, atomic_write_json
+
+ALL = "all"
+
+
+class CompareConfig(BaseModel):
+    """A strategy x label-budget x seed grid; ``train`` holds options for every run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path
+    strategies: list[Strategy] = Field(
+        ["linear-probe", "feature-extraction", "lp-ft"], min_length=1
+    )
+    labels_per_class: list[int | str] = Field([5, 20, ALL], min_length=1)
+    seeds: int = Field(3, ge=1, description="number of seeds (0, 1, ...); each gets its own split")
+    pool_fraction: float = Field(
+        0.2, gt=0, lt=1, description="labelled pool per class; the rest is test"
+    )
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    output: Path = Path("sweeps")
+    name: str | None = None
+    train: dict[str, Any] = Field({}, description="geotune train options applied to every run")
+
+    @field_validator("strategies", "labels_per_class", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+    @field_validator("labels_per_class")
+    @classmethod
+    def _budgets(cls, v: list) -> list:
+        out = []
+        for b in v:
+            if isinstance(b, str) and b != ALL:
+                if not b.isdigit():
+                    raise ValueError(f"label budgets are positive integers or 'all', got {b!r}")
+                b = int(b)
+            if isinstance(b, int) and b < 1:
+                raise ValueError(f"label budgets must be >= 1, got {b}")
+            out.append(b)
+        return sorted(set(out), key=lambda b: math.inf if b == ALL else b)
+
+
+def make_compare_config(**values: Any) -> CompareConfig:
+    try:
+        config = CompareConfig(**values)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err).replace("config key", "compare option")) from None
+    # Validate the per-run options once, up front, with the same messages as `geotune train`.
+    for s in config.strategies:
+        make_config(data=config.data, strategy=s, **config.train)
+    return config
+
+
+def cell_name(strategy: str, budget: int | str, seed: int) -> str:
+    return f"{strategy}-{budget}-s{seed}"
+
+
+def _bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of overall accuracy over test chips."""
+    if len(correct) == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = correct[rng.integers(0, len(correct), (n_boot, len(correct)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def cell_row(run: Path, strategy: str, budget: int | str, seed: int) -> dict:
+    """One results row from a finished run folder."""
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    preds = np.genfromtxt(
+        run / "test_predictions.csv", delimiter=",", dtype=str, skip_header=1, ndmin=2
+    )
+    correct = (preds[:, 1] == preds[:, 2]).astype(float) if len(preds) else np.array([])
+    lo, hi = _bootstrap_ci(correct)
+    train_acc = summary.get("train_accuracy")
+    return {
+        "strategy": strategy,
+        "labels_per_class": budget,
+        "seed": seed,
+        "n_train": summary["n_train"],
+        "n_val": summary["n_val"],
+        "n_test": summary["n_test"],
+        "overall_accuracy": metrics["overall_accuracy"],
+        "oa_ci_low": lo,
+        "oa_ci_high": hi,
+        "average_accuracy": metrics["average_accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "kappa": metrics["kappa"],
+        "train_accuracy": train_acc,
+        "overfitting_gap": None if train_acc is None else train_acc - metrics["overall_accuracy"],
+        "trainable_params": summary.get("trainable_params"),
+        "total_params": summary.get("total_params"),
+        "train_time_s": summary.get(
+            "train_time_s", summary.get("feature_time_s", 0) + summary.get("fit_time_s", 0)
+        ),
+        "peak_memory_mb": summary.get("peak_memory_mb"),
+        "run": str(run),
+    }
+
+
+def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
+    """Run (or continue) the grid; write results.csv / results.json, statistics and the report."""
+    from geotune.train import train
+
+    console = console or Console(stderr=True)
+    folder = scan_folder(config.data, skip_bad=bool(config.train.get("skip_bad_images")))
+    sweep = Path(config.output) / (config.name or f"compare-{Path(config.data).resolve().name}")
+    (sweep / "splits").mkdir(parents=True, exist_ok=True)
+    (sweep / "runs").mkdir(exist_ok=True)
+    atomic_write_text_yaml(sweep / "compare.yaml", config.model_dump(mode="json"))
+    rows = []
+    cells = [
+        (s, b, seed)
+        for seed in range(config.seeds)
+        for b in config.labels_per_class
+        for s in config.strategies
+    ]
+    for k, (strategy, budget, seed) in enumerate(cells, 1):
+        name = cell_name(strategy, budget, seed)
+        run = sweep / "runs" / name
+        if not (run / "status.json").is_file():
+            split_file = sweep / "splits" / f"{budget}-s{seed}.csv"
+            if not split_file.is_file():
+                split = budget_split(
+                    folder,
+                    config.pool_fraction,
+                    None if budget == ALL else budget,
+                    config.val_fraction,
+                    seed,
+                )
+                write_split(split_file, folder, split)
+            console.log(f"[{k}/{len(cells)}] {name}")
+            RunDir(sweep / "runs", name).discard()  # a cell killed earlier starts over
+            train(
+                make_config(
+                    data=config.data,
+                    strategy=strategy,
+                    split=split_file,
+                    seed=seed,
+                    output=sweep / "runs",
+                    name=name,
+                    **config.train,
+                ),
+                console,
+            )
+        else:
+            console.log(f"[{k}/{len(cells)}] {name}: done earlier, reused")
+        rows.append(cell_row(run, strategy, budget, seed))
+    write_results(sweep, rows)
+    from geotune.report import write_report
+
+    write_report(sweep)
+    return sweep
+
+
+def atomic_write_text_yaml(path: Path, obj: Any) -> None:
+    from geotune.rundir import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def _t_interval(
+    values: np.ndarray, bounds: tuple[float, float] = (0.0, 1.0)
+) -> tuple[float, float, float]:
+    """Mean and 95% t-interval over seeds, clipped to the possible range (none from one seed)."""
+    from scipy import stats
+
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    return mean, max(bounds[0], mean - half), min(bounds[1], mean + half)
+
+
+def summarize(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Per (strategy, budget): mean and 95% CI over seeds. Per budget and strategy pair: the
+    paired difference over seeds (same splits), its CI and a paired t-test p-value."""
+    from scipy import stats
+
+    table, pairs = [], []
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    budgets = list(dict.fromkeys(r["labels_per_class"] for r in rows))
+    for b in budgets:
+        for s in strategies:
+            cell = [r for r in rows if r["strategy"] == s and r["labels_per_class"] == b]
+            if not cell:
+                continue
+            oa = np.array([r["overall_accuracy"] for r in cell])
+            mean, lo, hi = _t_interval(oa)
+            gaps = [r["overfitting_gap"] for r in cell if r["overfitting_gap"] is not None]
+            table.append(
+                {
+                    "strategy": s,
+                    "labels_per_class": b,
+                    "seeds": len(cell),
+                    "oa_mean": mean,
+                    "oa_ci_low": lo,
+                    "oa_ci_high": hi,
+                    "oa_std": float(oa.std(ddof=1)) if len(oa) > 1 else 0.0,
+                    "macro_f1_mean": float(np.mean([r["macro_f1"] for r in cell])),
+                    "kappa_mean": float(np.mean([r["kappa"] for r in cell])),
+                    "trainable_params": cell[0]["trainable_params"],
+                    "train_time_s_mean": float(np.mean([r["train_time_s"] for r in cell])),
+                    "peak_memory_mb_mean": float(np.mean([r["peak_memory_mb"] or 0 for r in cell])),
+                    "overfitting_gap_mean": float(np.mean(gaps)) if gaps else None,
+                    "n_train": cell[0]["n_train"],
+                }
+            )
+        for i, a in enumerate(strategies):
+            for c in strategies[i + 1 :]:
+                by_seed = {
+                    r["seed"]: r["overall_accuracy"]
+                    for r in rows
+                    if r["strategy"] == a and r["labels_per_class"] == b
+                }
+                diffs = np.array(
+                    [
+                        by_seed[r["seed"]] - r["overall_accuracy"]
+                        for r in rows
+                        if r["strategy"] == c
+                        and r["labels_per_class"] == b
+                        and r["seed"] in by_seed
+                    ]
+                )
+                if not len(diffs):
+                    continue
+                mean, lo, hi = _t_interval(diffs, bounds=(-1.0, 1.0))
+                p = (
+                    float(stats.ttest_rel(diffs, np.zeros_like(diffs)).pvalue)
+                    if len(diffs) > 1 and diffs.std() > 0
+                    else math.nan
+                )
+                pairs.append(
+                    {
+                        "labels_per_class": b,
+                        "a": a,
+                        "b": c,
+                        "seeds": len(diffs),
+                        "diff_mean": mean,
+                        "diff_ci_low": lo,
+                        "diff_ci_high": hi,
+                        "p_value": p,
+                    }
+                )
+    return table, pairs
+
+
+def recommend(table: list[dict], pairs: list[dict]) -> list[str]:
+    """One sentence per label budget, derived from the numbers: the best strategy, and a cheaper
+    one instead when the best is not significantly better (paired 95% CI includes 0)."""
+    lines = []
+    for b in dict.fromkeys(t["labels_per_class"] for t in table):
+        rows = sorted((t for t in table if t["labels_per_class"] == b), key=lambda t: -t["oa_mean"])
+        best = rows[0]
+        budget = "all labelled chips" if b == ALL else f"{b} labels per class"
+        choice, reason = best, "the highest mean overall accuracy"
+        for other in sorted(rows[1:], key=lambda t: t["train_time_s_mean"]):
+            if other["train_time_s_mean"] >= best["train_time_s_mean"]:
+                continue
+            pair = _pair(pairs, b, best["strategy"], other["strategy"])
+            if (
+                pair is not None
+                and not math.isnan(pair["diff_ci_low"])
+                and pair["diff_ci_low"] <= 0
+            ):
+                choice = other
+                reason = (
+                    f"{_pct(other['oa_mean'])} OA, not significantly below {best['strategy']} "
+                    f"({_pct(best['oa_mean'])}; paired difference {_pct(pair['diff_mean'], signed=True)}, 95% CI "
+                    f"[{_pct(pair['diff_ci_low'], signed=True)}, {_pct(pair['diff_ci_high'], signed=True)}]) at "
+                    f"{other['train_time_s_mean'] / max(best['train_time_s_mean'], 1e-9):.2g}x its training time"
+                )
+                break
+        if choice is best:
+            runner = rows[1] if len(rows) > 1 else None
+            if runner is not None:
+                pair = _pair(pairs, b, best["strategy"], runner["strategy"])
+                sig = (
+                    pair is not None
+                    and not math.isnan(pair["diff_ci_low"])
+                    and pair["diff_ci_low"] > 0
+                )
+                reason = (
+                    f"{_pct(best['oa_mean'])} OA, {'significantly' if sig else 'but not significantly'} above "
+                    f"{runner['strategy']} ({_pct(runner['oa_mean'])}"
+                    + (
+                        f"; paired difference {_pct(pair['diff_mean'], signed=True)}"
+                        if pair
+                        else ""
+                    )
+                    + ")"
+                )
+            else:
+                reason = f"{_pct(best['oa_mean'])} OA"
+        lines.append(
+            f"With {budget} ({choice['n_train']} training chips), use {choice['strategy']}: {reason}."
+        )
+    return lines
+
+
+def _pair(pairs: list[dict], budget, a: str, b: str) -> dict | None:
+    for p in pairs:
+        if p["labels_per_class"] == budget and {p["a"], p["b"]} == {a, b}:
+            if p["a"] == a:
+                return p
+            flipped = dict(
+                p,
+                a=a,
+                b=b,
+                diff_mean=-p["diff_mean"],
+                diff_ci_low=-p["diff_ci_high"],
+                diff_ci_high=-p["diff_ci_low"],
+            )
+            return flipped
+    return None
+
+
+def _pct(x: float, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{100 * x:+.1f} pt" if signed else f"{100 * x:.1f}%"
+
+
+def write_results(sweep: Path, rows: list[dict]) -> dict:
+    table, pairs = summarize(rows)
+    results = {
+        "cells": rows,
+        "strategies": table,
+        "paired": pairs,
+        "recommendation": recommend(table, pairs),
+    }
+    atomic_write_json(sweep / "results.json", results)
+    atomic_write_csv(sweep / "results.csv", list(rows[0]), ([r[k] for k in rows[0]] for r in rows))
+    atomic_write_csv(
+        sweep / "summary.csv", list(table[0]), ([t[k] for k in table[0]] for t in table)
+    )
+    return results
