@@ -229,7 +229,6 @@ def fit_probe(prep, console: Console | None = None):
 
 
 def _save_linear_head(path: Path, prep, scaler, clf) -> None:
-    config = prep.config
     model = prep.model
     W = clf.coef_ / scaler.scale_[None, :]
     b = clf.intercept_ - (clf.coef_ * (scaler.mean_ / scaler.scale_)[None, :]).sum(1)
@@ -245,16 +244,4 @@ def _save_linear_head(path: Path, prep, scaler, clf) -> None:
     with torch.no_grad():
         linear.weight.copy_(weight)
         linear.bias.copy_(bias)
-    save_classifier(
-        path,
-        model,
-        {
-            "backbone": config.backbone,
-            "weights": prep.weights,
-            "classes": prep.classes,
-            "head": config.head,
-            "head_dropout": config.head_dropout,
-            "preprocessing": prep.preprocessing.to_dict(),
-            "epoch": 0,
-        },
-    )
+    save_classifier(path, model, {**prep.checkpoint_meta(), "epoch": 0})

@@ -79,6 +79,18 @@ class Prepared:
     def indices(self, part: str) -> np.ndarray:
         return np.flatnonzero(self.split == part)
 
+    def checkpoint_meta(self) -> dict:
+        """What a classifier checkpoint needs besides its weights (see model.load_classifier)."""
+        c = self.config
+        return {
+            "backbone": c.backbone,
+            "weights": self.weights,
+            "classes": self.classes,
+            "head": c.head,
+            "head_dropout": c.head_dropout,
+            "preprocessing": self.preprocessing.to_dict(),
+        }
+
 
 @dataclass
 class RunResult:
@@ -392,14 +404,7 @@ def fit(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="sum")
     generator = torch.Generator().manual_seed(config.seed)
     eval_batch = max(64, config.batch_size)
-    ckpt_meta = {
-        "backbone": config.backbone,
-        "weights": prep.weights,
-        "classes": prep.classes,
-        "head": config.head,
-        "head_dropout": config.head_dropout,
-        "preprocessing": prep.preprocessing.to_dict(),
-    }
+    ckpt_meta = prep.checkpoint_meta()
 
     path = run.path if resuming or not lead else run.create()
     try:
