@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One geotune strategy on AID, 20/80 protocol (validation = 20% of the labelled 20%), seed 0,
-# offline EfficientNet-Lite0, rot4 test-time augmentation. Writes a run folder under
+# offline EfficientNet-Lite0. Writes a run folder under
 # benchmarks/results/ and its wall time (wall.txt). From the repository root:
 #   bash benchmarks/aid_2080.sh STRATEGY [extra geotune train options]
 # The figures in BENCHMARKS.md come from:
-#   bash benchmarks/aid_2080.sh feature-extraction --epochs 10
-#   bash benchmarks/aid_2080.sh full --epochs 6
-#   bash benchmarks/aid_2080.sh linear-probe          # twice: the second run reuses the feature cache
-#   bash benchmarks/aid_2080.sh lp-ft --epochs 6 --head-epochs 1
+#   bash benchmarks/aid_2080.sh feature-extraction --epochs 10 --tta rot4
+#   bash benchmarks/aid_2080.sh full --epochs 6 --tta rot2
+#   bash benchmarks/aid_2080.sh linear-probe --tta rot2   # twice: the second run reuses the cache
+#   bash benchmarks/aid_2080.sh lp-ft --epochs 6 --head-epochs 1 --tta rot2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/datasets/aid150}
@@ -17,6 +17,6 @@ shift
 name="aid-2080-lite0-${strategy}-$(date +%Y%m%d-%H%M%S)"
 start=$EPOCHREALTIME
 .venv/bin/geotune train --data "$DATA" --train-fraction 0.2 --val-fraction 0.2 --seed 0 \
-  --backbone tf_efficientnet_lite0 --weights offline --strategy "$strategy" --tta rot4 \
+  --backbone tf_efficientnet_lite0 --weights offline --strategy "$strategy" \
   --output "$OUT" --name "$name" "$@"
 echo "wall_s=$(awk "BEGIN{print $EPOCHREALTIME - $start}")" | tee "$OUT/$name/wall.txt"

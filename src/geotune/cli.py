@@ -113,6 +113,8 @@ def train_command(**kwargs: Any) -> None:
     typer.echo(
         f"metrics: {result.run_dir / 'test_metrics.json'} (per class: test_per_class.csv, confusion: test_confusion.csv)"
     )
+    if (result.run_dir / "report.html").is_file():
+        typer.echo(f"report: {result.run_dir / 'report.html'}")
 
 
 train_command.__signature__ = _train_signature()  # type: ignore[attr-defined]
@@ -124,7 +126,7 @@ def evaluate_command(
     run_dir: Annotated[Path, typer.Argument(help="a run folder written by `geotune train`")],
     data: Annotated[
         Path | None, typer.Option(help="another ImageFolder dataset with the same classes")
-    ] = None,  # noqa: UP045
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     tta: Annotated[
@@ -152,7 +154,7 @@ def backbones_command(
     ] = False,
     filter_: Annotated[
         str | None, typer.Option("--filter", help="wildcard pattern, e.g. '*resnet*'")
-    ] = None,  # noqa: UP045
+    ] = None,
 ) -> None:
     """List backbones, their weight sources, and whether each is usable right now."""
     from rich.table import Table
@@ -186,9 +188,9 @@ def compare_command(
     ] = 0.2,
     config: Annotated[
         Path | None, typer.Option(help="YAML of `geotune train` options for every run")
-    ] = None,  # noqa: UP045
+    ] = None,
     output: Annotated[Path, typer.Option(help="folder that holds sweeps")] = Path("sweeps"),
-    name: Annotated[str | None, typer.Option(help="sweep folder name")] = None,  # noqa: UP045
+    name: Annotated[str | None, typer.Option(help="sweep folder name")] = None,
 ) -> None:
     """Run strategies x label budgets x seeds on one dataset; write results, statistics and a report."""
     from geotune.compare import make_compare_config, run_compare
