@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,16 @@ def aid_small(tmp_path_factory) -> Path:
 def aid_copy(tmp_path) -> Path:
     """A writable 4 x 6 copy, for tests that damage the data."""
     return copy_subset(tmp_path / "data", 6)
+
+
+GEOTUNE_CLI = [sys.executable, "-m", "geotune.cli"]
+
+
+def train_args(data: Path, output: Path, **options) -> list[str]:
+    """`geotune train` arguments for a fast real run: small chips, small batches, a 50/50 split."""
+    options = {"image_size": 64, "batch_size": 8, "train_fraction": 0.5, **options}
+    args = ["train", "--data", str(data), "--output", str(output)]
+    for key, value in options.items():
+        flag = f"--{key.replace('_', '-')}"
+        args += [flag] if value is True else [flag, str(value)]
+    return args

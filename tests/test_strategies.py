@@ -7,13 +7,12 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import GEOTUNE_CLI, REPO, train_args
 
 from geotune import probe
 from geotune.config import make_config
@@ -224,30 +223,13 @@ def test_linear_probe_checkpoint_is_an_ordinary_classifier(aid_small, tmp_path):
 
 
 def _cli(*args):
-    return [sys.executable, "-m", "geotune.cli", *map(str, args)]
+    return [*GEOTUNE_CLI, *map(str, args)]
 
 
 def test_resume_after_kill_matches_uninterrupted_run(aid_small, tmp_path):
-    args = [
-        "train",
-        "--data",
-        aid_small,
-        "--output",
-        tmp_path,
-        "--image-size",
-        64,
-        "--batch-size",
-        8,
-        "--train-fraction",
-        0.5,
-        "--strategy",
-        "lp-ft",
-        "--head-epochs",
-        1,
-        "--epochs",
-        4,
-        "--deterministic",
-    ]
+    args = train_args(
+        aid_small, tmp_path, strategy="lp-ft", head_epochs=1, epochs=4, deterministic=True
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
     subprocess.run(
         _cli(*args, "--name", "whole"), check=True, capture_output=True, env=env, cwd=REPO
@@ -300,27 +282,9 @@ def test_resume_refuses_finished_or_unknown_runs(aid_small, tmp_path):
 def test_two_process_ddp_matches_one_process(aid_small, tmp_path):
     # gloo on CPU: the same code path as multi-GPU DDP. Frozen BN statistics make the two runs
     # mathematically identical (same global batches, augmentations and averaged gradients).
-    args = [
-        "train",
-        "--data",
-        aid_small,
-        "--output",
-        tmp_path,
-        "--image-size",
-        64,
-        "--batch-size",
-        8,
-        "--train-fraction",
-        0.5,
-        "--strategy",
-        "full",
-        "--bn-policy",
-        "frozen",
-        "--epochs",
-        2,
-        "--device",
-        "cpu",
-    ]
+    args = train_args(
+        aid_small, tmp_path, strategy="full", bn_policy="frozen", epochs=2, device="cpu"
+    )
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     for devices in (1, 2):
         proc = subprocess.run(

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, copy_subset
+from conftest import GEOTUNE_CLI, REPO, copy_subset, train_args
 
 from geotune.config import load_config, make_config
 from geotune.errors import ConfigError
 from geotune.evaluate import evaluate_run
 from geotune.train import train
 
-GEOTUNE = [sys.executable, "-m", "geotune.cli"]
 # Small chips and few epochs keep these real training runs to seconds on 2 CPU cores.
 FAST = {"image_size": 64, "epochs": 2, "batch_size": 8, "train_fraction": 0.5, "val_fraction": 0.25}
 
@@ -27,7 +25,7 @@ FAST = {"image_size": 64, "epochs": 2, "batch_size": 8, "train_fraction": 0.5, "
 def run_cli(*args, check=True, **kw):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [*GEOTUNE, *map(str, args)], capture_output=True, text=True, env=env, **kw
+        [*GEOTUNE_CLI, *map(str, args)], capture_output=True, text=True, env=env, **kw
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"geotune {args} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -38,29 +36,16 @@ def run_cli(*args, check=True, **kw):
 def cli_run(aid_small, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     proc = run_cli(
-        "train",
-        "--data",
-        aid_small,
-        "--output",
-        out,
-        "--name",
-        "partial",
-        "--strategy",
-        "partial",
-        "--freeze-until",
-        "blocks.4",
-        "--image-size",
-        64,
-        "--epochs",
-        2,
-        "--batch-size",
-        8,
-        "--train-fraction",
-        0.5,
-        "--val-fraction",
-        0.25,
-        "--seed",
-        1,
+        *train_args(
+            aid_small,
+            out,
+            name="partial",
+            strategy="partial",
+            freeze_until="blocks.4",
+            epochs=2,
+            val_fraction=0.25,
+            seed=1,
+        )
     )
     run = out / "partial"
     assert f"run folder: {run}" in proc.stdout
@@ -205,24 +190,7 @@ def test_killed_run_leaves_no_run_folder(tmp_path, aid_small):
     out = tmp_path / "runs"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [
-            *GEOTUNE,
-            "train",
-            "--data",
-            aid_small,
-            "--output",
-            out,
-            "--name",
-            "killed",
-            "--image-size",
-            "64",
-            "--epochs",
-            "50",
-            "--batch-size",
-            "8",
-            "--train-fraction",
-            "0.5",
-        ],
+        [*GEOTUNE_CLI, *train_args(aid_small, out, name="killed", epochs=50)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
