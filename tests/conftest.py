@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,23 @@ def train_args(data: Path, output: Path, **options) -> list[str]:
         flag = f"--{key.replace('_', '-')}"
         args += [flag] if value is True else [flag, str(value)]
     return args
+
+
+def kill_after(args: list[str], marker: str, timeout: float = 300, delay: float = 0.0) -> None:
+    """Start `geotune ARGS`, wait for ``marker`` in its output, then kill -9 it (after ``delay``)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [*GEOTUNE_CLI, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    deadline = time.time() + timeout
+    for line in proc.stdout:
+        if marker in line or time.time() > deadline:
+            break
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
 import torch
-from conftest import GEOTUNE_CLI, REPO, train_args
+from conftest import GEOTUNE_CLI, REPO, kill_after, train_args
 
 from geotune import probe
 from geotune.config import make_config
@@ -234,21 +232,9 @@ def test_resume_after_kill_matches_uninterrupted_run(aid_small, tmp_path):
     subprocess.run(
         _cli(*args, "--name", "whole"), check=True, capture_output=True, env=env, cwd=REPO
     )
-    proc = subprocess.Popen(
-        _cli(*args, "--name", "killed"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=REPO,
-    )
-    deadline = time.time() + 300
-    for line in proc.stdout:  # kill -9 during epoch 3, in the fine-tune phase
-        if "epoch 2/4" in line or time.time() > deadline:
-            break
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after(
+        [*args, "--name", "killed"], "epoch 2/4", delay=1.0
+    )  # kill -9 during epoch 3 (fine-tune)
     assert (
         not (tmp_path / "killed").exists()
         and (tmp_path / ".killed.partial" / "checkpoints" / "last.pt").exists()

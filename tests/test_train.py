@@ -2,16 +2,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import GEOTUNE_CLI, REPO, copy_subset, train_args
+from conftest import GEOTUNE_CLI, copy_subset, kill_after, train_args
 
 from geotune.config import load_config, make_config
 from geotune.errors import ConfigError
@@ -188,21 +186,7 @@ def test_skipped_files_are_listed_in_the_run(tmp_path):
 
 def test_killed_run_leaves_no_run_folder(tmp_path, aid_small):
     out = tmp_path / "runs"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [*GEOTUNE_CLI, *train_args(aid_small, out, name="killed", epochs=50)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=REPO,
-    )
-    deadline = time.time() + 240
-    for line in proc.stdout:  # wait until training has really started
-        if "epoch 1/50" in line or time.time() > deadline:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after(train_args(aid_small, out, name="killed", epochs=50), "epoch 1/50", timeout=240)
     assert not (out / "killed").exists()
     staging = out / ".killed.partial"
     assert json.loads((staging / "status.json").read_text())["state"] == "running"
