@@ -147,3 +147,19 @@ def test_split_file_round_trip(tmp_path, aid_small):
     other = scan_folder(aid_small).subset(folder.labels != 0)
     with pytest.raises(DataError, match="which is not in"):
         read_split(tmp_path / "split.csv", other)
+
+
+def test_budget_splits_nest_and_share_a_capped_test_set(aid_small):
+    from geotune.data import budget_split
+
+    folder = scan_folder(aid_small)
+    small, large, whole = (
+        budget_split(folder, 0.5, b, 0.25, seed=1, test_per_class=4) for b in (2, 4, None)
+    )
+    for split in (small, large, whole):
+        assert (split == "test").sum() == 4 * len(folder.classes)
+        assert ((split == "test") == (whole == "test")).all()  # one test set for every budget
+    labelled = [set(np.flatnonzero(np.isin(s, ["train", "val"]))) for s in (small, large, whole)]
+    assert labelled[0] < labelled[1] < labelled[2]  # 2 of the 4, 4 of the pool
+    counts = np.bincount(folder.labels[np.isin(small, ["train", "val"])])
+    assert (counts == 2).all()

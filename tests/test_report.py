@@ -184,3 +184,15 @@ def test_report_renders_in_headless_chromium(sweep):
     assert errors == []
     assert len(images) >= 2 and all(done and width > 0 for done, width in images)
     assert rows > 4
+
+
+def test_small_budgets_get_enough_steps(aid_small):
+    from geotune.compare import cell_epochs
+
+    config = make_compare_config(
+        data=aid_small, min_steps=40, train={"batch_size": 8, "epochs": 3, "head_epochs": 1}
+    )
+    assert cell_epochs(config, "feature-extraction", 16) == 20  # 2 steps per epoch
+    assert cell_epochs(config, "lp-ft", 16) == 21  # plus the head-only epoch
+    assert cell_epochs(config, "feature-extraction", 800) == 3  # already 300 steps
+    assert cell_epochs(config, "linear-probe", 16) is None

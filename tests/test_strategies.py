@@ -210,14 +210,45 @@ def test_linear_probe_reuses_cached_features(aid_small, tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
-def test_linear_probe_checkpoint_is_an_ordinary_classifier(aid_small, tmp_path):
+@pytest.mark.parametrize("power", [1.0, 0.5])
+def test_linear_probe_checkpoint_is_an_ordinary_classifier(aid_small, tmp_path, power):
     from geotune.evaluate import evaluate_run
 
     result = train(
-        make_config(data=aid_small, output=tmp_path, name="lp", strategy="linear-probe", **FAST)
+        make_config(
+            data=aid_small,
+            output=tmp_path,
+            name="lp",
+            strategy="linear-probe",
+            probe_power=[power],
+            **FAST,
+        )
     )
+    assert result.summary["feature_power"] == power
+    # The scaler (and the power normalisation) live in the checkpoint: re-evaluating it from
+    # the images gives the probe's own predictions.
     metrics, _ = evaluate_run(result.run_dir)
     assert metrics["confusion_matrix"] == result.test_metrics["confusion_matrix"]
+
+
+def test_linear_probe_chooses_power_and_c_on_validation(aid_small, tmp_path):
+    result = train(
+        make_config(
+            data=aid_small,
+            output=tmp_path,
+            name="lp",
+            strategy="linear-probe",
+            probe_power=[1.0, 0.5],
+            probe_c=[0.01, 1.0],
+            **FAST,
+        )
+    )
+    scores = result.summary["val_accuracy_by_power_and_C"]
+    assert set(scores) == {"power=1,C=0.01", "power=1,C=1", "power=0.5,C=0.01", "power=0.5,C=1"}
+    best = max(scores.values())
+    chosen = f"power={result.summary['feature_power']:g},C={result.summary['C']:g}"
+    assert scores[chosen] == best
+    assert next(k for k, v in scores.items() if v == best) == chosen  # ties: the first listed
 
 
 def _cli(*args):

@@ -186,6 +186,14 @@ def compare_command(
     val_fraction: Annotated[
         float, typer.Option(help="share of each budget held out for validation")
     ] = 0.2,
+    test_per_class: Annotated[
+        int | None,
+        typer.Option(help="cap the shared test set per class (faster; wider intervals)"),
+    ] = None,
+    min_steps: Annotated[
+        int,
+        typer.Option(help="at least this many optimizer steps per trained cell (small budgets)"),
+    ] = 0,
     config: Annotated[
         Path | None, typer.Option(help="YAML of `geotune train` options for every run")
     ] = None,
@@ -207,6 +215,8 @@ def compare_command(
         seeds=seeds,
         pool_fraction=pool_fraction,
         val_fraction=val_fraction,
+        test_per_class=test_per_class,
+        min_steps=min_steps,
         output=output,
         name=name,
         train=train_options,

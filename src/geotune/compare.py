@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rich.console import Console
 
 from geotune.config import Strategy, _format_error, make_config
-from geotune.data import budget_split, scan_folder, write_split
+from geotune.data import budget_split, read_split, scan_folder, write_split
 from geotune.errors import ConfigError
 from geotune.rundir import RunDir, atomic_write_csv, atomic_write_json
 
@@ -42,6 +42,17 @@ class CompareConfig(BaseModel):
         0.2, gt=0, lt=1, description="labelled pool per class; the rest is test"
     )
     val_fraction: float = Field(0.2, ge=0, lt=1)
+    test_per_class: int | None = Field(
+        None,
+        ge=1,
+        description="cap the shared test set at this many chips per class (faster; wider CIs)",
+    )
+    min_steps: int = Field(
+        0,
+        ge=0,
+        description="train every trained cell for at least this many optimizer steps: small "
+        "budgets get more epochs, so they are not compared under-trained",
+    )
     output: Path = Path("sweeps")
     name: str | None = None
     train: dict[str, Any] = Field({}, description="geotune train options applied to every run")
@@ -107,6 +118,7 @@ def cell_row(run: Path, strategy: str, budget: int | str, seed: int) -> dict:
         "n_train": summary["n_train"],
         "n_val": summary["n_val"],
         "n_test": summary["n_test"],
+        "epochs": summary.get("epochs"),
         "overall_accuracy": metrics["overall_accuracy"],
         "oa_ci_low": lo,
         "oa_ci_high": hi,
@@ -123,6 +135,20 @@ def cell_row(run: Path, strategy: str, budget: int | str, seed: int) -> dict:
         "peak_memory_mb": summary.get("peak_memory_mb"),
         "run": str(run),
     }
+
+
+def cell_epochs(config: CompareConfig, strategy: str, n_train: int) -> int | None:
+    """Epochs for one cell: the configured epochs, raised so the cell gets ``min_steps``
+    optimizer steps (None: the strategy does not train, or nothing to raise)."""
+    if strategy in ("linear-probe", "knn") or not config.min_steps:
+        return None
+    base = make_config(data=config.data, strategy=strategy, **config.train)
+    per_step = base.batch_size * base.accumulate
+    steps_per_epoch = max(1, math.ceil(n_train / per_step))
+    needed = math.ceil(config.min_steps / steps_per_epoch)
+    if strategy == "lp-ft":
+        needed += base.head_epochs  # the steps count for the fine-tuning phase
+    return max(base.epochs, needed)
 
 
 def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
@@ -154,10 +180,17 @@ def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
                     None if budget == ALL else budget,
                     config.val_fraction,
                     seed,
+                    config.test_per_class,
                 )
                 write_split(split_file, folder, split)
+            else:
+                split = read_split(split_file, folder)
             console.log(f"[{k}/{len(cells)}] {name}")
             RunDir(sweep / "runs", name).discard()  # a cell killed earlier starts over
+            options = {**config.train}
+            epochs = cell_epochs(config, strategy, int((split == "train").sum()))
+            if epochs is not None:
+                options["epochs"] = epochs
             train(
                 make_config(
                     data=config.data,
@@ -166,7 +199,7 @@ def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
                     seed=seed,
                     output=sweep / "runs",
                     name=name,
-                    **config.train,
+                    **options,
                 ),
                 console,
             )

@@ -88,6 +88,12 @@ class TrainConfig(BaseModel):
         min_length=1,
         description="linear-probe: inverse regularisation strengths tried on validation data",
     )
+    probe_power: list[float] = Field(
+        [1.0, 0.5],
+        min_length=1,
+        description="linear-probe: signed power normalisation exponents tried on validation "
+        "(0.5 = square root, which evens out bursty pooled features; 1 = none)",
+    )
     knn_k: list[int] = Field(
         [1, 5, 10, 20, 50],
         min_length=1,
@@ -148,7 +154,7 @@ class TrainConfig(BaseModel):
     output: Path = Field(Path("runs"), description="folder that holds run folders")
     name: str | None = Field(None, description="run folder name (default: generated)")
 
-    @field_validator("probe_c", "knn_k", mode="before")
+    @field_validator("probe_c", "probe_power", "knn_k", mode="before")
     @classmethod
     def _split_list(cls, v: Any) -> Any:
         # CLI form: --probe-c 0.01,0.1,1
@@ -186,6 +192,8 @@ class TrainConfig(BaseModel):
             )
         if any(c <= 0 for c in self.probe_c) or any(k < 1 for k in self.knn_k):
             raise ValueError("probe_c values must be > 0 and knn_k values >= 1")
+        if any(not 0 < a <= 1 for a in self.probe_power):
+            raise ValueError("probe_power values must be in (0, 1]")
         if self.strategy == "partial" and bool(self.freeze_until) == bool(self.unfreeze_last):
             raise ValueError(
                 "strategy 'partial' needs exactly one of freeze_until or unfreeze_last"

@@ -383,12 +383,13 @@ def budget_split(
     labels_per_class: int | None,
     val_fraction: float,
     seed: int,
+    test_per_class: int | None = None,
 ) -> np.ndarray:
     """A split for data-efficiency curves: for one seed the test part is the same whatever the
     label budget, and smaller budgets are subsets of larger ones (5 of the 20, 20 of all).
 
     Each class is shuffled once from ``seed``; its first ``pool_fraction`` is the labelled pool, the
-    rest is test. A budget takes the first ``labels_per_class`` chips of the pool (None: the whole
+    rest is test (capped at ``test_per_class``). A budget takes the first ``labels_per_class`` chips of the pool (None: the whole
     pool), of which ``val_fraction`` (at least one) is held out for validation.
     """
     rng = np.random.default_rng(seed)
@@ -406,6 +407,6 @@ def budget_split(
         n_val = max(1, int(round(n_lab * val_fraction))) if val_fraction > 0 and n_lab > 1 else 0
         split[perm[: n_lab - n_val]] = "train"
         split[perm[n_lab - n_val : n_lab]] = "val"
-        split[perm[n_pool:]] = "test"
+        split[perm[n_pool:][:test_per_class]] = "test"
         # chips of the pool beyond the budget stay 'unused', so every budget shares one test set
     return split.astype(str)

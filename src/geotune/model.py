@@ -28,18 +28,35 @@ def build_head(
     raise ValueError(f"unknown head '{kind}'")
 
 
+def signed_power(features: torch.Tensor, power: float) -> torch.Tensor:
+    """Power normalisation sign(f)|f|^a of pooled features (a = 1: unchanged)."""
+    if power == 1.0:
+        return features
+    return features.sign() * features.abs().pow(power)
+
+
 class SceneClassifier(nn.Module):
-    """``backbone`` (timm, pooled features) followed by ``head``."""
+    """``backbone`` (timm, pooled features) followed by ``head``.
+
+    ``feature_power`` < 1 power-normalises the pooled features before the head (a linear probe
+    may choose it on validation data); it has no parameters and is recorded in checkpoints.
+    """
 
     def __init__(
-        self, backbone: nn.Module, num_classes: int, head: str = "linear", dropout: float = 0.0
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        head: str = "linear",
+        dropout: float = 0.0,
+        feature_power: float = 1.0,
     ):
         super().__init__()
         self.backbone = backbone
+        self.feature_power = feature_power
         self.head = build_head(backbone.num_features, num_classes, head, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.head(signed_power(self.backbone(x), self.feature_power))
 
 
 def build_classifier(
@@ -73,7 +90,13 @@ def load_classifier(path: Path) -> tuple[SceneClassifier, Preprocessing, dict]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != "geotune-classifier-v1":
         raise WeightsError(f"{path} is not a geotune classifier checkpoint")
     net, _, _ = create_backbone(ckpt["backbone"], "random")
-    model = SceneClassifier(net, len(ckpt["classes"]), ckpt["head"], ckpt.get("head_dropout", 0.0))
+    model = SceneClassifier(
+        net,
+        len(ckpt["classes"]),
+        ckpt["head"],
+        ckpt.get("head_dropout", 0.0),
+        ckpt.get("feature_power", 1.0),
+    )
     load_into(
         model,
         ckpt["state_dict"],

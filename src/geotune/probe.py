@@ -23,7 +23,7 @@ from torch import nn
 from geotune.augment import TTA_VIEWS, tta_view
 from geotune.backbones import Preprocessing
 from geotune.data import DecodedImages, cache_root, iterate_batches
-from geotune.model import save_classifier
+from geotune.model import save_classifier, signed_power
 from geotune.rundir import RunDir, atomic_write_json
 
 FEATURE_CACHE_VERSION = 1
@@ -124,10 +124,18 @@ def _fit_knn(X, y, k: int):
     ).fit(X, y)
 
 
-def _select(candidates, fit, score) -> tuple[object, dict]:
-    scores = {c: score(fit(c)) for c in candidates}
-    best = max(scores, key=lambda c: (scores[c], -candidates.index(c)))  # ties: the first listed
-    return best, {str(c): s for c, s in scores.items()}
+def _select(candidates, fit, score, fit_with=None) -> tuple[object, dict]:
+    """The candidate with the best validation score (ties: the first listed)."""
+    scores = {}
+    for c in candidates:
+        m = fit(c)
+        scores[c] = score((*m, fit_with(c)) if fit_with else m)
+    best = max(scores, key=lambda c: (scores[c], -candidates.index(c)))
+
+    def name(c):
+        return f"power={c[0]:g},C={c[1]:g}" if isinstance(c, tuple) else str(c)
+
+    return best, {name(c): s for c, s in scores.items()}
 
 
 def fit_probe(prep, console: Console | None = None):
@@ -161,19 +169,28 @@ def fit_probe(prep, console: Console | None = None):
     lab = np.concatenate([tr, va])
     t1 = time.perf_counter()
     if config.strategy == "linear-probe":
-        cands = list(config.probe_c)
+        # Regularisation and power normalisation are chosen together on validation data.
+        cands = [(a, c) for a in config.probe_power for c in config.probe_c]
+        powered = {a: signed_power(torch.from_numpy(feats), a).numpy() for a in config.probe_power}
         if len(va):
             best, scores = _select(
                 cands,
-                lambda c: _fit_logistic(feats[tr], y[tr], c),
-                lambda m: float((m[1].predict(m[0].transform(feats[va])) == y[va]).mean()),
+                lambda ac: _fit_logistic(powered[ac[0]][tr], y[tr], ac[1]),
+                lambda m: float((m[1].predict(m[0].transform(m[2][va])) == y[va]).mean()),
+                fit_with=lambda ac: powered[ac[0]],
             )
         else:
-            best, scores = cands[len(cands) // 2], {}
-        scaler, clf = _fit_logistic(feats[lab], y[lab], best)  # refit on all labelled chips
-        probs = clf.predict_proba(scaler.transform(feats[te]))
-        train_acc = float(clf.score(scaler.transform(feats[lab]), y[lab]))
-        choice = {"C": best, "val_accuracy_by_C": scores}
+            best, scores = (1.0, config.probe_c[len(config.probe_c) // 2]), {}
+        power, C = best
+        Z = powered[power]
+        scaler, clf = _fit_logistic(Z[lab], y[lab], C)  # refit on all labelled chips
+        probs = clf.predict_proba(scaler.transform(Z[te]))
+        train_acc = float(clf.score(scaler.transform(Z[lab]), y[lab]))
+        choice = {
+            "C": C,
+            "feature_power": power,
+            "val_accuracy_by_power_and_C": scores,
+        }
     else:
         cands = list(config.knn_k)
         if len(va):
@@ -203,7 +220,7 @@ def fit_probe(prep, console: Console | None = None):
         write_run_header(run.path, prep)
         if config.strategy == "linear-probe":
             # Fold the scaler into one nn.Linear: the run's checkpoint is an ordinary classifier.
-            _save_linear_head(run.path / "checkpoints" / "best.pt", prep, scaler, clf)
+            _save_linear_head(run.path / "checkpoints" / "best.pt", prep, scaler, clf, power)
         summary = {
             **choice,
             "features_from_cache": from_cache,
@@ -228,7 +245,7 @@ def fit_probe(prep, console: Console | None = None):
         raise
 
 
-def _save_linear_head(path: Path, prep, scaler, clf) -> None:
+def _save_linear_head(path: Path, prep, scaler, clf, power: float) -> None:
     model = prep.model
     W = clf.coef_ / scaler.scale_[None, :]
     b = clf.intercept_ - (clf.coef_ * (scaler.mean_ / scaler.scale_)[None, :]).sum(1)
@@ -244,4 +261,5 @@ def _save_linear_head(path: Path, prep, scaler, clf) -> None:
     with torch.no_grad():
         linear.weight.copy_(weight)
         linear.bias.copy_(bias)
-    save_classifier(path, model, {**prep.checkpoint_meta(), "epoch": 0})
+    model.feature_power = power
+    save_classifier(path, model, {**prep.checkpoint_meta(), "feature_power": power, "epoch": 0})

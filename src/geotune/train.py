@@ -332,6 +332,7 @@ def finish_run(
         n_train=len(prep.indices("train")),
         n_val=len(prep.indices("val")),
         n_test=len(labels),
+        epochs=None if prep.config.strategy in ("linear-probe", "knn") else prep.config.epochs,
         test_overall_accuracy=metrics["overall_accuracy"],
         tta=prep.config.tta,
         test_overall_accuracy_without_tta=plain_oa,
