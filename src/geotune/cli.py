@@ -132,18 +132,28 @@ def evaluate_command(
     tta: Annotated[
         str, typer.Option(help="test-time augmentation: none | flip | rot2 | rot4 | d4")
     ] = "none",
+    class_map: Annotated[
+        Path | None,
+        typer.Option(help="YAML 'their_class: model_class' pairs for --data (many-to-one ok)"),
+    ] = None,
 ) -> None:
-    """Re-evaluate a finished run on its test split, or on another dataset with the same classes."""
+    """Re-evaluate a finished run on its test split, or on another dataset (cross-dataset)."""
     from geotune.augment import TTA_VIEWS
     from geotune.errors import ConfigError
     from geotune.evaluate import evaluate_run
 
     if tta not in TTA_VIEWS:
         raise ConfigError(f"bad value for 'tta': {tta!r}; use one of {', '.join(TTA_VIEWS)}")
-    metrics, out = evaluate_run(run_dir, data, batch_size, device, tta=tta, console=err_console)
+    metrics, out = evaluate_run(
+        run_dir, data, batch_size, device, tta=tta, console=err_console, class_map=class_map
+    )
     typer.echo(
         f"overall accuracy {100 * metrics['overall_accuracy']:.2f}% on {metrics['n']} images"
     )
+    if metrics.get("drop_vs_in_domain") is not None:
+        typer.echo(
+            f"drop vs in-domain test accuracy: {100 * metrics['drop_vs_in_domain']:.2f} points"
+        )
     typer.echo(f"metrics: {out / 'eval_metrics.json'}")
 
 
@@ -237,6 +247,131 @@ def report_command(
     from geotune.report import write_report
 
     typer.echo(f"report: {write_report(folder)}")
+
+
+@app.command("simulate")
+def simulate_command(
+    src: Annotated[Path, typer.Argument(help="ImageFolder dataset to copy")],
+    dst: Annotated[Path, typer.Argument(help="new folder for the shifted copy")],
+    shift: Annotated[
+        str, typer.Option(help="sensor | resolution | blur | gain | noise | season | haze")
+    ] = "sensor",
+    strength: Annotated[float, typer.Option(help="0 (none) .. 1 (strong)")] = 0.5,
+    seed: Annotated[int, typer.Option(help="draws the simulated sensor's band gains")] = 0,
+    per_class: Annotated[int | None, typer.Option(help="copy at most N chips per class")] = None,
+    split: Annotated[
+        Path | None, typer.Option(help="a run's split.csv: copy only the chips of --part")
+    ] = None,
+    part: Annotated[str | None, typer.Option(help="train | val | test, with --split")] = None,
+) -> None:
+    """Write a copy of a dataset with a simulated sensor, season or haze shift."""
+    from geotune.shift import simulate_folder
+
+    out = simulate_folder(
+        src, dst, shift, strength, seed, per_class, split, part, console=err_console
+    )
+    typer.echo(f"shifted copy: {out}")
+
+
+@app.command("shift")
+def shift_command(
+    a: Annotated[
+        Path, typer.Argument(help="reference ImageFolder dataset (e.g. the training data)")
+    ],
+    b: Annotated[Path, typer.Argument(help="the other dataset (e.g. the target)")],
+    run: Annotated[
+        Path | None, typer.Option(help="measure in the feature space of this run's backbone")
+    ] = None,
+    backbone: Annotated[
+        str, typer.Option(help="timm backbone, when no --run")
+    ] = "tf_efficientnet_lite0",
+    weights: Annotated[
+        str, typer.Option(help="auto | offline | hub | PATH, when no --run")
+    ] = "auto",
+    class_map: Annotated[
+        Path | None, typer.Option(help="YAML 'b_class: a_class' pairs (default: same names)")
+    ] = None,
+    per_class: Annotated[int, typer.Option(help="chips per class and dataset (0: all)")] = 100,
+    bootstrap: Annotated[int, typer.Option(min=10, help="bootstrap resamples")] = 200,
+    output: Annotated[Path, typer.Option(help="folder that holds shift reports")] = Path("shifts"),
+    name: Annotated[str | None, typer.Option(help="report folder name")] = None,
+) -> None:
+    """Measure the domain shift between two datasets: MMD, Frechet distance, domain classifier."""
+    from geotune.shift import describe, measure_shift
+
+    result, out = measure_shift(
+        a,
+        b,
+        backbone,
+        weights,
+        run,
+        class_map,
+        per_class or None,
+        bootstrap,
+        output=output,
+        name=name,
+        console=err_console,
+    )
+    typer.echo(describe(result))
+    typer.echo(f"report: {out / 'shift.md'}; embedding: {out / 'embedding.png'}")
+
+
+@app.command("adapt")
+def adapt_command(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run to adapt")],
+    target: Annotated[Path, typer.Option(help="unlabelled target chips (labels never read)")],
+    method: Annotated[
+        str, typer.Option(help="adabn | tent | coral | dann, or several, comma-separated")
+    ] = "adabn",
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(help="labelled target data for before/after (default: --target if labelled)"),
+    ] = None,
+    class_map: Annotated[
+        Path | None, typer.Option(help="YAML 'their_class: model_class' pairs")
+    ] = None,
+    max_target: Annotated[int | None, typer.Option(help="use at most N target chips")] = None,
+    epochs: Annotated[int, typer.Option(help="tent / dann: passes over the data")] = 1,
+    lr: Annotated[float | None, typer.Option(help="tent: 1e-3; dann: 1e-4")] = None,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    seed: Annotated[int, typer.Option()] = 0,
+    output: Annotated[
+        Path | None, typer.Option(help="folder for new runs (default: beside RUN)")
+    ] = None,
+) -> None:
+    """Adapt a run to unlabelled target data; one new run per method, with before/after."""
+    from geotune.adapt import adapt_run, adaptation_markdown, make_adapt_config
+
+    methods = [m.strip() for m in method.split(",") if m.strip()]
+    configs = [
+        make_adapt_config(
+            method=m,
+            target=target,
+            eval_data=eval_data,
+            class_map=class_map,
+            max_target=max_target,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            output=output,
+        )
+        for m in methods
+    ]
+    summaries, before = [], None
+    for cfg in configs:
+        summary, out = adapt_run(run_dir, cfg, err_console, before)
+        before = summary.pop("target_before_metrics")  # the same for every method
+        summaries.append(summary)
+        typer.echo(f"{cfg.method}: {out}")
+    text = adaptation_markdown(summaries)
+    typer.echo(text)
+    if len(summaries) > 1:
+        from geotune.rundir import atomic_write_text
+
+        table = (output or Path(run_dir).parent) / f"{Path(run_dir).name}-adaptation.md"
+        atomic_write_text(table, text)
+        typer.echo(f"comparison: {table}")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from geotune.errors import ConfigError, DataError
 from geotune.metrics import classification_metrics, metrics_table, save_metrics
 from geotune.model import load_classifier
 from geotune.rundir import RunDir, require_complete_run
+from geotune.shift import load_class_map, pair_classes
 from geotune.train import predict
 
 
@@ -26,11 +28,15 @@ def evaluate_run(
     workers: int | None = None,
     tta: str = "none",
     console: Console | None = None,
+    class_map: Path | dict | None = None,
 ) -> tuple[dict, Path]:
     """Metrics of a run's best checkpoint; written to ``RUN/evaluations/<name>/``.
 
     Without ``data`` the run's own test split is used. With ``data`` every image of that
-    ImageFolder dataset is evaluated; its classes must be classes the model knows.
+    ImageFolder dataset is evaluated (cross-dataset evaluation): its classes must be classes the
+    model knows, or ``class_map`` (YAML ``their_class: model_class``, many-to-one allowed) pairs
+    them; classes left unmapped are excluded and listed. The drop against the run's own test
+    accuracy is reported.
     """
     console = console or Console(stderr=True)
     run = require_complete_run(run_dir)
@@ -54,17 +60,22 @@ def evaluate_run(
         labels = images.folder.labels
     else:
         folder = scan_folder(data)
+        cmap = load_class_map(class_map)
         unknown = [c for c in folder.classes if c not in classes]
-        if unknown:
+        if unknown and cmap is None:
             raise DataError(
                 f"{data} has classes the model was not trained on ({', '.join(unknown[:5])}); "
-                f"the model knows: {', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''}"
+                f"pass --class-map MAP.yaml pairing them with the model's classes "
+                f"({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''})"
             )
+        mapping, excluded = pair_classes(folder.classes, classes, cmap)
         images = decode_folder(folder, prep.size, prep.interpolation, workers)
-        # Map the other dataset's label indices onto the model's class order, by name.
-        remap = np.array([classes.index(c) for c in images.folder.classes])
+        # Map the other dataset's label indices onto the model's class order; -1: left out.
+        remap = np.array(
+            [classes.index(mapping[c]) if c in mapping else -1 for c in images.folder.classes]
+        )
         labels = remap[images.folder.labels]
-        idx = np.arange(len(images.folder))
+        idx = np.flatnonzero(labels >= 0)
         name = Path(data).resolve().name
     dev = torch.device(
         "cuda"
@@ -82,9 +93,32 @@ def evaluate_run(
         tta=tta,
         seconds=time.perf_counter() - t0,
     )
+    if data is not None:
+        # An adapted run has no test set of its own; its source run's accuracy is in-domain.
+        own_file = run / "test_metrics.json"
+        own = json.loads(own_file.read_text())["overall_accuracy"] if own_file.is_file() else None
+        if own is None and (run / "adaptation.json").is_file():
+            own = json.loads((run / "adaptation.json").read_text()).get(
+                "source_test_overall_accuracy"
+            )
+        metrics.update(
+            class_pairs=mapping,
+            excluded_classes=excluded,
+            in_domain_overall_accuracy=own,
+            drop_vs_in_domain=None if own is None else own - metrics["overall_accuracy"],
+        )
     out = RunDir(run / "evaluations", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.create()
     save_metrics(metrics, out.path, "eval")
     final = out.commit()
     console.print(metrics_table(metrics, f"{run.name} on {name}"))
+    if data is not None:
+        if excluded:
+            console.print(f"left out (no class pair): {', '.join(excluded)}")
+        if metrics["drop_vs_in_domain"] is not None:
+            console.print(
+                f"in-domain test OA {100 * metrics['in_domain_overall_accuracy']:.2f}% -> "
+                f"{100 * metrics['overall_accuracy']:.2f}% on {name} "
+                f"(drop {100 * metrics['drop_vs_in_domain']:.2f} points)"
+            )
     return metrics, final
