@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from geotune.data import decode_folder, make_split, read_split, scan_folder, write_split
@@ -163,3 +164,24 @@ def test_budget_splits_nest_and_share_a_capped_test_set(aid_small):
     assert labelled[0] < labelled[1] < labelled[2]  # 2 of the 4, 4 of the pool
     counts = np.bincount(folder.labels[np.isin(small, ["train", "val"])])
     assert (counts == 2).all()
+
+
+def test_prefetch_thread_yields_the_same_batches_and_raises_errors():
+    from geotune.data import iterate_batches, prefetch
+
+    pixels = np.arange(10 * 3 * 2 * 2, dtype=np.uint8).reshape(10, 3, 2, 2)
+    labels = np.arange(10)
+    plain = list(iterate_batches(pixels, labels, np.arange(10), 3))
+    threaded = list(prefetch(iterate_batches(pixels, labels, np.arange(10), 3), "cpu", thread=True))
+    assert len(threaded) == len(plain) == 4
+    assert all(
+        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        for a, b in zip(plain, threaded, strict=False)
+    )
+
+    def broken():
+        yield plain[0]
+        raise DataError("chip 2 unreadable")
+
+    with pytest.raises(DataError, match="chip 2 unreadable"):
+        list(prefetch(broken(), "cpu", thread=True))

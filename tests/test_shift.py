@@ -291,3 +291,29 @@ def test_cli_adapts_with_several_methods(source_run, target, tmp_path):
     table = (tmp_path / "src-adaptation.md").read_text()
     assert "| adabn |" in table and "| coral |" in table
     assert table.count("helped") + table.count("hurt") + table.count("no change") == 2
+
+
+def test_cli_simulates_and_measures(pair, tmp_path):
+    import subprocess
+
+    from conftest import GEOTUNE_CLI, REPO
+
+    a, b = pair
+
+    def cli(*args):
+        return subprocess.run(
+            [*GEOTUNE_CLI, *map(str, args)], capture_output=True, text=True, cwd=REPO
+        )
+
+    proc = cli("simulate", b, tmp_path / "hazy", "--shift", "haze", "--strength", "0.8")
+    assert proc.returncode == 0, proc.stderr
+    proc = cli(
+        "shift", a, tmp_path / "hazy", "--weights", "offline", "--per-class", "0",
+        "--bootstrap", "20", "--output", tmp_path / "out", "--name", "m",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "out" / "m" / "shift.json").read_text())
+    assert f"mmd2: {result['overall']['mmd2']['value']:.4g}" in proc.stdout
+    bad = cli("simulate", b, tmp_path / "x", "--shift", "fog")
+    assert bad.returncode == 2 and "unknown shift 'fog'" in bad.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / ".x.partial").exists()

@@ -292,6 +292,9 @@ def shift_command(
         Path | None, typer.Option(help="YAML 'b_class: a_class' pairs (default: same names)")
     ] = None,
     per_class: Annotated[int, typer.Option(help="chips per class and dataset (0: all)")] = 100,
+    image_size: Annotated[
+        int | None, typer.Option(help="input size (default: the weights' or the run's)")
+    ] = None,
     bootstrap: Annotated[int, typer.Option(min=10, help="bootstrap resamples")] = 200,
     output: Annotated[Path, typer.Option(help="folder that holds shift reports")] = Path("shifts"),
     name: Annotated[str | None, typer.Option(help="report folder name")] = None,

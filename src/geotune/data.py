@@ -13,6 +13,8 @@ import csv
 import hashlib
 import json
 import os
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -375,6 +377,35 @@ def iterate_batches(
         x = torch.from_numpy(np.ascontiguousarray(pixels[b]))[order]
         y = torch.from_numpy(labels[b])[order]
         yield x, y
+
+
+def prefetch(
+    batches: Iterator, device: torch.device | str, depth: int = 2, thread: bool | None = None
+) -> Iterator:
+    """On CUDA, read the next ``depth`` batches from the cache in a background thread into pinned
+    memory: host reads overlap GPU compute and ``.to(device, non_blocking=True)`` really is
+    asynchronous. On CPU the batches pass through unchanged (a thread would only compete with
+    the model for the same cores). ``thread`` forces the choice (tests)."""
+    cuda = torch.device(device).type == "cuda"
+    if not (cuda if thread is None else thread):
+        yield from batches
+        return
+    q: queue.Queue = queue.Queue(depth)
+    done = object()
+
+    def work() -> None:
+        try:
+            for x, y in batches:
+                q.put((x.pin_memory(), y.pin_memory()) if cuda else (x, y))
+        except BaseException as err:  # noqa: BLE001 - re-raised in the consuming thread
+            q.put(err)
+        q.put(done)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def budget_split(

@@ -31,6 +31,7 @@ from geotune.data import (
     decode_folder,
     iterate_batches,
     make_split,
+    prefetch,
     read_split,
     scan_folder,
     write_split,
@@ -242,7 +243,7 @@ def predict(
     model.eval()
     probs, plain = [], []
     dummy = np.zeros(len(pixels), dtype=np.int64)
-    for x, _ in iterate_batches(pixels, dummy, indices, batch_size):
+    for x, _ in prefetch(iterate_batches(pixels, dummy, indices, batch_size), device):
         x = prep.normalize(x.to(device, non_blocking=True))
         p_sum = None
         for turns, flip in TTA_VIEWS[tta]:
@@ -489,13 +490,16 @@ def fit(
                     seen = correct = 0
                     loss_sum = 0.0
                     lr_now = optimizer.param_groups[0]["lr"]
-                    batches = iterate_batches(
-                        pixels,
-                        labels,
-                        train_idx,
-                        config.batch_size,
-                        shuffle=True,
-                        generator=generator,
+                    batches = prefetch(
+                        iterate_batches(
+                            pixels,
+                            labels,
+                            train_idx,
+                            config.batch_size,
+                            shuffle=True,
+                            generator=generator,
+                        ),
+                        device,
                     )
                     for i, (x, y) in enumerate(batches):
                         if len(y) < world:
