@@ -7,7 +7,7 @@
 #   bash benchmarks/aid_2080.sh feature-extraction --epochs 10 --tta rot4
 #   bash benchmarks/aid_2080.sh full --epochs 6 --tta rot2
 #   bash benchmarks/aid_2080.sh linear-probe --tta rot2   # twice: the second run reuses the cache
-#   bash benchmarks/aid_2080.sh lp-ft --epochs 6 --head-epochs 1 --tta rot2
+#   bash benchmarks/aid_2080.sh lp-ft --epochs 8 --head-epochs 1 --tta rot2 --backbone-lr-scale 0.5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/datasets/aid150}
