@@ -137,6 +137,8 @@ def simulate_folder(
         keep = chosen
     folder = folder.subset(keep)
     dst = Path(dst)
+    if dst.exists():
+        raise ConfigError(f"{dst} already exists; choose a new folder for the shifted copy")
     out = RunDir(dst.parent, dst.name)
     out.create()
     try:
