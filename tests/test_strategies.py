@@ -369,3 +369,15 @@ def test_knn_run_cannot_be_evaluated_elsewhere(aid_small, tmp_path):
     result = train(make_config(data=aid_small, output=tmp_path, strategy="knn", **FAST))
     with pytest.raises(ConfigError, match="keeps no classifier checkpoint"):
         evaluate_run(result.run_dir)
+
+
+def test_peak_memory_is_counted_per_run(aid_small, tmp_path):
+    from geotune.train import peak_memory_mb
+
+    # A compare grid runs many cells in one process: a large, freed allocation before a run must
+    # not show up as that run's peak.
+    block = np.ones(2**30 // 8)  # 1 GiB, touched
+    with_block = peak_memory_mb(torch.device("cpu"))
+    del block
+    result = train(make_config(data=aid_small, output=tmp_path, strategy="linear-probe", **FAST))
+    assert result.summary["peak_memory_mb"] < with_block - 512

@@ -140,13 +140,14 @@ def _select(candidates, fit, score, fit_with=None) -> tuple[object, dict]:
 
 def fit_probe(prep, console: Console | None = None):
     """Fit and evaluate a linear probe or kNN on cached features; writes a normal run folder."""
-    from geotune.train import finish_run, peak_memory_mb, write_run_header
+    from geotune.train import finish_run, peak_memory_mb, reset_peak_memory, write_run_header
 
     config = prep.config
     console = console or Console(stderr=True)
     device = torch.device(
         "cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     )
+    reset_peak_memory(device)
     t0 = time.perf_counter()
     feats, from_cache, per_chip = cached_features(
         prep.model.backbone,
