@@ -95,8 +95,7 @@ def evaluate_run(
     )
     if data is not None:
         # An adapted run has no test set of its own; its source run's accuracy is in-domain.
-        own_file = run / "test_metrics.json"
-        own = json.loads(own_file.read_text())["overall_accuracy"] if own_file.is_file() else None
+        own = _in_domain_accuracy(run, tta)
         if own is None and (run / "adaptation.json").is_file():
             own = json.loads((run / "adaptation.json").read_text()).get(
                 "source_test_overall_accuracy"
@@ -122,3 +121,16 @@ def evaluate_run(
                 f"(drop {100 * metrics['drop_vs_in_domain']:.2f} points)"
             )
     return metrics, final
+
+
+def _in_domain_accuracy(run: Path, tta: str) -> float | None:
+    """The run's own test accuracy under the same test-time augmentation, when it is known."""
+    summary_file = run / "summary.json"
+    if not summary_file.is_file():
+        return None
+    summary = json.loads(summary_file.read_text())
+    if summary.get("tta", "none") == tta:
+        return summary.get("test_overall_accuracy")
+    if tta == "none":
+        return summary.get("test_overall_accuracy_without_tta")
+    return None
