@@ -150,8 +150,9 @@ def adapt_tent(model, target_batches, epochs: int, lr: float) -> dict:
     return {
         "bn_affine_params": sum(p.numel() for p in params),
         "steps": len(losses),
-        "entropy_first": losses[0] if losses else None,
-        "entropy_last": losses[-1] if losses else None,
+        # Mean entropy over the first and the last fifth of the steps (one batch is noisy).
+        "entropy_first": float(np.mean(losses[: max(1, len(losses) // 5)])) if losses else None,
+        "entropy_last": float(np.mean(losses[-max(1, len(losses) // 5) :])) if losses else None,
         "target_images_for_statistics": n,
     }
 
