@@ -29,13 +29,19 @@ from typing import Literal
 
 import numpy as np
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from torch import nn
 
 from geotune.config import _format_error
-from geotune.data import IMAGE_EXTENSIONS, SceneFolder, decode_folder, iterate_batches, scan_folder
+from geotune.data import (
+    IMAGE_EXTENSIONS,
+    SceneFolder,
+    decode_folder,
+    image_batches,
+    iterate_batches,
+    scan_folder,
+)
 from geotune.errors import ConfigError, DataError
 from geotune.freezing import (
     BatchNormPolicy,
@@ -53,7 +59,7 @@ from geotune.rundir import (
     atomic_write_text,
     require_complete_run,
 )
-from geotune.shift import load_class_map, pair_classes
+from geotune.shift import label_remap, load_class_map, pair_classes
 
 Method = Literal["adabn", "tent", "coral", "dann"]
 ADAPT_METHODS: tuple[str, ...] = ("adabn", "tent", "coral", "dann")
@@ -111,12 +117,6 @@ def _has_class_folders(root: Path) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Methods
 # ----------------------------------------------------------------------------------------------
-def _batches(pixels, indices, normalize, batch_size, device, shuffle=False, generator=None):
-    dummy = np.zeros(len(pixels), dtype=np.int64)
-    for x, _ in iterate_batches(pixels, dummy, indices, batch_size, shuffle, generator):
-        yield normalize(x.to(device)).contiguous(memory_format=torch.channels_last)
-
-
 def adapt_adabn(model, target_batches) -> dict:
     n = reestimate_batchnorm(model, target_batches())
     return {"bn_layers": sum(_is_bn(m) for m in model.modules()), "target_images": n}
@@ -324,8 +324,8 @@ def adapt_run(
 
     def target_batches(shuffle: bool = False):
         gen = torch.Generator().manual_seed(config.seed)
-        return _batches(
-            t_pix, np.arange(len(t_pix)), prep.normalize, config.batch_size, device, shuffle, gen
+        return image_batches(
+            t_pix, np.arange(len(t_pix)), config.batch_size, prep.normalize, device, shuffle, gen
         )
 
     # Labelled evaluation data (labels used for scoring only).
@@ -338,10 +338,7 @@ def adapt_run(
         folder = scan_folder(eval_root)
         mapping, excluded = pair_classes(folder.classes, classes, load_class_map(config.class_map))
         ev = decode_folder(folder, prep.size, prep.interpolation)
-        remap = np.array(
-            [classes.index(mapping[c]) if c in mapping else -1 for c in ev.folder.classes]
-        )
-        ev_labels = remap[ev.folder.labels]
+        ev_labels = label_remap(ev.folder.classes, classes, mapping)[ev.folder.labels]
         ev_idx = np.flatnonzero(ev_labels >= 0)
         if before is None:
             before = _evaluate(model, prep, ev, ev_labels, ev_idx, classes, 64, device)
@@ -362,7 +359,7 @@ def adapt_run(
         if config.method == "coral":
             method_info = adapt_coral(
                 model,
-                lambda: _batches(src_pix, src_idx, prep.normalize, 64, device),
+                lambda: image_batches(src_pix, src_idx, 64, prep.normalize, device),
                 target_batches,
             )
         else:
@@ -435,14 +432,9 @@ def adapt_run(
 
 def _source_chips(run: Path, prep):
     """The run's own training chips (pixels, labels, indices) from its config and split."""
-    from geotune.data import read_split
+    from geotune.evaluate import run_images
 
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    folder = scan_folder(cfg["data"], skip_bad=cfg.get("skip_bad_images", False))
-    images = decode_folder(
-        folder, prep.size, prep.interpolation, skip_bad=cfg.get("skip_bad_images", False)
-    )
-    split = read_split(run / "split.csv", images.folder)
+    images, split = run_images(run, prep)
     return images.pixels, images.folder.labels, np.flatnonzero(split == "train")
 
 

@@ -379,6 +379,21 @@ def iterate_batches(
         yield x, y
 
 
+def image_batches(
+    pixels: np.ndarray,
+    indices,
+    batch_size: int,
+    normalize,
+    device,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+) -> Iterator[torch.Tensor]:
+    """Normalised, channels-last image batches without labels (statistics, features, TTA)."""
+    dummy = np.zeros(len(pixels), dtype=np.int64)
+    for x, _ in iterate_batches(pixels, dummy, indices, batch_size, shuffle, generator):
+        yield normalize(x.to(device)).contiguous(memory_format=torch.channels_last)
+
+
 def prefetch(
     batches: Iterator, device: torch.device | str, depth: int = 2, thread: bool | None = None
 ) -> Iterator:

@@ -16,7 +16,7 @@ from geotune.errors import ConfigError, DataError
 from geotune.metrics import classification_metrics, metrics_table, save_metrics
 from geotune.model import load_classifier
 from geotune.rundir import RunDir, require_complete_run
-from geotune.shift import load_class_map, pair_classes
+from geotune.shift import label_remap, load_class_map, pair_classes
 from geotune.train import predict
 
 
@@ -49,12 +49,7 @@ def evaluate_run(
     model, prep, ckpt = load_classifier(run / "checkpoints" / "best.pt")
     classes: list[str] = ckpt["classes"]
     if data is None:
-        config = yaml.safe_load((run / "config.yaml").read_text())
-        folder = scan_folder(config["data"], skip_bad=config.get("skip_bad_images", False))
-        images = decode_folder(
-            folder, prep.size, prep.interpolation, workers, config.get("skip_bad_images", False)
-        )
-        split = read_split(run / "split.csv", images.folder)
+        images, split = run_images(run, prep, workers)
         idx = np.flatnonzero(split == "test")
         name = "test"
         labels = images.folder.labels
@@ -71,10 +66,7 @@ def evaluate_run(
         mapping, excluded = pair_classes(folder.classes, classes, cmap)
         images = decode_folder(folder, prep.size, prep.interpolation, workers)
         # Map the other dataset's label indices onto the model's class order; -1: left out.
-        remap = np.array(
-            [classes.index(mapping[c]) if c in mapping else -1 for c in images.folder.classes]
-        )
-        labels = remap[images.folder.labels]
+        labels = label_remap(images.folder.classes, classes, mapping)[images.folder.labels]
         idx = np.flatnonzero(labels >= 0)
         name = Path(data).resolve().name
     dev = torch.device(
@@ -121,6 +113,15 @@ def evaluate_run(
                 f"(drop {100 * metrics['drop_vs_in_domain']:.2f} points)"
             )
     return metrics, final
+
+
+def run_images(run: Path, prep, workers: int | None = None):
+    """A finished run's own decoded images (its config's data, at ``prep``) and its split."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    skip = config.get("skip_bad_images", False)
+    folder = scan_folder(config["data"], skip_bad=skip)
+    images = decode_folder(folder, prep.size, prep.interpolation, workers, skip)
+    return images, read_split(run / "split.csv", images.folder)
 
 
 def _in_domain_accuracy(run: Path, tta: str) -> float | None:

@@ -351,6 +351,11 @@ def pair_classes(
     return dict(class_map), [c for c in theirs if c not in class_map]
 
 
+def label_remap(theirs: list[str], ours: list[str], mapping: dict[str, str]) -> np.ndarray:
+    """Index array from their label indices to ours; -1 for their classes left unmapped."""
+    return np.array([ours.index(mapping[c]) if c in mapping else -1 for c in theirs])
+
+
 # ----------------------------------------------------------------------------------------------
 # `geotune shift A B`
 # ----------------------------------------------------------------------------------------------

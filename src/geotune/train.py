@@ -29,6 +29,7 @@ from geotune.config import TrainConfig, load_config, save_config
 from geotune.data import (
     DecodedImages,
     decode_folder,
+    image_batches,
     iterate_batches,
     make_split,
     prefetch,
@@ -435,7 +436,8 @@ def fit(
         if config.bn_policy == "adabn" and state is None:
             # AdaBN: statistics re-estimated on the (unlabelled) training chips, then frozen.
             n = reestimate_batchnorm(
-                raw, _plain_batches(prep, pixels, train_idx, eval_batch, device)
+                raw,
+                image_batches(pixels, train_idx, eval_batch, prep.preprocessing.normalize, device),
             )
             bn_note = f"re-estimated on {n} training images (labels unused), then frozen"
         elif state is not None:
@@ -664,14 +666,6 @@ def fit(
         if lead:
             run.write_status("failed")
         raise
-
-
-def _plain_batches(prep: Prepared, pixels, indices, batch_size: int, device):
-    dummy = np.zeros(len(pixels), dtype=np.int64)
-    for x, _ in iterate_batches(pixels, dummy, indices, batch_size):
-        yield prep.preprocessing.normalize(x.to(device)).contiguous(
-            memory_format=torch.channels_last
-        )
 
 
 def train(config: TrainConfig, console: Console | None = None) -> RunResult:
