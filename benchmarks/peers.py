@@ -43,7 +43,7 @@ torchgeo
     last release for Python 3.11); without it this peer is skipped with a one-line message.
 
 geotune (one row per ``--strategies`` entry, default linear-probe and feature-extraction)
-    ``geotune.train.train(make_config(...))`` with the same split file, backbone, weights, image
+    ``geotune.engine.trainer.train(make_config(...))`` with the same split file, backbone, weights, image
     size, batch size, epochs and seed, ``tta="none"``, geotune's own defaults otherwise (decode-once
     uint8 cache, batched kornia augmentation, AdamW with warmup and cosine decay, label smoothing,
     bf16 on GPU). Each run starts from an empty cache (its own ``GEOTUNE_CACHE``), so decoding and,
@@ -87,10 +87,10 @@ import numpy as np
 import torch
 from torch import nn
 
-import geotune.train
-from geotune.backbones import create_backbone
+import geotune.engine.trainer
 from geotune.config import make_config
 from geotune.data import SceneFolder, make_split, scan_folder, write_split
+from geotune.models import create_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 PEERS = ("seed", "torchgeo", "geotune")
@@ -472,7 +472,7 @@ def run_torchgeo(args, task: Task, workdir: Path, out: Path) -> dict:
 def run_geotune(args, task: Task, strategy: str, workdir: Path, out: Path) -> dict:
     cache = workdir / f"cache-{strategy}"
     finished_at: list[float] = []
-    original = geotune.train.finish_run
+    original = geotune.engine.trainer.finish_run
 
     def finish_run(*a, **kw):  # the moment training (and the test pass) is over
         finished_at.append(m.now())
@@ -495,14 +495,14 @@ def run_geotune(args, task: Task, strategy: str, workdir: Path, out: Path) -> di
     )
     old_cache = os.environ.get("GEOTUNE_CACHE")
     os.environ["GEOTUNE_CACHE"] = str(cache)  # an empty cache: decoding is part of the time
-    geotune.train.finish_run = finish_run
+    geotune.engine.trainer.finish_run = finish_run
     try:
         torch.manual_seed(args.seed)
         m = Meter(args.device)
-        result = geotune.train.train(config)
+        result = geotune.engine.trainer.train(config)
         wall = m.since()
     finally:
-        geotune.train.finish_run = original
+        geotune.engine.trainer.finish_run = original
         if old_cache is None:
             os.environ.pop("GEOTUNE_CACHE", None)
         else:

@@ -6,14 +6,14 @@ import timm
 import torch
 from PIL import Image
 
-from geotune.backbones import (
+from geotune.errors import WeightsError
+from geotune.models import (
     OFFLINE_WEIGHTS,
     backbone_status,
     create_backbone,
     imagenet_classifier,
     read_checkpoint,
 )
-from geotune.errors import WeightsError
 
 # ImageNet-1k indices: 281 tabby, 282 tiger cat, 285 Egyptian cat, 967 espresso.
 CATS = {281, 282, 283, 284, 285}

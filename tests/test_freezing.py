@@ -5,12 +5,18 @@ import pytest
 import torch
 
 from geotune.config import make_config
-from geotune.data import decode_folder, scan_folder
+from geotune.data import augment_batch, build_augment, decode_folder, scan_folder
 from geotune.errors import ConfigError
-from geotune.freezing import BatchNormPolicy, apply_trainable, layer_groups, trainable_groups
-from geotune.model import build_classifier
-from geotune.strategies import plan_phases
-from geotune.train import augment_batch, build_augment, build_optimizer
+from geotune.models import build_classifier
+from geotune.transfer import (
+    BatchNormPolicy,
+    apply_trainable,
+    build_optimizer,
+    frozen_prefix,
+    layer_groups,
+    plan_phases,
+    trainable_flags,
+)
 
 
 def _model(backbone="resnet18", weights="random", classes=4):
@@ -34,9 +40,9 @@ def test_groups_come_from_the_model():
 def test_freeze_until_and_unfreeze_last_agree():
     model, _ = _model("resnet18")
     groups = layer_groups(model)
-    until = trainable_groups(groups, "partial", freeze_until="layer3")
-    last = trainable_groups(groups, "partial", unfreeze_last=1)
-    assert until == last == [False, False, False, False, True, True]
+    until = trainable_flags(groups, frozen_prefix(groups, freeze_until="layer3"))
+    last = trainable_flags(groups, frozen_prefix(groups, unfreeze_last=1))
+    assert until == last == (False, False, False, False, True, True)
     apply_trainable(groups, until)
     trainable = {
         n.split(".")[1]
@@ -51,9 +57,9 @@ def test_unknown_group_lists_the_groups():
     with pytest.raises(
         ConfigError, match="freeze_until 'layer5' is not a layer group .*groups are: stem, layer1"
     ):
-        trainable_groups(layer_groups(model), "partial", freeze_until="layer5")
+        frozen_prefix(layer_groups(model), freeze_until="layer5")
     with pytest.raises(ConfigError, match="unfreeze_last=9 but the backbone has 5 layer groups"):
-        trainable_groups(layer_groups(model), "partial", unfreeze_last=9)
+        frozen_prefix(layer_groups(model), unfreeze_last=9)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +121,8 @@ def test_batchnorm_buffers_bitwise(aid_small, strategy, policy, frozen_prefixes,
     prep = type(prep)(64, prep.mean, prep.std, prep.interpolation)  # small chips keep the test fast
     images = decode_folder(scan_folder(aid_small), 64)
     groups = layer_groups(model)
-    flags = trainable_groups(groups, strategy, unfreeze_last=1 if strategy == "partial" else None)
+    cut = {"full": 0, "partial": len(groups) - 2, "feature-extraction": len(groups) - 1}[strategy]
+    flags = list(trainable_flags(groups, cut))
     apply_trainable(groups, flags)
     bn = BatchNormPolicy(model, groups, flags, policy)
     before = _bn_state(model)

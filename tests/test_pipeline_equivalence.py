@@ -17,9 +17,8 @@ import torch
 from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 
-from geotune.augment import augment_batch, build_augment
-from geotune.backbones import OFFLINE_WEIGHTS
-from geotune.data import decode_folder, iterate_batches, scan_folder
+from geotune.data import augment_batch, build_augment, decode_folder, iterate_batches, scan_folder
+from geotune.models import OFFLINE_WEIGHTS
 
 # The default backbone's own preprocessing (224 px, mean = std = 0.5, bicubic), read from its
 # offline weights entry without building the model.

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from geotune.compare import make_compare_config, recommend, run_compare
 from geotune.errors import ConfigError
+from geotune.sweep import make_compare_config, recommend, run_compare
 
 TRAIN = {"image_size": 64, "batch_size": 8, "epochs": 1}
 
@@ -187,7 +187,7 @@ def test_report_renders_in_headless_chromium(sweep):
 
 
 def test_small_budgets_get_enough_steps(aid_small):
-    from geotune.compare import cell_epochs
+    from geotune.sweep import cell_epochs
 
     config = make_compare_config(
         data=aid_small, min_steps=40, train={"batch_size": 8, "epochs": 3, "head_epochs": 1}

@@ -15,12 +15,12 @@ from conftest import copy_subset
 from geotune.adapt import adapt_run, make_adapt_config
 from geotune.config import make_config
 from geotune.data import decode_folder, scan_folder
+from geotune.engine import train
 from geotune.errors import ConfigError, DataError
-from geotune.evaluate import evaluate_run
-from geotune.freezing import _is_bn, layer_groups
-from geotune.model import load_classifier, signed_power
+from geotune.evaluation import evaluate_run
+from geotune.models import load_classifier, signed_power
 from geotune.shift import SHIFT_KINDS, measure_shift, simulate_folder, simulate_shift
-from geotune.train import train
+from geotune.transfer import is_batchnorm, layer_groups
 
 SMALL = {"image_size": 64, "batch_size": 8, "train_fraction": 0.5, "val_fraction": 0.25}
 
@@ -206,7 +206,10 @@ def test_tent_trains_only_batchnorm_affine_and_lowers_entropy(source_run, target
     assert summary["method_entropy_last"] < summary["method_entropy_first"]
     before, after = _state(source_run), _state(out)
     bn_params = {
-        f"{name}.{p}" for name, m in before.named_modules() if _is_bn(m) for p in ("weight", "bias")
+        f"{name}.{p}"
+        for name, m in before.named_modules()
+        if is_batchnorm(m)
+        for p in ("weight", "bias")
     }
     changed = {
         n

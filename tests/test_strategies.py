@@ -12,14 +12,21 @@ import pytest
 import torch
 from conftest import GEOTUNE_CLI, REPO, kill_after, train_args
 
-from geotune import probe
 from geotune.config import make_config
 from geotune.data import decode_folder, scan_folder
+from geotune.engine import probe, train
 from geotune.errors import ConfigError
-from geotune.freezing import BatchNormPolicy, apply_trainable, layer_groups, reestimate_batchnorm
-from geotune.model import build_classifier
-from geotune.strategies import lr_multipliers, plan_phases
-from geotune.train import build_optimizer, build_scheduler, train
+from geotune.models import build_classifier
+from geotune.transfer import (
+    BatchNormPolicy,
+    apply_trainable,
+    build_optimizer,
+    build_scheduler,
+    layer_groups,
+    lr_multipliers,
+    plan_phases,
+    reestimate_batchnorm,
+)
 
 FAST = {"image_size": 64, "batch_size": 8, "train_fraction": 0.5, "val_fraction": 0.25}
 
@@ -212,7 +219,7 @@ def test_linear_probe_reuses_cached_features(aid_small, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("power", [1.0, 0.5])
 def test_linear_probe_checkpoint_is_an_ordinary_classifier(aid_small, tmp_path, power):
-    from geotune.evaluate import evaluate_run
+    from geotune.evaluation import evaluate_run
 
     result = train(
         make_config(
@@ -257,15 +264,15 @@ def _cli(*args):
 
 def test_resume_after_kill_matches_uninterrupted_run(aid_small, tmp_path):
     args = train_args(
-        aid_small, tmp_path, strategy="lp-ft", head_epochs=1, epochs=4, deterministic=True
+        aid_small, tmp_path, strategy="lp-ft", head_epochs=1, epochs=8, deterministic=True
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
     subprocess.run(
         _cli(*args, "--name", "whole"), check=True, capture_output=True, env=env, cwd=REPO
     )
     kill_after(
-        [*args, "--name", "killed"], "epoch 2/4", delay=1.0
-    )  # kill -9 during epoch 3 (fine-tune)
+        [*args, "--name", "killed"], "epoch 2/8", delay=0.2
+    )  # kill -9 early in the fine-tuning phase (an epoch takes well under a second here)
     assert (
         not (tmp_path / "killed").exists()
         and (tmp_path / ".killed.partial" / "checkpoints" / "last.pt").exists()
@@ -290,7 +297,7 @@ def test_resume_after_kill_matches_uninterrupted_run(aid_small, tmp_path):
 
 
 def test_resume_refuses_finished_or_unknown_runs(aid_small, tmp_path):
-    from geotune.train import resume
+    from geotune.engine import resume
 
     with pytest.raises(ConfigError, match="no unfinished run"):
         resume(tmp_path / "nothing")
@@ -364,7 +371,7 @@ def test_early_stopping(aid_small, tmp_path):
 
 
 def test_knn_run_cannot_be_evaluated_elsewhere(aid_small, tmp_path):
-    from geotune.evaluate import evaluate_run
+    from geotune.evaluation import evaluate_run
 
     result = train(make_config(data=aid_small, output=tmp_path, strategy="knn", **FAST))
     with pytest.raises(ConfigError, match="keeps no classifier checkpoint"):
@@ -372,7 +379,7 @@ def test_knn_run_cannot_be_evaluated_elsewhere(aid_small, tmp_path):
 
 
 def test_peak_memory_is_counted_per_run(aid_small, tmp_path):
-    from geotune.train import peak_memory_mb
+    from geotune.runs import peak_memory_mb
 
     # A compare grid runs many cells in one process: a large, freed allocation before a run must
     # not show up as that run's peak.

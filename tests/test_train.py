@@ -12,9 +12,9 @@ import yaml
 from conftest import GEOTUNE_CLI, copy_subset, kill_after, train_args
 
 from geotune.config import load_config, make_config
+from geotune.engine import train
 from geotune.errors import ConfigError
-from geotune.evaluate import evaluate_run
-from geotune.train import train
+from geotune.evaluation import evaluate_run
 
 # Small chips and few epochs keep these real training runs to seconds on 2 CPU cores.
 FAST = {"image_size": 64, "epochs": 2, "batch_size": 8, "train_fraction": 0.5, "val_fraction": 0.25}
@@ -197,7 +197,7 @@ def test_killed_run_leaves_no_run_folder(tmp_path, aid_small):
 def test_metrics_agree_with_scikit_learn():
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score
 
-    from geotune.metrics import classification_metrics
+    from geotune.evaluation import classification_metrics
 
     rng = np.random.default_rng(0)
     t = rng.integers(0, 5, 200)

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geotune.errors import ConfigError
+from geotune.runs.io import atomic_write_text
+from geotune.transfer.batchnorm import BN_POLICIES
+from geotune.transfer.strategies import STRATEGIES
 
-Strategy = Literal[
-    "linear-probe", "knn", "feature-extraction", "partial", "full", "lp-ft", "gradual"
-]
-BNPolicy = Literal["frozen-in-frozen-groups", "frozen", "train", "adabn"]
-# Strategies that fit a classifier on cached backbone features instead of training a network.
-CACHED_FEATURE_STRATEGIES = ("linear-probe", "knn")
+M = TypeVar("M", bound=BaseModel)
 
 
 class TrainConfig(BaseModel):
@@ -61,9 +59,8 @@ class TrainConfig(BaseModel):
     head: Literal["linear", "mlp"] = Field("linear", description="classification head")
     head_dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the head")
     # --- strategy -------------------------------------------------------------------------
-    strategy: Strategy = Field(
-        "full",
-        description="linear-probe | knn | feature-extraction | partial | full | lp-ft | gradual",
+    strategy: str = Field(
+        "full", description="transfer strategy (registry: geotune.transfer.strategies)"
     )
     freeze_until: str | None = Field(
         None, description="partial / lp-ft: freeze layer groups up to and including this one"
@@ -79,9 +76,9 @@ class TrainConfig(BaseModel):
     unfreeze_every: int = Field(
         1, ge=1, description="gradual: epochs between unfreezing one more group (from the top)"
     )
-    bn_policy: BNPolicy = Field(
+    bn_policy: str = Field(
         "frozen-in-frozen-groups",
-        description="frozen-in-frozen-groups | frozen | train | adabn (re-estimate on train images, then frozen)",
+        description="BatchNorm statistics policy (registry: geotune.transfer.batchnorm)",
     )
     probe_c: list[float] = Field(
         [0.001, 0.01, 0.1, 1.0, 10.0],
@@ -180,24 +177,30 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"crop_scale must satisfy 0 < min <= max <= 1, got {list(self.crop_scale)}"
             )
-        if self.strategy not in ("partial", "lp-ft") and (self.freeze_until or self.unfreeze_last):
+        spec = STRATEGIES.get(self.strategy)
+        if spec is None:
             raise ValueError(
-                f"freeze_until / unfreeze_last apply to strategies 'partial' and 'lp-ft', not '{self.strategy}'"
+                f"unknown strategy '{self.strategy}'; use one of {', '.join(STRATEGIES)}"
             )
+        if self.bn_policy not in BN_POLICIES:
+            raise ValueError(
+                f"unknown bn_policy '{self.bn_policy}'; use one of {', '.join(BN_POLICIES)}"
+            )
+        # Options without a default belong to the strategies that declare them.
+        for key in ("freeze_until", "unfreeze_last"):
+            if getattr(self, key) is not None and key not in spec.options:
+                users = [s.name for s in STRATEGIES.values() if key in s.options]
+                raise ValueError(
+                    f"{key} applies to strategies {', '.join(users)}, not '{self.strategy}'"
+                )
         if self.freeze_until and self.unfreeze_last:
             raise ValueError("give either freeze_until or unfreeze_last, not both")
-        if self.strategy == "lp-ft" and self.head_epochs >= self.epochs:
-            raise ValueError(
-                f"lp-ft needs epochs > head_epochs (got epochs={self.epochs}, head_epochs={self.head_epochs})"
-            )
+        if spec.check is not None:
+            spec.check(self)
         if any(c <= 0 for c in self.probe_c) or any(k < 1 for k in self.knn_k):
             raise ValueError("probe_c values must be > 0 and knn_k values >= 1")
         if any(not 0 < a <= 1 for a in self.probe_power):
             raise ValueError("probe_power values must be in (0, 1]")
-        if self.strategy == "partial" and bool(self.freeze_until) == bool(self.unfreeze_last):
-            raise ValueError(
-                "strategy 'partial' needs exactly one of freeze_until or unfreeze_last"
-            )
         return self
 
     # ------------------------------------------------------------------------------------
@@ -208,19 +211,24 @@ class TrainConfig(BaseModel):
         return 3e-3 if head_only else 1e-3
 
     def uses_cached_features(self) -> bool:
-        return self.strategy in CACHED_FEATURE_STRATEGIES
+        """Linear probe / kNN: a classifier on cached features, no network trained."""
+        return not STRATEGIES[self.strategy].trains_network
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
 
-def _format_error(err: ValidationError) -> str:
+def format_validation_error(err: ValidationError, what: str = "config key") -> str:
+    """One line from a pydantic error: the key, what is wrong with it, and the value given."""
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "config"
     if first["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(key, TrainConfig.model_fields, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else "; see `geotune train --help`"
-        return f"unknown config key '{key}'{hint}"
+        fields = getattr(err, "title", None)
+        model = next((m for m in _MODELS if m.__name__ == fields), TrainConfig)
+        close = difflib.get_close_matches(key, model.model_fields, n=1)
+        command = model.__name__.removesuffix("Config").lower()
+        hint = f"; did you mean '{close[0]}'?" if close else f"; see `geotune {command} --help`"
+        return f"unknown {what} '{key}'{hint}"
     if first["type"] == "missing":
         return f"missing required option '{key}' (--{key.replace('_', '-')} on the command line)"
     msg = first["msg"].removeprefix("Value error, ")
@@ -229,12 +237,29 @@ def _format_error(err: ValidationError) -> str:
     return f"bad value for '{key}': {msg} (got {first.get('input')!r})"
 
 
+_MODELS: list[type[BaseModel]] = []
+
+
+def register_config_model(model: type[BaseModel]) -> type[BaseModel]:
+    """Let error messages suggest close matches among ``model``'s keys."""
+    _MODELS.append(model)
+    return model
+
+
+def build_config(model: type[M], what: str = "option", **values: Any) -> M:
+    """Build and validate any command's config model; one-line ConfigError on bad values."""
+    try:
+        return model(**values)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, what)) from None
+
+
 def make_config(**values: Any) -> TrainConfig:
     """Build and validate a config; raises ConfigError with a one-line message."""
     try:
         return TrainConfig(**values)
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+        raise ConfigError(format_validation_error(err)) from None
 
 
 def load_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -260,6 +285,5 @@ def load_config(path: Path, **overrides: Any) -> TrainConfig:
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    from geotune.rundir import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))

@@ -5,6 +5,8 @@ Every problem a user can fix (bad data, bad config, missing weights) is raised a
 without a traceback; the Python API lets it propagate like any exception.
 """
 
+from __future__ import annotations
+
 
 class GeotuneError(Exception):
     """A problem with the user's input, data, weights or environment, with a one-line fix."""

@@ -21,9 +21,16 @@ import matplotlib
 matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
-from geotune.rundir import atomic_write_bytes, atomic_write_text  # noqa: E402
+from geotune.errors import ConfigError
+from geotune.runs.artifacts import (
+    SUMMARY_FILE,
+    TEST_METRICS_FILE,
+    RunSummary,
+    TestMetrics,
+    read_run_config,
+)
+from geotune.runs.io import atomic_write_bytes, atomic_write_text
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -133,6 +140,9 @@ def _learning_figure(curves: dict[str, list[dict]]):
                 color=line[0].get_color(),
                 label=f"{label} train",
             )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy %")
     ax.grid(alpha=0.3)
@@ -155,7 +165,7 @@ def _confused_pairs(doc: _Doc, run: Path, n_pairs: int = 5, per_pair: int = 4) -
         doc.para("No test chip was misclassified.")
         return
     counts = Counter((p["true"], p["predicted"]) for p in wrong)
-    data_root = Path(yaml.safe_load((run / "config.yaml").read_text())["data"])
+    data_root = read_run_config(run).data
     doc.table(
         ["true class", "predicted as", "chips"],
         [[t, p, n] for (t, p), n in counts.most_common(n_pairs)],
@@ -178,14 +188,23 @@ def _confused_pairs(doc: _Doc, run: Path, n_pairs: int = 5, per_pair: int = 4) -
             doc.thumbs(f"{t} predicted as {p}", shots)
 
 
-def run_report(run: Path) -> Path:
+def run_report(run: Path, title: str | None = None) -> Path:
+    """report.html / report.md of one run folder.
+
+    Args:
+        run: the run folder (finished, or still in staging when ``train`` writes the report).
+        title: the run's name (a staging folder's own name is ``.NAME.partial``).
+
+    Returns:
+        The path of report.html.
+    """
     run = Path(run)
-    metrics = json.loads((run / "test_metrics.json").read_text())
-    summary = json.loads((run / "summary.json").read_text())
-    doc = _Doc(run, f"geotune run {run.name}")
+    metrics = TestMetrics.read(run / TEST_METRICS_FILE).model_dump()
+    s = RunSummary.read(run / SUMMARY_FILE)
+    doc = _Doc(run, f"geotune run {title or run.name}")
     doc.para(
-        f"{summary['strategy']} on {summary['backbone']} ({summary['weights']}); {summary['n_train']} training, "
-        f"{summary['n_val']} validation and {summary['n_test']} test chips."
+        f"{s.strategy} on {s.backbone} ({s.weights}); {s.n_train} training, "
+        f"{s.n_val} validation and {s.n_test} test chips."
     )
     doc.table(
         ["metric", "value"],
@@ -197,15 +216,15 @@ def run_report(run: Path) -> Path:
             ["test-time augmentation", metrics.get("tta", "none")],
             [
                 "trainable / total parameters",
-                f"{summary.get('trainable_params', 0):,} / {summary.get('total_params', 0):,}",
+                f"{s.trainable_params:,} / {s.total_params:,}",
             ],
-            ["peak memory MB", f"{summary.get('peak_memory_mb', 0):.0f}"],
+            ["peak memory MB", f"{s.peak_memory_mb or 0:.0f}"],
         ],
     )
     history = _read_csv(run / "metrics.csv")
     if history:
         doc.h2("Learning curves")
-        doc.figure(_learning_figure({summary["strategy"]: history}), "learning curves")
+        doc.figure(_learning_figure({s.strategy: history}), "learning curves")
     doc.h2("Confusion matrix")
     doc.figure(_confusion_figure(metrics), "confusion matrix")
     doc.h2("Most confused class pairs")
@@ -322,12 +341,11 @@ def _efficiency_figure(table: list[dict]):
 
 def write_report(folder: Path) -> Path:
     """Report for a compare sweep (results.json) or a single run (test_metrics.json)."""
-    from geotune.errors import ConfigError
 
     folder = Path(folder)
     if (folder / "results.json").is_file():
         return sweep_report(folder)
-    if (folder / "test_metrics.json").is_file():
+    if (folder / TEST_METRICS_FILE).is_file():
         return run_report(folder)
     raise ConfigError(
         f"{folder} is neither a run folder nor a compare sweep; pass one written by geotune"

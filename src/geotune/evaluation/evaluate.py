@@ -5,19 +5,45 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-import torch
-import yaml
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
-from geotune.data import decode_folder, read_split, scan_folder
+from geotune.config import register_config_model
+from geotune.data.classmap import label_remap, load_class_map, pair_classes
+from geotune.data.decode import decode_folder
+from geotune.data.folder import scan_folder
+from geotune.data.splits import read_split
+from geotune.engine.fabric import resolve_device
+from geotune.engine.predict import predict
 from geotune.errors import ConfigError, DataError
-from geotune.metrics import classification_metrics, metrics_table, save_metrics
-from geotune.model import load_classifier
-from geotune.rundir import RunDir, require_complete_run
-from geotune.shift import label_remap, load_class_map, pair_classes
-from geotune.train import predict
+from geotune.evaluation.metrics import classification_metrics, metrics_table, save_metrics
+from geotune.models.classifier import load_classifier
+from geotune.runs.artifacts import SUMMARY_FILE, RunSummary, read_run_config
+from geotune.runs.rundir import RunDir, require_complete_run
+
+
+@register_config_model
+class EvaluateConfig(BaseModel):
+    """Options of `geotune evaluate`; its flags are generated from these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: Path = Field(description="a run folder written by `geotune train`")
+    data: Path | None = Field(
+        None, description="another ImageFolder dataset (cross-dataset evaluation)"
+    )
+    batch_size: int = Field(64, ge=1)
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    tta: Literal["none", "flip", "rot2", "rot4", "d4"] = Field(
+        "none", description="test-time augmentation"
+    )
+    class_map: Path | None = Field(
+        None, description="YAML 'their_class: model_class' pairs for --data (many-to-one ok)"
+    )
+    workers: int | None = Field(None, ge=1, description="decode workers (default: cores)")
 
 
 def evaluate_run(
@@ -41,7 +67,7 @@ def evaluate_run(
     console = console or Console(stderr=True)
     run = require_complete_run(run_dir)
     if not (run / "checkpoints" / "best.pt").is_file():
-        strategy = yaml.safe_load((run / "config.yaml").read_text()).get("strategy")
+        strategy = read_run_config(run).strategy
         raise ConfigError(
             f"run {run} ({strategy}) keeps no classifier checkpoint: kNN predicts from its labelled "
             "features; train a linear-probe or fine-tuned run to evaluate elsewhere"
@@ -69,11 +95,7 @@ def evaluate_run(
         labels = label_remap(images.folder.classes, classes, mapping)[images.folder.labels]
         idx = np.flatnonzero(labels >= 0)
         name = Path(data).resolve().name
-    dev = torch.device(
-        "cuda"
-        if device == "auto" and torch.cuda.is_available()
-        else ("cpu" if device == "auto" else device)
-    )
+    dev = resolve_device(device)
     model.to(dev)
     t0 = time.perf_counter()
     probs, _ = predict(model, prep, images.pixels, idx, batch_size, dev, tta=tta)
@@ -87,7 +109,11 @@ def evaluate_run(
     )
     if data is not None:
         # An adapted run has no test set of its own; its source run's accuracy is in-domain.
-        own = _in_domain_accuracy(run, tta)
+        own = (
+            RunSummary.read(run / SUMMARY_FILE).accuracy_under(tta)
+            if (run / SUMMARY_FILE).is_file()
+            else None
+        )
         if own is None and (run / "adaptation.json").is_file():
             own = json.loads((run / "adaptation.json").read_text()).get(
                 "source_test_overall_accuracy"
@@ -117,21 +143,8 @@ def evaluate_run(
 
 def run_images(run: Path, prep, workers: int | None = None):
     """A finished run's own decoded images (its config's data, at ``prep``) and its split."""
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    skip = config.get("skip_bad_images", False)
-    folder = scan_folder(config["data"], skip_bad=skip)
+    config = read_run_config(run)
+    skip = config.skip_bad_images
+    folder = scan_folder(config.data, skip_bad=skip)
     images = decode_folder(folder, prep.size, prep.interpolation, workers, skip)
     return images, read_split(run / "split.csv", images.folder)
-
-
-def _in_domain_accuracy(run: Path, tta: str) -> float | None:
-    """The run's own test accuracy under the same test-time augmentation, when it is known."""
-    summary_file = run / "summary.json"
-    if not summary_file.is_file():
-        return None
-    summary = json.loads(summary_file.read_text())
-    if summary.get("tta", "none") == tta:
-        return summary.get("test_overall_accuracy")
-    if tta == "none":
-        return summary.get("test_overall_accuracy_without_tta")
-    return None

@@ -9,7 +9,6 @@ linear-probe / kNN cells share the feature cache.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -19,23 +18,28 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from rich.console import Console
 
-from geotune.config import Strategy, _format_error, make_config
-from geotune.data import budget_split, read_split, scan_folder, write_split
+from geotune.config import format_validation_error, make_config, register_config_model
+from geotune.data.folder import scan_folder
+from geotune.data.splits import budget_split, read_split, write_split
+from geotune.engine.trainer import train
 from geotune.errors import ConfigError
-from geotune.rundir import RunDir, atomic_write_csv, atomic_write_json
+from geotune.report.reports import write_report
+from geotune.runs.artifacts import SUMMARY_FILE, TEST_METRICS_FILE, RunSummary, TestMetrics
+from geotune.runs.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from geotune.runs.rundir import RunDir
+from geotune.transfer.strategies import STRATEGIES
 
 ALL = "all"
 
 
+@register_config_model
 class CompareConfig(BaseModel):
     """A strategy x label-budget x seed grid; ``train`` holds options for every run."""
 
     model_config = ConfigDict(extra="forbid")
 
     data: Path
-    strategies: list[Strategy] = Field(
-        ["linear-probe", "feature-extraction", "lp-ft"], min_length=1
-    )
+    strategies: list[str] = Field(["linear-probe", "feature-extraction", "lp-ft"], min_length=1)
     labels_per_class: list[int | str] = Field([5, 20, ALL], min_length=1)
     seeds: int = Field(3, ge=1, description="number of seeds (0, 1, ...); each gets its own split")
     pool_fraction: float = Field(
@@ -81,7 +85,9 @@ def make_compare_config(**values: Any) -> CompareConfig:
     try:
         config = CompareConfig(**values)
     except ValidationError as err:
-        raise ConfigError(_format_error(err).replace("config key", "compare option")) from None
+        raise ConfigError(
+            format_validation_error(err).replace("config key", "compare option")
+        ) from None
     # Validate the per-run options once, up front, with the same messages as `geotune train`.
     for s in config.strategies:
         make_config(data=config.data, strategy=s, **config.train)
@@ -103,36 +109,34 @@ def _bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tup
 
 def cell_row(run: Path, strategy: str, budget: int | str, seed: int) -> dict:
     """One results row from a finished run folder."""
-    metrics = json.loads((run / "test_metrics.json").read_text())
-    summary = json.loads((run / "summary.json").read_text())
+    metrics = TestMetrics.read(run / TEST_METRICS_FILE)
+    s = RunSummary.read(run / SUMMARY_FILE)
     preds = np.genfromtxt(
         run / "test_predictions.csv", delimiter=",", dtype=str, skip_header=1, ndmin=2
     )
     correct = (preds[:, 1] == preds[:, 2]).astype(float) if len(preds) else np.array([])
     lo, hi = _bootstrap_ci(correct)
-    train_acc = summary.get("train_accuracy")
+    oa = metrics.overall_accuracy
     return {
         "strategy": strategy,
         "labels_per_class": budget,
         "seed": seed,
-        "n_train": summary["n_train"],
-        "n_val": summary["n_val"],
-        "n_test": summary["n_test"],
-        "epochs": summary.get("epochs"),
-        "overall_accuracy": metrics["overall_accuracy"],
+        "n_train": s.n_train,
+        "n_val": s.n_val,
+        "n_test": s.n_test,
+        "epochs": s.epochs,
+        "overall_accuracy": oa,
         "oa_ci_low": lo,
         "oa_ci_high": hi,
-        "average_accuracy": metrics["average_accuracy"],
-        "macro_f1": metrics["macro_f1"],
-        "kappa": metrics["kappa"],
-        "train_accuracy": train_acc,
-        "overfitting_gap": None if train_acc is None else train_acc - metrics["overall_accuracy"],
-        "trainable_params": summary.get("trainable_params"),
-        "total_params": summary.get("total_params"),
-        "train_time_s": summary.get(
-            "train_time_s", summary.get("feature_time_s", 0) + summary.get("fit_time_s", 0)
-        ),
-        "peak_memory_mb": summary.get("peak_memory_mb"),
+        "average_accuracy": metrics.average_accuracy,
+        "macro_f1": metrics.macro_f1,
+        "kappa": metrics.kappa,
+        "train_accuracy": s.train_accuracy,
+        "overfitting_gap": None if s.train_accuracy is None else s.train_accuracy - oa,
+        "trainable_params": s.trainable_params,
+        "total_params": s.total_params,
+        "train_time_s": s.train_time_s,
+        "peak_memory_mb": s.peak_memory_mb,
         "run": str(run),
     }
 
@@ -140,20 +144,19 @@ def cell_row(run: Path, strategy: str, budget: int | str, seed: int) -> dict:
 def cell_epochs(config: CompareConfig, strategy: str, n_train: int) -> int | None:
     """Epochs for one cell: the configured epochs, raised so the cell gets ``min_steps``
     optimizer steps (None: the strategy does not train, or nothing to raise)."""
-    if strategy in ("linear-probe", "knn") or not config.min_steps:
+    if not STRATEGIES[strategy].trains_network or not config.min_steps:
         return None
     base = make_config(data=config.data, strategy=strategy, **config.train)
     per_step = base.batch_size * base.accumulate
     steps_per_epoch = max(1, math.ceil(n_train / per_step))
     needed = math.ceil(config.min_steps / steps_per_epoch)
-    if strategy == "lp-ft":
-        needed += base.head_epochs  # the steps count for the fine-tuning phase
+    if "head_epochs" in STRATEGIES[strategy].options:
+        needed += base.head_epochs  # the steps count for the phase after the head-only one
     return max(base.epochs, needed)
 
 
 def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
     """Run (or continue) the grid; write results.csv / results.json, statistics and the report."""
-    from geotune.train import train
 
     console = console or Console(stderr=True)
     folder = scan_folder(config.data, skip_bad=bool(config.train.get("skip_bad_images")))
@@ -207,14 +210,12 @@ def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
             console.log(f"[{k}/{len(cells)}] {name}: done earlier, reused")
         rows.append(cell_row(run, strategy, budget, seed))
     write_results(sweep, rows)
-    from geotune.report import write_report
 
     write_report(sweep)
     return sweep
 
 
 def atomic_write_text_yaml(path: Path, obj: Any) -> None:
-    from geotune.rundir import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
 

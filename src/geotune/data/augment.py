@@ -27,12 +27,42 @@ def build_augment(
 
 
 @torch.no_grad()
-def augment_batch(augment: nn.Module, x_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 NCHW -> augmented float NCHW in [0, 1]."""
+def augment_batch(
+    augment: nn.Module,
+    x_uint8: torch.Tensor,
+    global_size: int | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> torch.Tensor:
+    """uint8 NCHW -> augmented float NCHW in [0, 1].
+
+    Under data parallelism ``x_uint8`` is shard ``rank::world`` of a global batch of
+    ``global_size`` chips: the random parameters are drawn for the whole global batch (every rank
+    draws the same, from the same seed) and this shard's rows are applied, so N processes
+    augment each chip exactly as one process would, while each loads and augments only its own.
+    """
     x = x_uint8.float().div_(255)
-    if len(augment):
-        x = augment(x).clamp_(0, 1)
-    return x
+    if not len(augment):
+        return x
+    n = global_size or len(x)
+    rows = torch.arange(rank, n, world)
+    for op in augment:
+        params = op.forward_parameters(torch.Size((n, *x.shape[1:])))
+        x = op(x, params=_rows(params, rows, n))
+    return x.clamp_(0, 1)
+
+
+def _rows(params: dict, rows: torch.Tensor, n: int) -> dict:
+    """kornia parameters of a batch of ``n``, restricted to ``rows`` (per-sample tensors only)."""
+    out = {}
+    for k, v in params.items():
+        if k == "forward_input_shape":
+            out[k] = torch.tensor([len(rows), *v[1:].tolist()])
+        elif torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == n:
+            out[k] = v[rows]
+        else:
+            out[k] = v
+    return out
 
 
 # Test-time augmentation: overhead scenes keep their class under rotations and flips, so averaging

@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from geotune.backbones import Preprocessing, create_backbone, load_into
 from geotune.errors import WeightsError
+from geotune.models.backbones import Preprocessing, create_backbone, load_into
+from geotune.runs.io import atomic_torch_save
 
 
 def build_head(
@@ -75,7 +76,6 @@ def build_classifier(
 
 def save_classifier(path: Path, model: SceneClassifier, meta: dict) -> None:
     """A self-describing checkpoint: weights plus what is needed to rebuild and preprocess."""
-    from geotune.rundir import atomic_torch_save
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save({"format": "geotune-classifier-v1", "state_dict": state, **meta}, path)

@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +22,19 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from geotune.augment import TTA_VIEWS, tta_view
-from geotune.backbones import Preprocessing
-from geotune.data import DecodedImages, cache_root, iterate_batches
-from geotune.model import save_classifier, signed_power
-from geotune.rundir import RunDir, atomic_write_json
+from geotune.data.augment import TTA_VIEWS, tta_view
+from geotune.data.batches import iterate_batches
+from geotune.data.decode import DecodedImages
+from geotune.data.folder import cache_root
+from geotune.engine.fabric import resolve_device
+from geotune.engine.outputs import finish_run, write_run_header
+from geotune.engine.prepare import Prepared, RunResult
+from geotune.models.backbones import Preprocessing
+from geotune.models.classifier import save_classifier, signed_power
+from geotune.runs.io import atomic_write_json
+from geotune.runs.metering import peak_memory_mb, reset_peak_memory
+from geotune.runs.rundir import new_run
+from geotune.transfer.strategies import get_strategy
 
 FEATURE_CACHE_VERSION = 1
 
@@ -138,15 +148,21 @@ def _select(candidates, fit, score, fit_with=None) -> tuple[object, dict]:
     return best, {name(c): s for c, s in scores.items()}
 
 
-def fit_probe(prep, console: Console | None = None):
-    """Fit and evaluate a linear probe or kNN on cached features; writes a normal run folder."""
-    from geotune.train import finish_run, peak_memory_mb, reset_peak_memory, write_run_header
+@dataclass
+class ProbeFit:
+    """A fitted probe: test probabilities over all classes and what validation chose."""
 
+    probs: torch.Tensor
+    train_accuracy: float
+    choice: dict
+    save: Callable[[Path], None] | None  # writes best.pt (None: kNN keeps no checkpoint)
+
+
+def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
+    """Fit and evaluate a linear probe or kNN on cached features; writes a normal run folder."""
     config = prep.config
     console = console or Console(stderr=True)
-    device = torch.device(
-        "cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    )
+    device = resolve_device(config.device)
     reset_peak_memory(device)
     t0 = time.perf_counter()
     feats, from_cache, per_chip = cached_features(
@@ -165,85 +181,93 @@ def fit_probe(prep, console: Console | None = None):
         f"features {feats.shape} ({config.tta} views) "
         + ("from cache" if from_cache else f"computed in {feat_time:.1f}s and cached")
     )
-    y = prep.images.folder.labels
+    t1 = time.perf_counter()
+    kind = get_strategy(config.strategy).probe_kind
+    fitted = (_logistic_probe if kind == "logistic" else _knn_probe)(prep, feats)
+    fit_time = time.perf_counter() - t1
+    n_labelled = len(prep.indices("train")) + len(prep.indices("val"))
+    summary = {
+        **fitted.choice,
+        "features_from_cache": from_cache,
+        "train_accuracy": fitted.train_accuracy,
+        "feature_time_s": feat_time,
+        "fit_time_s": fit_time,
+        # The cost with a cold cache: the backbone once over the labelled chips, then the fit.
+        "train_time_s": per_chip * n_labelled + fit_time,
+        "feature_dim": int(feats.shape[1]),
+        # kNN stores the labelled features instead of fitting weights.
+        "trainable_params": int(feats.shape[1] * len(prep.classes) + len(prep.classes))
+        if fitted.save
+        else 0,
+        "total_params": sum(p.numel() for p in prep.model.parameters()),
+        "peak_memory_mb": peak_memory_mb(device),
+        "device": str(device),
+        "note": f"views '{config.tta}' are averaged into every chip's features, "
+        "train and test alike",
+    }
+    with new_run(config).staged() as run:
+        write_run_header(run, prep)
+        if fitted.save is not None:
+            fitted.save(run.path / "checkpoints" / "best.pt")
+        return finish_run(run, prep, fitted.probs, fitted.probs, summary, console)
+
+
+def _all_classes(prep: Prepared, probs: np.ndarray, present: np.ndarray) -> torch.Tensor:
+    # Classes absent from the labelled part get probability 0 (sklearn orders by label value).
+    full = np.zeros((len(probs), len(prep.classes)), dtype=np.float32)
+    full[:, present] = probs
+    return torch.from_numpy(full)
+
+
+def _logistic_probe(prep: Prepared, feats: np.ndarray) -> ProbeFit:
+    config, y = prep.config, prep.images.folder.labels
     tr, va, te = prep.indices("train"), prep.indices("val"), prep.indices("test")
     lab = np.concatenate([tr, va])
-    t1 = time.perf_counter()
-    if config.strategy == "linear-probe":
-        # Regularisation and power normalisation are chosen together on validation data.
-        cands = [(a, c) for a in config.probe_power for c in config.probe_c]
-        powered = {a: signed_power(torch.from_numpy(feats), a).numpy() for a in config.probe_power}
-        if len(va):
-            best, scores = _select(
-                cands,
-                lambda ac: _fit_logistic(powered[ac[0]][tr], y[tr], ac[1]),
-                lambda m: float((m[1].predict(m[0].transform(m[2][va])) == y[va]).mean()),
-                fit_with=lambda ac: powered[ac[0]],
-            )
-        else:
-            best, scores = (1.0, config.probe_c[len(config.probe_c) // 2]), {}
-        power, C = best
-        Z = powered[power]
-        scaler, clf = _fit_logistic(Z[lab], y[lab], C)  # refit on all labelled chips
-        probs = clf.predict_proba(scaler.transform(Z[te]))
-        train_acc = float(clf.score(scaler.transform(Z[lab]), y[lab]))
-        choice = {
-            "C": C,
-            "feature_power": power,
-            "val_accuracy_by_power_and_C": scores,
-        }
+    # Regularisation and power normalisation are chosen together on validation data.
+    cands = [(a, c) for a in config.probe_power for c in config.probe_c]
+    powered = {a: signed_power(torch.from_numpy(feats), a).numpy() for a in config.probe_power}
+    if len(va):
+        best, scores = _select(
+            cands,
+            lambda ac: _fit_logistic(powered[ac[0]][tr], y[tr], ac[1]),
+            lambda m: float((m[1].predict(m[0].transform(m[2][va])) == y[va]).mean()),
+            fit_with=lambda ac: powered[ac[0]],
+        )
     else:
-        cands = list(config.knn_k)
-        if len(va):
-            best, scores = _select(
-                cands,
-                lambda k: _fit_knn(feats[tr], y[tr], k),
-                lambda m: float((m.predict(feats[va]) == y[va]).mean()),
-            )
-        else:
-            best, scores = cands[len(cands) // 2], {}
-        knn = _fit_knn(feats[lab], y[lab], best)
-        probs = knn.predict_proba(feats[te])
-        train_acc = float(knn.score(feats[lab], y[lab]))
-        choice = {"k": best, "val_accuracy_by_k": scores}
-    fit_time = time.perf_counter() - t1
-    # Classes absent from the labelled part get probability 0 (sklearn orders by label value).
-    full = np.zeros((len(te), len(prep.classes)), dtype=np.float32)
-    present = clf.classes_ if config.strategy == "linear-probe" else knn.classes_
-    full[:, present] = probs
-    probs_t = torch.from_numpy(full)
-
-    run = RunDir(
-        config.output, config.name, prefix=f"{config.strategy}-{config.backbone.split('.')[0]}"
+        best, scores = (1.0, config.probe_c[len(config.probe_c) // 2]), {}
+    power, C = best
+    Z = powered[power]
+    scaler, clf = _fit_logistic(Z[lab], y[lab], C)  # refit on all labelled chips
+    probs = clf.predict_proba(scaler.transform(Z[te]))
+    return ProbeFit(
+        _all_classes(prep, probs, clf.classes_),
+        float(clf.score(scaler.transform(Z[lab]), y[lab])),
+        {"C": C, "feature_power": power, "val_accuracy_by_power_and_C": scores},
+        # Fold the scaler into one nn.Linear: the run's checkpoint is an ordinary classifier.
+        lambda path: _save_linear_head(path, prep, scaler, clf, power),
     )
-    run.create()
-    try:
-        write_run_header(run.path, prep)
-        if config.strategy == "linear-probe":
-            # Fold the scaler into one nn.Linear: the run's checkpoint is an ordinary classifier.
-            _save_linear_head(run.path / "checkpoints" / "best.pt", prep, scaler, clf, power)
-        summary = {
-            **choice,
-            "features_from_cache": from_cache,
-            "train_accuracy": train_acc,
-            "feature_time_s": feat_time,
-            "fit_time_s": fit_time,
-            # What the strategy costs with a cold cache: the backbone once over the labelled chips, then the fit.
-            "train_time_s": per_chip * len(lab) + fit_time,
-            "feature_dim": int(feats.shape[1]),
-            # kNN stores the labelled features instead of fitting weights.
-            "trainable_params": int(feats.shape[1] * len(prep.classes) + len(prep.classes))
-            if config.strategy == "linear-probe"
-            else 0,
-            "total_params": sum(p.numel() for p in prep.model.parameters()),
-            "peak_memory_mb": peak_memory_mb(device),
-            "device": str(device),
-            "note": f"views '{config.tta}' are averaged into every chip's features, train and test alike",
-        }
-        return finish_run(run, prep, probs_t, probs_t, summary, console)
-    except BaseException:
-        run.write_status("failed")
-        raise
+
+
+def _knn_probe(prep: Prepared, feats: np.ndarray) -> ProbeFit:
+    config, y = prep.config, prep.images.folder.labels
+    tr, va, te = prep.indices("train"), prep.indices("val"), prep.indices("test")
+    lab = np.concatenate([tr, va])
+    cands = list(config.knn_k)
+    if len(va):
+        best, scores = _select(
+            cands,
+            lambda k: _fit_knn(feats[tr], y[tr], k),
+            lambda m: float((m.predict(feats[va]) == y[va]).mean()),
+        )
+    else:
+        best, scores = cands[len(cands) // 2], {}
+    knn = _fit_knn(feats[lab], y[lab], best)
+    return ProbeFit(
+        _all_classes(prep, knn.predict_proba(feats[te]), knn.classes_),
+        float(knn.score(feats[lab], y[lab])),
+        {"k": best, "val_accuracy_by_k": scores},
+        None,
+    )
 
 
 def _save_linear_head(path: Path, prep, scaler, clf, power: float) -> None:

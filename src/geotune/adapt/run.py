@@ -1,0 +1,240 @@
+"""Unsupervised domain adaptation of a finished run to unlabelled target chips (`geotune adapt`).
+
+Methods (each writes a new run folder with an ordinary classifier checkpoint):
+
+- ``adabn`` (Li et al., 2016): every BatchNorm layer's statistics re-estimated on the target.
+- ``tent`` (Wang et al., ICLR 2021): BatchNorm affine parameters trained to minimise the entropy
+  of the predictions on target batches (batch statistics), then statistics re-estimated (AdaBN),
+  so the saved model predicts in eval mode.
+- ``coral`` (Sun et al., 2016): the second-order statistics of target features aligned with
+  those of the source features (mean and shrunk covariance; target -> source, so the trained
+  head is kept). The alignment is affine, so it is folded into the head's first linear layer.
+- ``dann`` (Ganin et al., 2016): source classification loss plus a domain classifier behind a
+  gradient-reversal layer, training the last backbone groups and the head.
+
+Target labels are never read for adaptation: the target folder is listed as plain image files.
+Labels are read only from the evaluation data (``eval_data``; by default the target folder when it
+has class folders, which is the transductive protocol), and each run folder records which chips
+were used for what (``adaptation.json``, ``adaptation_images.csv``).
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+import geotune.adapt.methods  # noqa: F401 - registers the built-in methods
+from geotune.adapt.config import AdaptConfig
+from geotune.adapt.registry import ADAPT_METHODS, AdaptContext
+from geotune.data.batches import image_batches
+from geotune.data.classmap import label_remap, load_class_map, pair_classes
+from geotune.data.decode import DecodedImages, decode_folder
+from geotune.data.folder import has_class_folders, list_unlabelled, scan_folder
+from geotune.engine.fabric import resolve_device
+from geotune.engine.predict import predict
+from geotune.errors import ConfigError
+from geotune.evaluation.evaluate import run_images
+from geotune.evaluation.metrics import classification_metrics, save_metrics
+from geotune.models.classifier import load_classifier, save_classifier
+from geotune.runs.artifacts import TEST_METRICS_FILE, TestMetrics
+from geotune.runs.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from geotune.runs.rundir import RunDir, require_complete_run
+
+
+@dataclass
+class Evaluation:
+    """Labelled target data for before/after (labels used for scoring only)."""
+
+    root: Path
+    transductive: bool
+    images: DecodedImages
+    labels: np.ndarray  # in the model's class order; -1 = class without a pair
+    idx: np.ndarray
+    mapping: dict[str, str]
+    excluded: list[str]
+
+    def score(self, model, prep, classes, device) -> dict:
+        probs, _ = predict(model, prep, self.images.pixels, self.idx, 64, device)
+        return classification_metrics(self.labels[self.idx], probs.argmax(1).numpy(), classes)
+
+
+def adapt_run(
+    run: Path, config: AdaptConfig, console: Console | None = None, before: dict | None = None
+) -> tuple[dict, Path]:
+    """Adapt the best checkpoint of ``run`` to ``config.target``; returns (summary, new run).
+
+    Args:
+        run: a finished run folder with a classifier checkpoint.
+        config: the adaptation options (``make_adapt_config``).
+        console: where progress goes.
+        before: the unadapted model's metrics on the same evaluation data, when an earlier
+            method already measured them (they do not depend on the method).
+
+    Returns:
+        The adaptation summary (adaptation.json) and the new run folder.
+    """
+    console = console or Console(stderr=True)
+    run = require_complete_run(run)
+    ckpt_path = run / "checkpoints" / "best.pt"
+    if not ckpt_path.is_file():
+        raise ConfigError(f"run {run} keeps no classifier checkpoint (kNN); adapt a trained run")
+    device = resolve_device(config.device)
+    model, prep, ckpt = load_classifier(ckpt_path)
+    classes: list[str] = ckpt["classes"]
+    model.to(device)
+    t0 = time.perf_counter()
+    target, t_idx = _target_chips(config, prep)
+    t_pix = target.pixels[t_idx] if len(t_idx) < len(target.folder) else target.pixels
+    evaluation = _evaluation_data(config, prep, classes)
+    if evaluation is not None:
+        before = before or evaluation.score(model, prep, classes, device)
+        console.log(
+            f"before {config.method}: OA {100 * before['overall_accuracy']:.2f}% on "
+            f"{len(evaluation.idx)} chips of {evaluation.root}"
+        )
+
+    def target_batches(shuffle: bool = False):
+        gen = torch.Generator().manual_seed(config.seed)
+        return image_batches(
+            t_pix, np.arange(len(t_pix)), config.batch_size, prep.normalize, device, shuffle, gen
+        )
+
+    ctx = AdaptContext(
+        model,
+        config,
+        device,
+        prep.normalize,
+        t_pix,
+        target_batches,
+        functools.cache(lambda: _source_chips(run, prep)),
+    )
+    method_info = ADAPT_METHODS[config.method].adapt(ctx)
+    summary = {
+        "method": config.method,
+        "source_run": str(run.resolve()),
+        "target": str(Path(config.target).resolve()),
+        "target_images_used": int(len(t_idx)),
+        "target_labels_used": False,
+        "target_listing": "every image file under the target folder; folder names not read",
+        "options": config.model_dump(mode="json"),
+        **{f"method_{k}": v for k, v in method_info.items()},
+        "adaptation_seconds": time.perf_counter() - t0,
+        "source_test_overall_accuracy": TestMetrics.read(run / TEST_METRICS_FILE).overall_accuracy
+        if (run / TEST_METRICS_FILE).is_file()
+        else None,
+    }
+    out = RunDir(config.output or run.parent, config.name or f"{run.name}-{config.method}")
+    out.create()
+    try:
+        for f in ("config.yaml", "split.csv"):
+            shutil.copy2(run / f, out.path / f)  # `geotune evaluate NEW` re-tests on the source
+        meta = {k: v for k, v in ckpt.items() if k not in ("format", "state_dict")}
+        save_classifier(out.path / "checkpoints" / "best.pt", model, meta)
+        paths = ([target.folder.paths[i]] for i in t_idx)
+        atomic_write_csv(out.path / "adaptation_images.csv", ["path"], paths)
+        if evaluation is not None:
+            after = evaluation.score(model, prep, classes, device)
+            _record_evaluation(out, summary, evaluation, before, after)
+            console.log(
+                f"after {config.method}: OA {100 * after['overall_accuracy']:.2f}% "
+                f"({100 * summary['gain']:+.2f} points)"
+            )
+        atomic_write_json(out.path / "adaptation.json", summary)
+        summary["target_before_metrics"] = before if evaluation is not None else None
+        atomic_write_text(out.path / "report.md", adaptation_markdown([summary]))
+        final = out.commit()
+    except BaseException:
+        out.discard()
+        raise
+    return summary, final
+
+
+def _target_chips(config: AdaptConfig, prep) -> tuple[DecodedImages, np.ndarray]:
+    """The target chips, unlabelled by construction, and the ones used (``max_target``)."""
+    target = decode_folder(list_unlabelled(config.target), prep.size, prep.interpolation)
+    t_idx = np.arange(len(target.folder))
+    if config.max_target is not None and len(t_idx) > config.max_target:
+        rng = np.random.default_rng(config.seed)
+        t_idx = np.sort(rng.permutation(t_idx)[: config.max_target])
+    return target, t_idx
+
+
+def _evaluation_data(config: AdaptConfig, prep, classes: list[str]) -> Evaluation | None:
+    root, transductive = config.eval_data, False
+    if root is None and has_class_folders(config.target):
+        root, transductive = config.target, True
+    if root is None:
+        return None
+    folder = scan_folder(root)
+    mapping, excluded = pair_classes(folder.classes, classes, load_class_map(config.class_map))
+    images = decode_folder(folder, prep.size, prep.interpolation)
+    labels = label_remap(images.folder.classes, classes, mapping)[images.folder.labels]
+    idx = np.flatnonzero(labels >= 0)
+    return Evaluation(Path(root), transductive, images, labels, idx, mapping, excluded)
+
+
+def _record_evaluation(out: RunDir, summary: dict, ev: Evaluation, before, after) -> None:
+    save_metrics(before, out.path, "target_before")
+    save_metrics(after, out.path, "target")
+    summary.update(
+        evaluation_data=str(ev.root.resolve()),
+        evaluation_protocol="transductive (the target chips, labels only for scoring)"
+        if ev.transductive
+        else "separate labelled target data",
+        evaluation_images=int(len(ev.idx)),
+        class_pairs=ev.mapping,
+        excluded_classes=ev.excluded,
+        target_oa_before=before["overall_accuracy"],
+        target_oa_after=after["overall_accuracy"],
+        gain=after["overall_accuracy"] - before["overall_accuracy"],
+    )
+
+
+def _source_chips(run: Path, prep):
+    """The run's own training chips (pixels, labels, indices) from its config and split."""
+    images, split = run_images(run, prep)
+    return images.pixels, images.folder.labels, np.flatnonzero(split == "train")
+
+
+def adaptation_markdown(summaries: list[dict]) -> str:
+    """Before/after on the target for one or more methods, and which helped or hurt."""
+    first = summaries[0]
+    lines = [
+        f"# Adaptation of {Path(first['source_run']).name} to {Path(first['target']).name}",
+        "",
+        f"Target chips used (unlabelled): {first['target_images_used']}; target labels used "
+        f"for adaptation: {'yes' if first['target_labels_used'] else 'no'}.",
+    ]
+    if "target_oa_before" not in first:
+        return "\n".join(lines) + "\n\nNo labelled evaluation data was given.\n"
+    lines += [
+        f"Evaluation: {first['evaluation_images']} chips of {first['evaluation_data']} "
+        f"({first['evaluation_protocol']}).",
+        "",
+        "| method | target OA before | target OA after | change | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        verdict = "helped" if s["gain"] > 0 else ("hurt" if s["gain"] < 0 else "no change")
+        lines.append(
+            f"| {s['method']} | {100 * s['target_oa_before']:.2f}% | "
+            f"{100 * s['target_oa_after']:.2f}% | {100 * s['gain']:+.2f} pt | {verdict} |"
+        )
+    src = first.get("source_test_overall_accuracy")
+    if src is not None:
+        drop = src - first["target_oa_before"]
+        lines += [
+            "",
+            f"In-domain test OA of the source run: {100 * src:.2f}% (drop on the target: {100 * drop:.2f} points).",
+        ]
+        if drop > 0:
+            for s in summaries:
+                lines.append(f"- {s['method']} recovers {100 * s['gain'] / drop:.0f}% of the drop.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,5 @@
+"""`python -m geotune.cli`."""
+
+from geotune.cli.main import main
+
+main()

@@ -1,0 +1,308 @@
+"""The `geotune` command: a thin layer over the Python API (geotune.engine, geotune.evaluation,
+geotune.sweep, geotune.shift, geotune.adapt, geotune.report).
+
+Every command's options are generated from its config model (geotune.cli.options), and every
+error ends in ``main``: a GeotuneError is one line and exit code 2; anything unexpected is one
+line naming a log file that holds the traceback, and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+
+from geotune.adapt.config import AdaptConfig
+from geotune.cli.options import given, model_signature, option, with_signature
+from geotune.config import TrainConfig, build_config
+from geotune.errors import ConfigError, GeotuneError
+from geotune.evaluation.evaluate import EvaluateConfig
+from geotune.shift.measure import ShiftConfig
+from geotune.shift.simulate import SimulateConfig
+from geotune.sweep.compare import CompareConfig
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Transfer learning and fine-tuning for remote-sensing scene classification.",
+)
+err_console = Console(stderr=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+def train_command(**kwargs: Any) -> None:
+    """Fine-tune a pretrained backbone on DATA/<class>/<image> chips, evaluate it, write a run folder."""
+    from geotune.config import load_config
+    from geotune.engine.trainer import resume, train
+
+    config_file, resume_dir = kwargs.pop("config"), kwargs.pop("resume")
+    values = given(kwargs)
+    if resume_dir is not None:
+        if values or config_file:
+            raise ConfigError("--resume takes no other options: the run's own config.yaml is used")
+        result = resume(resume_dir, err_console)
+    else:
+        config = (
+            load_config(config_file, **values)
+            if config_file
+            else build_config(TrainConfig, **values)
+        )
+        result = train(config, err_console)
+    m = result.test_metrics
+    if not m:
+        return  # a non-lead DDP process: the lead process reports
+    typer.echo(
+        f"test overall accuracy {100 * m['overall_accuracy']:.2f}% "
+        f"(AA {100 * m['average_accuracy']:.2f}%, kappa {m['kappa']:.4f}) on {m['n']} images"
+    )
+    typer.echo(f"run folder: {result.run_dir}")
+    typer.echo(
+        f"metrics: {result.run_dir / 'test_metrics.json'} "
+        "(per class: test_per_class.csv, confusion: test_confusion.csv)"
+    )
+    if (result.run_dir / "report.html").is_file():
+        typer.echo(f"report: {result.run_dir / 'report.html'}")
+
+
+app.command("train")(
+    with_signature(
+        train_command,
+        model_signature(
+            TrainConfig,
+            extra=[
+                option("config", Path, "YAML file of options; flags override it"),
+                option("resume", Path, "continue the killed run RUN_DIR from its last epoch"),
+            ],
+        ),
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+# ---------------------------------------------------------------------------------------------
+def evaluate_command(**kwargs: Any) -> None:
+    """Re-evaluate a finished run on its test split, or on another dataset (cross-dataset)."""
+    from geotune.evaluation.evaluate import evaluate_run
+
+    cfg = build_config(EvaluateConfig, **given(kwargs))
+    metrics, out = evaluate_run(**cfg.model_dump(), console=err_console)
+    typer.echo(
+        f"overall accuracy {100 * metrics['overall_accuracy']:.2f}% on {metrics['n']} images"
+    )
+    if metrics.get("drop_vs_in_domain") is not None:
+        typer.echo(
+            f"drop vs in-domain test accuracy: {100 * metrics['drop_vs_in_domain']:.2f} points"
+        )
+    typer.echo(f"metrics: {out / 'eval_metrics.json'}")
+
+
+app.command("evaluate")(
+    with_signature(evaluate_command, model_signature(EvaluateConfig, positional=["run_dir"]))
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# backbones, report
+# ---------------------------------------------------------------------------------------------
+@app.command("backbones")
+def backbones_command(
+    all_models: Annotated[
+        bool, typer.Option("--all", help="every timm model with pretrained weights")
+    ] = False,
+    filter_: Annotated[
+        str | None, typer.Option("--filter", help="wildcard pattern, e.g. '*resnet*'")
+    ] = None,
+) -> None:
+    """List backbones, their weight sources, and whether each is usable right now."""
+    from rich.table import Table
+
+    from geotune.models.backbones import backbone_status
+
+    rows = backbone_status(all_models=all_models, pattern=filter_)
+    table = Table(title="backbones (any timm model name works; --weights PATH loads a local file)")
+    for col in ("backbone", "weights", "status", "notes"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["backbone"], r["weights"], r["status"], r["notes"])
+    Console().print(table)
+
+
+@app.command("report")
+def report_command(
+    folder: Annotated[Path, typer.Argument(help="a run folder or a compare sweep folder")],
+) -> None:
+    """(Re)generate report.html and report.md for a run or a compare sweep."""
+    from geotune.report.reports import write_report
+
+    typer.echo(f"report: {write_report(folder)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# compare
+# ---------------------------------------------------------------------------------------------
+def compare_command(**kwargs: Any) -> None:
+    """Run strategies x label budgets x seeds on one dataset; write results, statistics and a report."""
+    from geotune.config import load_yaml_mapping
+    from geotune.sweep.compare import make_compare_config, run_compare
+
+    config_file = kwargs.pop("config")
+    train_options = load_yaml_mapping(config_file) if config_file is not None else {}
+    cfg = make_compare_config(**given(kwargs), train=train_options)
+    sweep = run_compare(cfg, err_console)
+    results = json.loads((sweep / "results.json").read_text())
+    for line in results["recommendation"]:
+        typer.echo(line)
+    typer.echo(f"sweep folder: {sweep}")
+    typer.echo(f"results: {sweep / 'results.csv'}; report: {sweep / 'report.html'}")
+
+
+app.command("compare")(
+    with_signature(
+        compare_command,
+        model_signature(
+            CompareConfig,
+            skip=["train"],
+            extra=[option("config", Path, "YAML of `geotune train` options for every run")],
+        ),
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# simulate, shift
+# ---------------------------------------------------------------------------------------------
+def simulate_command(**kwargs: Any) -> None:
+    """Write a copy of a dataset with a simulated sensor, season or haze shift."""
+    from geotune.shift.simulate import simulate_folder
+
+    c = build_config(SimulateConfig, **given(kwargs))
+    out = simulate_folder(
+        c.src, c.dst, c.shift, c.strength, c.seed, c.per_class, c.split, c.part,
+        console=err_console,
+    )  # fmt: skip
+    typer.echo(f"shifted copy: {out}")
+
+
+app.command("simulate")(
+    with_signature(simulate_command, model_signature(SimulateConfig, positional=["src", "dst"]))
+)
+
+
+def shift_command(**kwargs: Any) -> None:
+    """Measure the domain shift between two datasets: MMD, Frechet distance, domain classifier."""
+    from geotune.shift.measure import describe, measure_shift
+
+    cfg = build_config(ShiftConfig, **given(kwargs))
+    result, out = measure_shift(**cfg.run_kwargs(), console=err_console)
+    typer.echo(describe(result))
+    typer.echo(f"report: {out / 'shift.md'}; embedding: {out / 'embedding.png'}")
+
+
+app.command("shift")(
+    with_signature(shift_command, model_signature(ShiftConfig, positional=["a", "b"]))
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# adapt
+# ---------------------------------------------------------------------------------------------
+def adapt_command(**kwargs: Any) -> None:
+    """Adapt a run to unlabelled target data; one new run per method, with before/after."""
+    from geotune.adapt.config import make_adapt_config
+    from geotune.adapt.run import adapt_run, adaptation_markdown
+    from geotune.runs.io import atomic_write_text
+
+    run_dir = kwargs.pop("run_dir")
+    values = given(kwargs)
+    methods = [m.strip() for m in values.pop("method", "adabn").split(",") if m.strip()]
+    configs = [make_adapt_config(method=m, **values) for m in methods]
+    summaries, before = [], None
+    for cfg in configs:
+        summary, out = adapt_run(run_dir, cfg, err_console, before)
+        before = summary.pop("target_before_metrics")  # the same for every method
+        summaries.append(summary)
+        typer.echo(f"{cfg.method}: {out}")
+    text = adaptation_markdown(summaries)
+    typer.echo(text)
+    if len(summaries) > 1:
+        output = configs[0].output or Path(run_dir).parent
+        table = output / f"{Path(run_dir).name}-adaptation.md"
+        atomic_write_text(table, text)
+        typer.echo(f"comparison: {table}")
+
+
+def _adapt_signature():
+    import inspect
+
+    run_dir = inspect.Parameter(
+        "run_dir",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        annotation=Annotated[Path, typer.Argument(help="a finished run to adapt")],
+    )
+    sig = model_signature(AdaptConfig)
+    return sig.replace(parameters=[run_dir, *sig.parameters.values()])
+
+
+app.command("adapt")(with_signature(adapt_command, _adapt_signature()))
+
+
+# ---------------------------------------------------------------------------------------------
+# one handler for every error
+# ---------------------------------------------------------------------------------------------
+def _log_traceback() -> Path | None:
+    """Write the current exception's traceback to a log file; its path, or None if unwritable."""
+    text = f"geotune {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}"
+    name = f"geotune-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (Path.home() / ".cache" / "geotune" / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return folder / name
+        except OSError:
+            continue
+    return None
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; errors end here (one line each, never a bare traceback)."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except GeotuneError as err:
+        _fail(str(err), 2)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        _fail(" ".join(err.format_message().split()) + " (see --help)", 2)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        err_console.print(
+            "interrupted; an unfinished run stays in its hidden OUTPUT/.NAME.partial folder"
+        )
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line and a log
+        log = _log_traceback()
+        where = f"; traceback in {log}" if log else ""
+        _fail(f"unexpected {type(err).__name__}: {' '.join(str(err).split())}{where}", 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Scene-chip folders in ImageFolder layout (``ROOT/<class>/<chip>``) and unlabelled chip lists."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from geotune.errors import DataError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
+
+
+# Files that operating systems and tools drop into folders; never images, never an error.
+IGNORED_FILES = frozenset({"Thumbs.db", "desktop.ini"})
+
+
+def cache_root() -> Path:
+    """Where decoded images and features are cached (``GEOTUNE_CACHE`` overrides)."""
+    env = os.environ.get("GEOTUNE_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geotune"
+
+
+@dataclass
+class SceneFolder:
+    """The files of an ImageFolder dataset: class names and (relative path, label) per image."""
+
+    root: Path
+    classes: list[str]
+    paths: list[str]  # relative to root, '/'-separated
+    labels: np.ndarray  # int64, index into classes
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def counts(self) -> dict[str, int]:
+        n = np.bincount(self.labels, minlength=len(self.classes))
+        return {c: int(k) for c, k in zip(self.classes, n, strict=True)}
+
+    def subset(self, keep: np.ndarray) -> SceneFolder:
+        return SceneFolder(
+            self.root,
+            self.classes,
+            [p for p, k in zip(self.paths, keep, strict=True) if k],
+            self.labels[keep],
+            list(self.skipped),
+        )
+
+
+def scan_folder(root: Path | str, skip_bad: bool = False) -> SceneFolder:
+    """List ``root/<class>/<image>``; one-line errors for every layout problem."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(
+            f"data folder {root} does not exist; pass --data DIR with one sub-folder per class"
+        )
+    if not root.is_dir():
+        raise DataError(
+            f"data path {root} is a file; pass the folder that holds one sub-folder per class"
+        )
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise DataError(
+            f"data folder {root} has no class sub-folders; expected {root}/<class>/<image files>"
+        )
+    classes, paths, labels, skipped = [], [], [], []
+    for class_dir in class_dirs:
+        files = sorted(
+            f
+            for f in class_dir.iterdir()
+            if not f.name.startswith(".") and f.name not in IGNORED_FILES
+        )
+        images = []
+        for f in files:
+            rel = f"{class_dir.name}/{f.name}"
+            if f.is_dir():
+                reason = "is a folder inside a class folder (nested classes are not supported)"
+            elif f.suffix.lower() not in IMAGE_EXTENSIONS:
+                reason = f"is not an image (extension '{f.suffix}')"
+            else:
+                images.append(rel)
+                continue
+            if not skip_bad:
+                raise DataError(
+                    f"{root / rel} {reason}; move it out of the data folder or pass --skip-bad-images"
+                )
+            skipped.append((rel, reason))
+        if not images:
+            raise DataError(
+                f"class folder {class_dir} holds no images; add images or remove the folder"
+            )
+        label = len(classes)
+        classes.append(class_dir.name)
+        paths.extend(images)
+        labels.extend([label] * len(images))
+    return SceneFolder(root, classes, paths, np.asarray(labels, dtype=np.int64), skipped)
+
+
+def default_workers() -> int:
+    return max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+
+
+def list_unlabelled(root: Path) -> SceneFolder:
+    """Every image under ``root`` (any depth), as one unlabelled pseudo-class: folder names are
+    not read as labels, so target labels cannot reach the adaptation."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"target folder {root} not found; pass --target DIR of target chips")
+    paths = sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
+    if not paths:
+        raise DataError(f"target folder {root} holds no images; pass a folder of target chips")
+    return SceneFolder(root, ["unlabelled"], paths, np.zeros(len(paths), dtype=np.int64))
+
+
+def has_class_folders(root: Path) -> bool:
+    return any(d.is_dir() and not d.name.startswith(".") for d in Path(root).iterdir())

@@ -1,0 +1,135 @@
+"""Stratified, reproducible splits of a scene folder, and their split.csv form."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from geotune.data.folder import SceneFolder
+from geotune.errors import DataError
+from geotune.runs.io import atomic_write_csv
+
+SPLITS = ("train", "val", "test", "unused")  # unused: labelled pool beyond a label budget
+
+
+def make_split(
+    folder: SceneFolder,
+    train_fraction: float | None = 0.2,
+    labels_per_class: int | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> np.ndarray:
+    """Stratified train/val/test assignment (array of 'train'|'val'|'test'), reproducible from seed.
+
+    The labelled part of each class is ``labels_per_class`` images, or ``train_fraction`` of the
+    class; ``val_fraction`` of the labelled part is held out for validation (model selection),
+    so the test part is exactly what the protocol (e.g. AID 20/80) leaves unlabelled.
+    """
+    rng = np.random.default_rng(seed)
+    split = np.empty(len(folder), dtype=object)
+    need_val = val_fraction > 0
+    for c, name in enumerate(folder.classes):
+        idx = np.flatnonzero(folder.labels == c)
+        n = len(idx)
+        if labels_per_class is not None:
+            n_lab = labels_per_class
+        else:
+            n_lab = int(round(n * float(train_fraction)))
+        n_val = int(round(n_lab * val_fraction)) if need_val else 0
+        if need_val:
+            n_val = max(1, n_val)
+        n_train = n_lab - n_val
+        if n_train < 1 or n - n_lab < 1:
+            minimum = (labels_per_class or 1) + 1 if labels_per_class else (3 if need_val else 2)
+            raise DataError(
+                f"class '{name}' has {n} images, too few for the requested split "
+                f"(labelled {n_lab}: {n_train} train + {n_val} val, plus at least 1 test; needs "
+                f"about {max(minimum, n_val + 2)}); add images, lower --labels-per-class or "
+                "--val-fraction, or raise --train-fraction"
+            )
+        perm = idx[rng.permutation(n)]
+        split[perm[:n_train]] = "train"
+        split[perm[n_train:n_lab]] = "val"
+        split[perm[n_lab:]] = "test"
+    return split.astype(str)
+
+
+def write_split(path: Path, folder: SceneFolder, split: np.ndarray) -> None:
+    atomic_write_csv(
+        path,
+        ["path", "class", "split"],
+        (
+            (p, folder.classes[y], s)
+            for p, y, s in zip(folder.paths, folder.labels, split, strict=True)
+        ),
+    )
+
+
+def read_split(path: Path, folder: SceneFolder) -> np.ndarray:
+    """Read a split file written by geotune; every listed image must exist with its class."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"split file {path} not found; pass the split.csv of an earlier run")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or set(rows[0]) != {"path", "class", "split"}:
+        raise DataError(f"split file {path} must have the columns path,class,split")
+    where = {p: i for i, p in enumerate(folder.paths)}
+    # A split made before unreadable chips were dropped (--skip-bad-images) may list them.
+    skipped = {p for p, _ in folder.skipped}
+    split = np.full(len(folder), "", dtype=object)
+    for row in rows:
+        i = where.get(row["path"])
+        if i is None and row["path"] in skipped:
+            continue
+        if i is None:
+            raise DataError(
+                f"split file {path} lists {row['path']}, which is not in {folder.root}; "
+                "use the split of a run on this dataset"
+            )
+        if folder.classes[folder.labels[i]] != row["class"] or row["split"] not in SPLITS:
+            raise DataError(f"split file {path}: bad class or split for {row['path']}")
+        split[i] = row["split"]
+    if (split == "").any():
+        missing = folder.paths[int(np.flatnonzero(split == "")[0])]
+        raise DataError(
+            f"{folder.root / missing} is not in split file {path}; the dataset changed since the split was made"
+        )
+    return split.astype(str)
+
+
+def budget_split(
+    folder: SceneFolder,
+    pool_fraction: float,
+    labels_per_class: int | None,
+    val_fraction: float,
+    seed: int,
+    test_per_class: int | None = None,
+) -> np.ndarray:
+    """A split for data-efficiency curves: for one seed the test part is the same whatever the
+    label budget, and smaller budgets are subsets of larger ones (5 of the 20, 20 of all).
+
+    Each class is shuffled once from ``seed``; its first ``pool_fraction`` is the labelled pool, the
+    rest is test (capped at ``test_per_class``). A budget takes the first ``labels_per_class`` chips of the pool (None: the whole
+    pool), of which ``val_fraction`` (at least one) is held out for validation.
+    """
+    rng = np.random.default_rng(seed)
+    split = np.full(len(folder), "unused", dtype=object)
+    for c, name in enumerate(folder.classes):
+        idx = np.flatnonzero(folder.labels == c)
+        perm = idx[rng.permutation(len(idx))]
+        n_pool = int(round(len(idx) * pool_fraction))
+        n_lab = n_pool if labels_per_class is None else labels_per_class
+        if n_lab > n_pool or n_pool >= len(idx):
+            raise DataError(
+                f"class '{name}' has {len(idx)} images: its labelled pool ({n_pool}) cannot give "
+                f"{n_lab} labels per class and keep a test part; lower the budget or raise --pool-fraction"
+            )
+        n_val = max(1, int(round(n_lab * val_fraction))) if val_fraction > 0 and n_lab > 1 else 0
+        split[perm[: n_lab - n_val]] = "train"
+        split[perm[n_lab - n_val : n_lab]] = "val"
+        split[perm[n_pool:][:test_per_class]] = "test"
+        # chips of the pool beyond the budget stay 'unused', so every budget shares one test set
+    return split.astype(str)

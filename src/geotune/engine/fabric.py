@@ -1,0 +1,66 @@
+"""Devices and precision, resolved once for every command, and the Lightning Fabric around them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from geotune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
+
+    from geotune.config import TrainConfig
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps`` -> a usable torch device, or a one-line
+    ConfigError naming what is missing (every command resolves devices here)."""
+    kind, _, index = str(name).partition(":")
+    if kind not in DEVICE_CHOICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise ConfigError(f"unknown device '{name}'; use one of {', '.join(DEVICE_CHOICES)}")
+    if kind == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device '{name}' asked for, but this machine has no usable CUDA GPU; "
+                "pass --device cpu (or auto)"
+            )
+        if index and int(index) >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device '{name}' does not exist: {torch.cuda.device_count()} GPU(s) visible"
+            )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' asked for, but MPS is not available; pass --device cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 autocast on CUDA (fast, no loss scaling), fp32 elsewhere."""
+    if precision == "auto":
+        return "bf16-mixed" if device.type == "cuda" else "32-true"
+    return precision
+
+
+def make_fabric(config: TrainConfig) -> Fabric:
+    """A launched Fabric for a training config (DDP when more than one process)."""
+    from lightning_fabric import Fabric
+
+    device = resolve_device(config.device)
+    world = config.devices * config.num_nodes
+    if world > 1 and device.type == "mps":
+        raise ConfigError("DDP over MPS is not supported; use --devices 1 or CUDA / CPU")
+    fabric = Fabric(
+        accelerator=device.type,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy="ddp" if world > 1 else "auto",
+        precision=resolve_precision(config.precision, device),
+    )
+    # DDP: Fabric's launcher re-runs this command for the other local ranks (as torchrun would).
+    fabric.launch()
+    return fabric

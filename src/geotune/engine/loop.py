@@ -1,0 +1,273 @@
+"""The training loop, in the shape of Lightning Fabric's "build your own trainer" example.
+
+``Engine`` holds what stays fixed during a run (Fabric, device, data, augmentation, loss);
+``train_epoch`` and ``validate`` are plain PyTorch; ``TrainState`` is everything that changes
+between epochs and the only thing written to and read from ``checkpoints/last.pt``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from geotune.data.augment import augment_batch, build_augment
+from geotune.data.batches import index_batches, load_batch, prefetch, shard
+from geotune.engine.fabric import make_fabric, resolve_precision
+from geotune.engine.predict import predict
+from geotune.engine.prepare import Prepared
+from geotune.errors import DataError
+from geotune.runs.io import atomic_torch_save
+from geotune.runs.metering import count_params
+from geotune.transfer.batchnorm import BN_POLICIES, BatchNormPolicy
+from geotune.transfer.groups import apply_trainable
+from geotune.transfer.optim import build_optimizer, build_scheduler
+from geotune.transfer.strategies import Phase
+
+
+@dataclass
+class TrainState:
+    """Where a run stands between two epochs: enough to continue exactly there."""
+
+    phase: int = 0
+    epoch_in_phase: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    stale: int = 0
+    bn_note: str | None = None
+    stopped_early: bool = False
+    train_seconds: float = 0.0  # time in training passes (not validation), across resumes
+    model: dict | None = None
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    rng_torch: torch.Tensor | None = None
+    rng_shuffle: torch.Tensor | None = None
+
+    @property
+    def fresh(self) -> bool:
+        return self.model is None
+
+    def save(self, path: Path) -> None:
+        # Atomic (temporary file + rename) rather than Fabric.save: a kill mid-write must leave
+        # the previous epoch's state readable.
+        atomic_torch_save(asdict(self), path)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainState | None:
+        """The state in ``path`` (None when absent); a damaged file is a one-line DataError."""
+        if not path.is_file():
+            return None
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+            state = cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+            if state.model is None or state.rng_shuffle is None:
+                raise KeyError("model")
+        except Exception as err:  # noqa: BLE001 - any unreadable state means the same to the user
+            raise DataError(
+                f"{path} is damaged ({type(err).__name__}); delete it to restart the run from "
+                "its first epoch with --resume, or start a new run"
+            ) from None
+        return state
+
+
+class Engine:
+    """Fabric, the model on its device and the fixed parts of one training run."""
+
+    def __init__(self, prep: Prepared, console: Console):
+        config = prep.config
+        self.prep, self.config = prep, config
+        torch.manual_seed(config.seed)
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        self.fabric = make_fabric(config)
+        self.precision = resolve_precision(config.precision, self.fabric.device)
+        self.rank, self.world = self.fabric.global_rank, self.fabric.world_size
+        self.lead = self.fabric.is_global_zero
+        self.console = console if self.lead else Console(quiet=True)  # one process reports
+        self.device = self.fabric.device
+        # channels_last: 1.5x (train) to 4x (inference) faster on CPU (oneDNN) as well as GPU.
+        self.raw = prep.model.to(device=self.device, memory_format=torch.channels_last)
+        if self.device.type == "cuda" and not config.deterministic:
+            torch.backends.cudnn.benchmark = True
+        self.forward_module = torch.compile(self.raw) if config.compile else self.raw
+        self.module: nn.Module = self.forward_module
+        self.augment = build_augment(
+            prep.preprocessing.size, config.flips, config.rot90, config.crop_scale
+        ).to(self.device)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="sum")
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.eval_batch = max(64, config.batch_size)
+        n_train = len(prep.indices("train"))
+        self.batches_per_epoch = max(1, math.ceil(n_train / config.batch_size))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.accumulate)
+
+    # -- state --------------------------------------------------------------------------------
+    def restore(self, state: TrainState) -> None:
+        # Nothing between two epochs draws random numbers, so restoring here is exact.
+        self.raw.load_state_dict(state.model)
+        torch.set_rng_state(state.rng_torch)
+        self.generator.set_state(state.rng_shuffle)
+
+    def snapshot(self, state: TrainState, optimizer, scheduler) -> None:
+        state.model = self.raw.state_dict()
+        state.optimizer = optimizer.state_dict()
+        state.scheduler = scheduler.state_dict()
+        state.rng_torch = torch.get_rng_state()
+        state.rng_shuffle = self.generator.get_state()
+
+    def reestimate_batchnorm(self) -> str | None:
+        """AdaBN-style policies: statistics from the (unlabelled) training chips, then frozen."""
+        if not BN_POLICIES[self.config.bn_policy].reestimate:
+            return None
+        from geotune.data.batches import image_batches
+        from geotune.transfer.batchnorm import reestimate_batchnorm
+
+        p = self.prep
+        batches = image_batches(
+            p.images.pixels,
+            p.indices("train"),
+            self.eval_batch,
+            p.preprocessing.normalize,
+            self.device,
+        )
+        n = reestimate_batchnorm(self.raw, batches)
+        return f"re-estimated on {n} training images (labels unused), then frozen"
+
+    # -- one phase ----------------------------------------------------------------------------
+    def setup_phase(self, phase: Phase, state: TrainState, resumed_here: bool):
+        """Trainable flags, BN policy, optimizer and schedule of a phase, wrapped by Fabric."""
+        groups, flags = self.prep.groups, list(phase.trainable)
+        apply_trainable(groups, flags)
+        bn = BatchNormPolicy(self.raw, groups, flags, self.config.bn_policy)
+        optimizer = build_optimizer(self.config, groups, phase)
+        scheduler = build_scheduler(optimizer, self.config, self.steps_per_epoch, phase.epochs)
+        if resumed_here:
+            optimizer.load_state_dict(state.optimizer)
+            scheduler.load_state_dict(state.scheduler)
+        # Wrapped per phase: DDP only syncs parameters that were trainable when wrapped.
+        self.module = self.fabric.setup_module(self.forward_module)
+        optimizer = self.fabric.setup_optimizers(optimizer)
+        trainable, total = count_params(self.raw)
+        log = {
+            "phase": phase.name,
+            "epochs": phase.epochs,
+            "trainable_params": trainable,
+            "total_params": total,
+            "bn": bn.describe(),
+            "trainable_groups": [g.name for g, f in zip(groups, flags, strict=True) if f],
+            "optimizer_params": sum(p.numel() for g in optimizer.param_groups for p in g["params"]),
+        }
+        return bn, optimizer, scheduler, log
+
+    # -- one epoch ----------------------------------------------------------------------------
+    def train_epoch(self, bn: BatchNormPolicy, optimizer, scheduler, progress=None) -> dict:
+        """One pass over the training chips; each process loads and augments only its shard."""
+        p, cfg = self.prep, self.config
+        bn.train_mode(self.raw)
+        seen = correct = 0
+        loss_sum = 0.0
+        lr_now = optimizer.param_groups[0]["lr"]
+        t0 = time.perf_counter()
+        batches = index_batches(p.indices("train"), cfg.batch_size, True, self.generator)
+        sizes = [len(b) for b in batches]
+        mine = [shard(b, self.rank, self.world) for b in batches]
+        loaded = prefetch(
+            (load_batch(p.images.pixels, p.images.folder.labels, b) for b in mine), self.device
+        )
+        for i, ((x, y), n_global) in enumerate(zip(loaded, sizes, strict=True)):
+            if n_global < self.world:
+                continue  # a last global batch too small to give every process a chip
+            x = augment_batch(
+                self.augment, x.to(self.device, non_blocking=True), n_global, self.rank, self.world
+            )
+            x = p.preprocessing.normalize(x).contiguous(memory_format=torch.channels_last)
+            y = y.to(self.device, non_blocking=True)
+            step_now = (i + 1) % cfg.accumulate == 0 or i + 1 == len(batches)
+            with self.fabric.no_backward_sync(self.module, enabled=not step_now):
+                logits = self.module(x)
+                # Scaled so DDP's gradient average equals the one-process gradient of the batch.
+                loss = self.loss_fn(logits, y) * (self.world / n_global)
+                self.fabric.backward(loss / cfg.accumulate)
+            if step_now:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+            seen += len(y)
+            loss_sum += float(loss.detach()) * n_global / self.world
+            correct += int((logits.argmax(1) == y).sum())
+            if progress is not None:
+                progress(loss_sum / seen, correct / seen)
+        elapsed = time.perf_counter() - t0
+        return {
+            "lr": lr_now,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "train_seconds": elapsed,
+            "train_images_per_s": seen / max(elapsed, 1e-9),
+        }
+
+    def validate(self) -> dict[str, Any]:
+        """Validation loss and accuracy of the plain view (empty without a validation part)."""
+        p = self.prep
+        val_idx = p.indices("val")
+        if not len(val_idx):
+            return {}
+        _, logits = predict(
+            self.module,
+            p.preprocessing,
+            p.images.pixels,
+            val_idx,
+            self.eval_batch,
+            self.device,
+            self.fabric,
+        )
+        yv = torch.from_numpy(np.asarray(p.images.folder.labels)[val_idx])
+        return {
+            "val_loss": float(nn.functional.cross_entropy(logits, yv)),
+            "val_accuracy": float((logits.argmax(1) == yv).float().mean()),
+        }
+
+    def test(self, tta: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Test probabilities (with ``tta``), plain-view logits, and the seconds it took."""
+        p = self.prep
+        t0 = time.perf_counter()
+        probs, plain = predict(
+            self.module,
+            p.preprocessing,
+            p.images.pixels,
+            p.indices("test"),
+            self.eval_batch,
+            self.device,
+            self.fabric,
+            tta,
+        )
+        return probs, plain, time.perf_counter() - t0
+
+
+def gradient_steps(
+    batches, loss_of, optimizer: torch.optim.Optimizer, before_step=None
+) -> list[tuple[float, ...]]:
+    """The plain optimisation loop shared by adaptation methods (TENT, DANN).
+
+    For each batch: ``before_step()`` (e.g. a train-mode policy), ``loss, logs = loss_of(batch)``,
+    then zero_grad / backward / step. Returns one ``(loss, *logs)`` tuple per step.
+    """
+    out = []
+    for batch in batches:
+        if before_step is not None:
+            before_step()
+        loss, logs = loss_of(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        out.append((float(loss.detach()), *logs))
+    return out

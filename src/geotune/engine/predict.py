@@ -1,0 +1,48 @@
+"""Batched prediction with test-time augmentation."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from geotune.data.augment import TTA_VIEWS, tta_view
+from geotune.data.batches import iterate_batches, prefetch
+from geotune.models.backbones import Preprocessing
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    prep: Preprocessing,
+    pixels,
+    indices,
+    batch_size: int,
+    device,
+    fabric=None,
+    tta: str = "none",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities for the chips at ``indices``, averaged over the ``tta`` views.
+
+    Also returns the logits of the plain view, so one pass gives the figures with and without TTA.
+    """
+    model.eval()
+    probs, plain = [], []
+    dummy = np.zeros(len(pixels), dtype=np.int64)
+    for x, _ in prefetch(iterate_batches(pixels, dummy, indices, batch_size), device):
+        x = prep.normalize(x.to(device, non_blocking=True))
+        p_sum = None
+        for turns, flip in TTA_VIEWS[tta]:
+            v = tta_view(x, turns, flip).contiguous(memory_format=torch.channels_last)
+            with fabric.autocast() if fabric is not None else contextlib.nullcontext():
+                logits = model(v).float()
+            if turns == 0 and not flip:
+                plain.append(logits.cpu())
+            p = logits.softmax(-1)
+            p_sum = p if p_sum is None else p_sum + p
+        probs.append((p_sum / len(TTA_VIEWS[tta])).cpu())
+    if not probs:
+        return torch.empty(0), torch.empty(0)
+    return torch.cat(probs), torch.cat(plain)

@@ -1,0 +1,135 @@
+"""Everything a run needs, built and validated before a run folder exists."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from geotune.config import TrainConfig
+from geotune.data.decode import DecodedImages, decode_folder
+from geotune.data.folder import scan_folder
+from geotune.data.splits import make_split, read_split
+from geotune.errors import DataError
+from geotune.models.backbones import Preprocessing
+from geotune.models.classifier import SceneClassifier, build_classifier
+from geotune.transfer.groups import LayerGroup, layer_groups
+from geotune.transfer.optim import lr_multipliers
+from geotune.transfer.strategies import Phase, plan_phases
+
+
+@dataclass
+class Prepared:
+    """A validated run: config, decoded chips, split, model, layer groups and phases."""
+
+    config: TrainConfig
+    images: DecodedImages
+    split: np.ndarray
+    model: SceneClassifier
+    preprocessing: Preprocessing
+    weights: str
+    groups: list[LayerGroup]
+    phases: list[Phase]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.images.folder.classes
+
+    @property
+    def group_names(self) -> list[str]:
+        return [g.name for g in self.groups]
+
+    def indices(self, part: str) -> np.ndarray:
+        return np.flatnonzero(self.split == part)
+
+    def checkpoint_meta(self) -> dict:
+        """What a classifier checkpoint needs besides its weights (see load_classifier)."""
+        c = self.config
+        return {
+            "backbone": c.backbone,
+            "weights": self.weights,
+            "classes": self.classes,
+            "head": c.head,
+            "head_dropout": c.head_dropout,
+            "preprocessing": self.preprocessing.to_dict(),
+        }
+
+
+@dataclass
+class RunResult:
+    """What `train` returns: the finished run folder and its figures.
+
+    Attributes:
+        run_dir: the run folder (complete; renamed into place).
+        test_metrics: the contents of ``test_metrics.json`` (empty on non-lead DDP ranks).
+        history: one dict per epoch (metrics.csv).
+        summary: the contents of ``summary.json``.
+    """
+
+    run_dir: Path
+    test_metrics: dict
+    history: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+
+def prepare(
+    config: TrainConfig, console: Console | None = None, split_file: Path | None = None
+) -> Prepared:
+    """Scan and decode the data, build the model, make or read the split, plan the phases.
+
+    Every check that can fail does so here, before anything is written.
+    """
+    console = console or Console(stderr=True)
+    folder = scan_folder(config.data, skip_bad=config.skip_bad_images)
+    if len(folder.classes) < 2:
+        raise DataError(
+            f"{config.data} has one class folder ({folder.classes[0]}); a scene classifier "
+            "needs at least two classes"
+        )
+    torch.manual_seed(config.seed)  # the new head's initialisation is part of the run's seed
+    model, prep, weights = build_classifier(
+        config.backbone,
+        config.weights,
+        len(folder.classes),
+        config.head,
+        config.head_dropout,
+        config.image_size,
+    )
+    t0 = time.perf_counter()
+    images = decode_folder(
+        folder, prep.size, prep.interpolation, config.num_workers, config.skip_bad_images
+    )
+    console.log(
+        f"{len(images.folder)} images in {len(folder.classes)} classes at {prep.size} px "
+        f"(decoded/cached in {time.perf_counter() - t0:.1f}s)"
+    )
+    split_file = split_file or config.split
+    if split_file is not None:
+        split = read_split(split_file, images.folder)
+    else:
+        split = make_split(
+            images.folder,
+            config.train_fraction if config.labels_per_class is None else None,
+            config.labels_per_class,
+            config.val_fraction,
+            config.seed,
+        )
+    _check_split(split, config)
+    groups = layer_groups(model)
+    lr_multipliers(config, groups)  # validates group_lr names before anything is written
+    phases = [] if config.uses_cached_features() else plan_phases(config, groups)
+    return Prepared(config, images, split, model, prep, weights, groups, phases)
+
+
+def _check_split(split: np.ndarray, config: TrainConfig) -> None:
+    counts = {part: int((split == part).sum()) for part in ("train", "test")}
+    for part, n in counts.items():
+        if n == 0:
+            raise DataError(
+                f"the split of {config.data} has no {part} chips; "
+                "use another --split, --train-fraction or --labels-per-class"
+            )

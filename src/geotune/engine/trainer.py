@@ -1,0 +1,239 @@
+"""`geotune train`: fine-tune a pretrained backbone on a folder of scene chips and evaluate it.
+
+``fit`` is the orchestration: phases, then epochs, each a ``train_epoch`` and a ``validate`` of
+the engine (geotune.engine.loop), a checkpoint, and early stopping; then the test. A strategy is
+a list of phases (geotune.transfer.strategies); each phase gets an optimizer over exactly its
+trainable parameters and its own warmup + decay schedule. After every epoch the complete
+training state is checkpointed atomically, so ``--resume`` continues a killed run and, with
+``--deterministic``, ends with the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from geotune.config import TrainConfig
+from geotune.engine.loop import Engine, TrainState
+from geotune.engine.outputs import finish_run, write_run_header
+from geotune.engine.prepare import Prepared, RunResult, prepare
+from geotune.errors import ConfigError
+from geotune.models.classifier import save_classifier
+from geotune.runs.artifacts import read_run_config
+from geotune.runs.io import atomic_write_csv
+from geotune.runs.metering import count_params, peak_memory_mb, reset_peak_memory
+from geotune.runs.rundir import RunDir, new_run
+
+
+def train(config: TrainConfig, console: Console | None = None) -> RunResult:
+    """Validate inputs, then train and evaluate: the Python API behind `geotune train`.
+
+    Args:
+        config: a validated run configuration (``geotune.config.make_config``).
+        console: where progress goes (stderr by default).
+
+    Returns:
+        The finished run folder and its test metrics, history and summary.
+
+    Raises:
+        GeotuneError: bad data, config or weights; nothing is written to the runs folder.
+    """
+    config = config.model_copy(update={"data": Path(config.data).resolve()})
+    prep = prepare(config, console)
+    if config.uses_cached_features():
+        from geotune.engine.probe import fit_probe
+
+        return fit_probe(prep, console)
+    return fit(prep, console)
+
+
+def resume(run_dir: Path, console: Console | None = None) -> RunResult:
+    """Continue a killed or failed run from its last completed epoch (`geotune train --resume`)."""
+    run = RunDir.reopen(run_dir)
+    try:
+        config = read_run_config(run.path)
+        if config.uses_cached_features():
+            raise ConfigError(
+                f"strategy '{config.strategy}' has no epochs to resume; run it again "
+                "(features are cached)"
+            )
+        prep = prepare(config, console, split_file=run.path / "split.csv")
+        state = TrainState.load(run.path / "checkpoints" / "last.pt")
+    except BaseException:
+        run.unlock()
+        raise
+    if state is not None and state.stopped_early:
+        state.phase = len(prep.phases)
+    return fit(prep, console, run=run, state=state)
+
+
+def fit(
+    prep: Prepared,
+    console: Console | None = None,
+    run: RunDir | None = None,
+    state: TrainState | None = None,
+) -> RunResult:
+    """Train phase by phase, keep the best epoch on validation, evaluate it on the test part."""
+    resuming = run is not None
+    run = run or new_run(prep.config)
+    engine = Engine(prep, console or Console(stderr=True))
+    reset_peak_memory(engine.device)
+    state = state or TrainState()
+    if state.fresh:
+        state.bn_note = engine.reestimate_batchnorm()
+    else:
+        engine.restore(state)
+    if not engine.lead:  # a DDP process in step with the lead, which writes and evaluates
+        _train_phases(engine, None, state)
+        return RunResult(run.final, {}, state.history, {})
+    with run.staged(resuming):
+        if not resuming:
+            write_run_header(run, prep)
+        _log_start(engine, run, state)
+        phase_log = _train_phases(engine, run, state)
+        best = torch.load(
+            run.path / "checkpoints" / "best.pt", map_location="cpu", weights_only=True
+        )
+        engine.raw.load_state_dict(best["state_dict"])
+        probs, plain, test_time = engine.test(prep.config.tta)
+        summary = _summary(engine, state, phase_log, test_time)
+        (run.path / "checkpoints" / "last.pt").unlink(missing_ok=True)  # not needed once done
+        return finish_run(run, prep, probs, plain, summary, engine.console, state.best_epoch)
+
+
+def _log_start(engine: Engine, run: RunDir, state: TrainState) -> None:
+    p, cfg = engine.prep, engine.prep.config
+    parts = (len(p.indices("train")), len(p.indices("val")), len(p.indices("test")))
+    engine.console.log(
+        f"run {run.final}: {cfg.strategy} on {cfg.backbone} ({p.weights}); "
+        f"{parts[0]} train / {parts[1]} val / {parts[2]} test; "
+        f"{engine.device} {engine.precision}"
+        + (f"; resumed at phase {state.phase + 1}, epoch {state.epoch_in_phase + 1}"
+           if not state.fresh else "")
+    )  # fmt: skip
+
+
+def _train_phases(engine: Engine, run: RunDir | None, state: TrainState) -> list[dict]:
+    """Every remaining epoch of every phase; ``run`` None on processes that write nothing."""
+    phases = engine.prep.phases
+    phase_log: list[dict] = []
+    start_phase, start_epoch = state.phase, state.epoch_in_phase
+    global_epoch = sum(ph.epochs for ph in phases[:start_phase]) + start_epoch
+    total = sum(ph.epochs for ph in phases)
+    with _progress(engine.console) as progress:
+        for pi, phase in enumerate(phases):
+            if pi < start_phase or state.stopped_early:
+                continue
+            resumed_here = not state.fresh and pi == start_phase and state.optimizer is not None
+            bn, optimizer, scheduler, log = engine.setup_phase(phase, state, resumed_here)
+            phase_log.append(log)
+            engine.console.log(
+                f"phase {pi + 1}/{len(phases)} '{phase.name}': "
+                f"{log['trainable_params']:,} of {log['total_params']:,} parameters trainable"
+            )
+            for e in range(start_epoch if pi == start_phase else 0, phase.epochs):
+                global_epoch += 1
+                task = progress.add_task(
+                    "train", total=engine.batches_per_epoch, epoch=f"{global_epoch}/{total}",
+                    loss=0.0, acc=0.0,
+                )  # fmt: skip
+
+                def advance(loss, acc, task=task):
+                    progress.update(task, advance=1, loss=loss, acc=acc)
+
+                t0 = time.perf_counter()
+                stats = engine.train_epoch(bn, optimizer, scheduler, advance)
+                state.train_seconds += stats.pop("train_seconds")
+                images_per_s = stats.pop("train_images_per_s")
+                row = {"epoch": global_epoch, "phase": phase.name, **stats, **engine.validate()}
+                row.update(epoch_time_s=time.perf_counter() - t0, train_images_per_s=images_per_s)
+                progress.remove_task(task)
+                _end_epoch(engine, run, state, row, last_phase=pi == len(phases) - 1)
+                state.phase, state.epoch_in_phase = pi, e + 1
+                if run is not None:
+                    engine.snapshot(state, optimizer, scheduler)
+                    state.save(run.path / "checkpoints" / "last.pt")  # after best.pt
+                if state.stopped_early:
+                    engine.console.log(
+                        f"early stop: no better validation accuracy for {state.stale} epochs"
+                    )
+                    break
+    return phase_log
+
+
+def _end_epoch(
+    engine: Engine, run: RunDir | None, state: TrainState, row: dict, last_phase: bool
+) -> None:
+    """History, best checkpoint and early stopping after one epoch."""
+    state.history.append(row)
+    val = f" val acc {row['val_accuracy']:.1%}" if "val_accuracy" in row else ""
+    engine.console.log(
+        f"epoch {row['epoch']}/{sum(p.epochs for p in engine.prep.phases)} ({row['phase']}): loss {row['train_loss']:.3f} "
+        f"acc {row['train_accuracy']:.1%}{val} ({row['epoch_time_s']:.0f}s)"
+    )
+    score = row.get("val_accuracy", float(row["epoch"]))  # no validation: the last epoch
+    if score > state.best_acc:
+        state.best_acc, state.best_epoch, state.stale = score, row["epoch"], 0
+        if run is not None:
+            meta = {**engine.prep.checkpoint_meta(), "epoch": row["epoch"]}
+            save_classifier(run.path / "checkpoints" / "best.pt", engine.raw, meta)
+    else:
+        state.stale += 1
+    patience = engine.config.patience
+    state.stopped_early = bool(patience and last_phase and state.stale >= patience)
+    if run is not None:
+        columns = list(dict.fromkeys(k for r in state.history for k in r))
+        rows = ([r.get(k, "") for k in columns] for r in state.history)
+        atomic_write_csv(run.path / "metrics.csv", columns, rows)
+
+
+def _summary(engine: Engine, state: TrainState, phase_log: list[dict], test_time: float) -> dict:
+    history, cfg = state.history, engine.config
+    trainable, total = count_params(engine.raw)
+    n_test = len(engine.prep.indices("test"))
+    return {
+        "phases": phase_log,
+        "bn_policy": cfg.bn_policy,
+        "bn_note": state.bn_note,
+        "trainable_params": max((p["trainable_params"] for p in phase_log), default=trainable),
+        "total_params": total,
+        "best_epoch": state.best_epoch,
+        "best_val_accuracy": state.best_acc if len(engine.prep.indices("val")) else None,
+        # Accuracy on the (augmented) training batches of the kept epoch: train - test = the gap.
+        "train_accuracy": next(
+            (r["train_accuracy"] for r in history if r["epoch"] == state.best_epoch), None
+        ),
+        "stopped_early": state.stopped_early,
+        "epochs_run": len(history),
+        "train_time_s": state.train_seconds,
+        "time_per_epoch_s": float(np.mean([r["epoch_time_s"] for r in history]))
+        if history
+        else 0.0,
+        "train_images_per_s": float(np.mean([r["train_images_per_s"] for r in history]))
+        if history
+        else 0.0,
+        "test_images_per_s": n_test / max(test_time, 1e-9),
+        "peak_memory_mb": peak_memory_mb(engine.device),
+        "device": str(engine.device),
+        "precision": engine.precision,
+        "compile": cfg.compile,
+        "history": history,
+    }
+
+
+def _progress(console: Console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.1%}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
