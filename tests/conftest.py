@@ -14,6 +14,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 AID = REPO.parent / "shared" / "datasets" / "aid150"
+# Committed: 4 classes x 8 AID chips at 48 px (tests/fixtures/README.md).
+AID_TINY = REPO / "tests" / "fixtures" / "aid_tiny"
+# timm's ~100k-parameter test network: real layer groups and BatchNorm, random weights, no
+# download. Used where a test is about plumbing rather than pretrained weights (fast tier).
+STUB_BACKBONE = "test_efficientnet"
 CLASSES = ("Airport", "Beach", "Forest", "River")
 
 
@@ -42,6 +47,34 @@ def copy_subset(dest: Path, per_class: int, classes=CLASSES, offset: int = 0) ->
 def aid_small(tmp_path_factory) -> Path:
     """4 classes x 12 images: enough for a stratified 50/50 split with validation."""
     return copy_subset(tmp_path_factory.mktemp("aid_small"), 12)
+
+
+@pytest.fixture(scope="session")
+def aid_tiny() -> Path:
+    """The committed tiny dataset (read-only: copy it before damaging it)."""
+    return AID_TINY
+
+
+@pytest.fixture
+def tiny_copy(tmp_path) -> Path:
+    """A writable copy of the tiny dataset, for tests that damage the data."""
+    shutil.copytree(AID_TINY, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def stub_args(data: Path, output: Path, **options) -> dict:
+    """`make_config` values for a fast plumbing run on the stub backbone."""
+    return {
+        "data": data,
+        "output": output,
+        "backbone": STUB_BACKBONE,
+        "weights": "random",
+        "image_size": 32,
+        "batch_size": 8,
+        "train_fraction": 0.5,
+        "epochs": 1,
+        **options,
+    }
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ def _imagenet_top1(model, prep, image: np.ndarray) -> tuple[int, float]:
     return int(p.argmax()), float(p.max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "mobilenetv2_100"])
 def test_offline_weights_are_genuine_imagenet(name):
     skimage_data = pytest.importorskip("skimage.data")
@@ -105,6 +106,7 @@ def test_unknown_backbone_suggests_names():
         create_backbone("resnet5O", "random")
 
 
+@pytest.mark.slow
 def test_hub_weights_offline_name_the_alternatives(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(

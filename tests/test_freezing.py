@@ -100,6 +100,7 @@ def _bn_state(model):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("strategy", "policy", "frozen_prefixes", "moving_prefixes"),
     [

@@ -39,6 +39,7 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_grid_results_table(sweep):
     rows = _csv(sweep / "results.csv")
     assert len(rows) == 2 * 2 * 2

@@ -61,6 +61,7 @@ def test_simulator_errors():
         simulate_shift(_chips(), "haze", 1.5)
 
 
+@pytest.mark.slow
 def test_distances_are_near_zero_without_shift_and_grow_with_it(pair, tmp_path):
     a, b = pair
     levels = (0.0, 0.4, 0.7, 1.0)
@@ -200,6 +201,7 @@ def test_adabn_sets_target_statistics_and_records_its_data(source_run, target, t
     assert (out / "report.md").read_text().count("adabn") >= 1
 
 
+@pytest.mark.slow
 def test_tent_trains_only_batchnorm_affine_and_lowers_entropy(source_run, target, tmp_path):
     labelled, flat = target
     summary, out = _adapt(source_run, flat, labelled, tmp_path, "tent", epochs=3)
@@ -219,6 +221,7 @@ def test_tent_trains_only_batchnorm_affine_and_lowers_entropy(source_run, target
     assert changed and changed <= bn_params
 
 
+@pytest.mark.slow
 def test_coral_aligns_target_features_in_the_head(source_run, target, tmp_path):
     labelled, flat = target
     _, out = _adapt(source_run, flat, labelled, tmp_path, "coral")
@@ -249,6 +252,7 @@ def test_coral_aligns_target_features_in_the_head(source_run, target, tmp_path):
         torch.testing.assert_close(w1 @ mu_t + b1, w0 @ mu_s + b0, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_dann_trains_the_last_groups_only(source_run, target, tmp_path):
     labelled, flat = target
     summary, out = _adapt(source_run, flat, labelled, tmp_path, "dann", trainable_groups=1)
@@ -279,6 +283,7 @@ def test_adapt_errors(source_run, tmp_path):
         adapt_run(source_run, make_adapt_config(method="adabn", target=empty))
 
 
+@pytest.mark.slow
 def test_cli_adapts_with_several_methods(source_run, target, tmp_path):
     import subprocess
 
@@ -296,6 +301,7 @@ def test_cli_adapts_with_several_methods(source_run, target, tmp_path):
     assert table.count("helped") + table.count("hurt") + table.count("no change") == 2
 
 
+@pytest.mark.slow
 def test_cli_simulates_and_measures(pair, tmp_path):
     import subprocess
 

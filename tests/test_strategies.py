@@ -155,6 +155,7 @@ def test_warmup_then_decay_keeps_group_ratios(tmp_path, schedule):
     np.testing.assert_allclose(lrs[:, stem], 0.1 * lrs[:, head], rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_frozen_policy_keeps_statistics_but_trains_affine(aid_small):
     model, prep, groups = _groups("tf_efficientnet_lite0", "offline")
     images = decode_folder(scan_folder(aid_small), 64)
@@ -174,6 +175,7 @@ def test_frozen_policy_keeps_statistics_but_trains_affine(aid_small):
     assert not torch.equal(gamma, model.backbone.bn1.weight)
 
 
+@pytest.mark.slow
 def test_adabn_re_estimates_statistics_from_the_data(aid_small):
     model, prep, _ = _groups("tf_efficientnet_lite0", "offline")
     images = decode_folder(scan_folder(aid_small), 64)
@@ -191,6 +193,7 @@ def test_adabn_re_estimates_statistics_from_the_data(aid_small):
     assert model.backbone.bn1.momentum == 0.1  # restored for later use
 
 
+@pytest.mark.slow
 def test_linear_probe_reuses_cached_features(aid_small, tmp_path, monkeypatch):
     calls = []
     real = probe.run_backbone
@@ -262,6 +265,7 @@ def _cli(*args):
     return [*GEOTUNE_CLI, *map(str, args)]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(aid_small, tmp_path):
     args = train_args(
         aid_small, tmp_path, strategy="lp-ft", head_epochs=1, epochs=8, deterministic=True
@@ -303,6 +307,7 @@ def test_resume_refuses_finished_or_unknown_runs(aid_small, tmp_path):
         resume(tmp_path / "nothing")
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(aid_small, tmp_path):
     # gloo on CPU: the same code path as multi-GPU DDP. Frozen BN statistics make the two runs
     # mathematically identical (same global batches, augmentations and averaged gradients).
@@ -330,6 +335,7 @@ def test_two_process_ddp_matches_one_process(aid_small, tmp_path):
     assert val[0] == val[1]
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_a_larger_batch(aid_small, tmp_path):
     # No augmentation and frozen BN: 2 accumulated batches of 4 are one batch of 8, step for step.
     base = dict(
@@ -354,6 +360,7 @@ def test_gradient_accumulation_equals_a_larger_batch(aid_small, tmp_path):
     assert [r["val_accuracy"] for r in big.history] == [r["val_accuracy"] for r in acc.history]
 
 
+@pytest.mark.slow
 def test_early_stopping(aid_small, tmp_path):
     # A learning rate too small to change any prediction: validation accuracy never improves.
     result = train(
@@ -378,6 +385,7 @@ def test_knn_run_cannot_be_evaluated_elsewhere(aid_small, tmp_path):
         evaluate_run(result.run_dir)
 
 
+@pytest.mark.slow
 def test_peak_memory_is_counted_per_run(aid_small, tmp_path):
     from geotune.runs import peak_memory_mb
 

@@ -51,6 +51,7 @@ def cli_run(aid_small, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_cli_run_folder_is_complete(cli_run):
     for name in (
         "config.yaml",
@@ -80,6 +81,7 @@ def test_cli_run_folder_is_complete(cli_run):
     )
 
 
+@pytest.mark.slow
 def test_saved_config_reproduces_the_run_config(cli_run):
     config = load_config(cli_run / "config.yaml")
     assert (
@@ -93,6 +95,7 @@ def test_saved_config_reproduces_the_run_config(cli_run):
     )
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_test_metrics(cli_run):
     saved = json.loads((cli_run / "test_metrics.json").read_text())
     metrics, out = evaluate_run(cli_run)
@@ -101,6 +104,7 @@ def test_evaluate_reproduces_test_metrics(cli_run):
     assert (out / "eval_metrics.json").is_file() and (out / "eval_per_class.csv").is_file()
 
 
+@pytest.mark.slow
 def test_evaluate_on_another_dataset_with_the_same_classes(cli_run, tmp_path):
     other = copy_subset(tmp_path / "other", 3, classes=("Beach", "Forest"), offset=100)
     proc = run_cli("evaluate", cli_run, "--data", other)
@@ -110,6 +114,7 @@ def test_evaluate_on_another_dataset_with_the_same_classes(cli_run, tmp_path):
     assert proc.returncode == 2 and "classes the model was not trained on (Desert)" in proc.stderr
 
 
+@pytest.mark.slow
 def test_split_file_is_reused(cli_run, aid_small, tmp_path):
     config = make_config(
         data=aid_small,
@@ -124,6 +129,7 @@ def test_split_file_is_reused(cli_run, aid_small, tmp_path):
     assert (result.run_dir / "split.csv").read_text() == (cli_run / "split.csv").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["feature-extraction", "full"])
 def test_strategies_train_and_learn(aid_small, tmp_path, strategy):
     config = make_config(
@@ -145,6 +151,7 @@ def test_strategies_train_and_learn(aid_small, tmp_path, strategy):
     assert before["classes"] == ["Airport", "Beach", "Forest", "River"]
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path, aid_small):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(f"data: {aid_small}\nlearning_rate: 0.1\n")
@@ -184,6 +191,7 @@ def test_skipped_files_are_listed_in_the_run(tmp_path):
     assert "Beach/broken.jpg" not in (result.run_dir / "split.csv").read_text()
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_no_run_folder(tmp_path, aid_small):
     out = tmp_path / "runs"
     kill_after(train_args(aid_small, out, name="killed", epochs=50), "epoch 1/50", timeout=240)
@@ -209,6 +217,7 @@ def test_metrics_agree_with_scikit_learn():
     assert m["kappa"] == pytest.approx(cohen_kappa_score(t, p), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_resnet18_from_a_local_checkpoint_trains_end_to_end(aid_small, tmp_path):
     # ResNets ship in no offline package: a checkpoint written here stands in for a downloaded one.
     import timm

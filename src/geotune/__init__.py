@@ -1,7 +1,64 @@
-"""geotune: transfer learning and fine-tuning for remote-sensing scene classification."""
+"""geotune: transfer learning and fine-tuning for remote-sensing scene classification.
+
+The public API (each name is documented where it lives)::
+
+    from geotune import make_config, train, evaluate, compare, adapt_run
+
+- ``make_config(**options)`` / ``TrainConfig``: a validated `geotune train` configuration;
+- ``train(config)``, ``resume(run_dir)``: fine-tune and evaluate, write a run folder;
+- ``evaluate(run_dir, data=None, ...)``: re-evaluate a run, on its test split or other data;
+- ``compare(make_compare_config(...))``: strategies x label budgets x seeds, with a report;
+- ``adapt_run(run_dir, make_adapt_config(...))``: unsupervised domain adaptation of a run;
+- ``measure_shift(a, b, ...)``: the domain shift between two datasets;
+- errors: ``GeotuneError`` and its ``ConfigError``, ``DataError``, ``WeightsError``.
+
+Heavy modules (torch, timm) load on first use of a name, so ``import geotune`` stays fast.
+"""
+
+from importlib import import_module
+from typing import Any
 
 from geotune.errors import ConfigError, DataError, GeotuneError, WeightsError
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "DataError", "GeotuneError", "WeightsError", "__version__"]
+_LAZY = {
+    "TrainConfig": ("geotune.config", "TrainConfig"),
+    "make_config": ("geotune.config", "make_config"),
+    "load_config": ("geotune.config", "load_config"),
+    "train": ("geotune.engine.trainer", "train"),
+    "resume": ("geotune.engine.trainer", "resume"),
+    "RunResult": ("geotune.engine.prepare", "RunResult"),
+    "evaluate": ("geotune.evaluation.evaluate", "evaluate_run"),
+    "EvaluateConfig": ("geotune.evaluation.evaluate", "EvaluateConfig"),
+    "compare": ("geotune.sweep.compare", "run_compare"),
+    "CompareConfig": ("geotune.sweep.compare", "CompareConfig"),
+    "make_compare_config": ("geotune.sweep.compare", "make_compare_config"),
+    "adapt_run": ("geotune.adapt.run", "adapt_run"),
+    "AdaptConfig": ("geotune.adapt.config", "AdaptConfig"),
+    "make_adapt_config": ("geotune.adapt.config", "make_adapt_config"),
+    "measure_shift": ("geotune.shift.measure", "measure_shift"),
+    "write_report": ("geotune.report.reports", "write_report"),
+}
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "GeotuneError",
+    "WeightsError",
+    "__version__",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'geotune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

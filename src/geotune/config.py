@@ -255,7 +255,17 @@ def build_config(model: type[M], what: str = "option", **values: Any) -> M:
 
 
 def make_config(**values: Any) -> TrainConfig:
-    """Build and validate a config; raises ConfigError with a one-line message."""
+    """Build and validate a `geotune train` configuration.
+
+    Args:
+        **values: any `geotune train` option by its config name (``data``, ``strategy``, ...).
+
+    Returns:
+        The validated TrainConfig.
+
+    Raises:
+        ConfigError: an unknown key or a bad value, in one line.
+    """
     try:
         return TrainConfig(**values)
     except ValidationError as err:
@@ -278,7 +288,15 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
 
 
 def load_config(path: Path, **overrides: Any) -> TrainConfig:
-    """Read a YAML config; explicit ``overrides`` (e.g. CLI flags) win over the file."""
+    """Read a YAML config; explicit ``overrides`` (e.g. CLI flags) win over the file.
+
+    Args:
+        path: a YAML file of ``option: value`` pairs.
+        **overrides: options that replace the file's values (None values are ignored).
+
+    Returns:
+        The validated TrainConfig.
+    """
     values = load_yaml_mapping(path)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return make_config(**values)

@@ -2,10 +2,10 @@
 
 Every problem a user can fix (bad data, bad config, missing weights) is raised as a
 ``GeotuneError`` whose message is one line naming the problem and the fix. The CLI prints it
-without a traceback; the Python API lets it propagate like any exception.
+without a traceback; the Python API lets it propagate like any exception. Each error also
+subclasses the builtin a library user would catch (``ValueError`` for bad values and data,
+``RuntimeError`` for weights that cannot be had).
 """
-
-from __future__ import annotations
 
 
 class GeotuneError(Exception):
@@ -16,13 +16,13 @@ class GeotuneError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
-class DataError(GeotuneError):
+class DataError(GeotuneError, ValueError):
     """The dataset on disk cannot be used as given."""
 
 
-class WeightsError(GeotuneError):
+class WeightsError(GeotuneError, RuntimeError):
     """Pretrained weights cannot be found, downloaded or loaded."""
 
 
-class ConfigError(GeotuneError):
+class ConfigError(GeotuneError, ValueError):
     """A configuration value is invalid."""

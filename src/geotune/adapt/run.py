@@ -116,20 +116,7 @@ def adapt_run(
         functools.cache(lambda: _source_chips(run, prep)),
     )
     method_info = ADAPT_METHODS[config.method].adapt(ctx)
-    summary = {
-        "method": config.method,
-        "source_run": str(run.resolve()),
-        "target": str(Path(config.target).resolve()),
-        "target_images_used": int(len(t_idx)),
-        "target_labels_used": False,
-        "target_listing": "every image file under the target folder; folder names not read",
-        "options": config.model_dump(mode="json"),
-        **{f"method_{k}": v for k, v in method_info.items()},
-        "adaptation_seconds": time.perf_counter() - t0,
-        "source_test_overall_accuracy": TestMetrics.read(run / TEST_METRICS_FILE).overall_accuracy
-        if (run / TEST_METRICS_FILE).is_file()
-        else None,
-    }
+    summary = _summary(run, config, t_idx, method_info, time.perf_counter() - t0)
     out = RunDir(config.output or run.parent, config.name or f"{run.name}-{config.method}")
     out.create()
     try:
@@ -154,6 +141,23 @@ def adapt_run(
         out.discard()
         raise
     return summary, final
+
+
+def _summary(run: Path, config: AdaptConfig, t_idx, method_info: dict, seconds: float) -> dict:
+    return {
+        "method": config.method,
+        "source_run": str(run.resolve()),
+        "target": str(Path(config.target).resolve()),
+        "target_images_used": int(len(t_idx)),
+        "target_labels_used": False,
+        "target_listing": "every image file under the target folder; folder names not read",
+        "options": config.model_dump(mode="json"),
+        **{f"method_{k}": v for k, v in method_info.items()},
+        "adaptation_seconds": seconds,
+        "source_test_overall_accuracy": TestMetrics.read(run / TEST_METRICS_FILE).overall_accuracy
+        if (run / TEST_METRICS_FILE).is_file()
+        else None,
+    }
 
 
 def _target_chips(config: AdaptConfig, prep) -> tuple[DecodedImages, np.ndarray]:

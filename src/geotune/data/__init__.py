@@ -1,47 +1,51 @@
-"""Data: scene folders, the decode-once cache, splits, batches, augmentation and class maps."""
+"""Data: scene folders, the decode-once cache, splits, batches, augmentation and class maps.
 
-from geotune.data.augment import augment_batch, build_augment, tta_view
-from geotune.data.batches import image_batches, iterate_batches, prefetch
-from geotune.data.classmap import label_remap, load_class_map, pair_classes
-from geotune.data.decode import CACHE_VERSION, DecodedImages, decode_folder, read_rgb, resize_chip
-from geotune.data.folder import (
-    IGNORED_FILES,
-    IMAGE_EXTENSIONS,
-    SceneFolder,
-    cache_root,
-    default_workers,
-    has_class_folders,
-    list_unlabelled,
-    scan_folder,
-)
-from geotune.data.splits import SPLITS, budget_split, make_split, read_split, write_split
+Names load on first use (PEP 562), so importing one submodule does not import them all.
+"""
 
-__all__ = [
-    "CACHE_VERSION",
-    "DecodedImages",
-    "IGNORED_FILES",
-    "IMAGE_EXTENSIONS",
-    "SPLITS",
-    "SceneFolder",
-    "augment_batch",
-    "budget_split",
-    "build_augment",
-    "cache_root",
-    "decode_folder",
-    "default_workers",
-    "has_class_folders",
-    "image_batches",
-    "iterate_batches",
-    "label_remap",
-    "list_unlabelled",
-    "load_class_map",
-    "make_split",
-    "pair_classes",
-    "prefetch",
-    "read_rgb",
-    "read_split",
-    "resize_chip",
-    "scan_folder",
-    "tta_view",
-    "write_split",
-]
+from importlib import import_module
+from typing import Any
+
+_LAZY = {
+    "CACHE_VERSION": "geotune.data.decode",
+    "DecodedImages": "geotune.data.decode",
+    "IGNORED_FILES": "geotune.data.folder",
+    "IMAGE_EXTENSIONS": "geotune.data.folder",
+    "SPLITS": "geotune.data.splits",
+    "SceneFolder": "geotune.data.folder",
+    "augment_batch": "geotune.data.augment",
+    "budget_split": "geotune.data.splits",
+    "build_augment": "geotune.data.augment",
+    "cache_root": "geotune.data.folder",
+    "decode_folder": "geotune.data.decode",
+    "default_workers": "geotune.data.folder",
+    "has_class_folders": "geotune.data.folder",
+    "image_batches": "geotune.data.batches",
+    "iterate_batches": "geotune.data.batches",
+    "label_remap": "geotune.data.classmap",
+    "list_unlabelled": "geotune.data.folder",
+    "load_class_map": "geotune.data.classmap",
+    "make_split": "geotune.data.splits",
+    "pair_classes": "geotune.data.classmap",
+    "prefetch": "geotune.data.batches",
+    "read_rgb": "geotune.data.decode",
+    "read_split": "geotune.data.splits",
+    "resize_chip": "geotune.data.decode",
+    "scan_folder": "geotune.data.folder",
+    "tta_view": "geotune.data.augment",
+    "write_split": "geotune.data.splits",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -52,7 +52,15 @@ def train(config: TrainConfig, console: Console | None = None) -> RunResult:
 
 
 def resume(run_dir: Path, console: Console | None = None) -> RunResult:
-    """Continue a killed or failed run from its last completed epoch (`geotune train --resume`)."""
+    """Continue a killed or failed run from its last completed epoch (`geotune train --resume`).
+
+    Args:
+        run_dir: the run folder (or its ``.NAME.partial`` staging folder).
+        console: where progress goes.
+
+    Returns:
+        The finished run, as ``train`` returns it.
+    """
     run = RunDir.reopen(run_dir)
     try:
         config = read_run_config(run.path)

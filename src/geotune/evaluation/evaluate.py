@@ -63,6 +63,19 @@ def evaluate_run(
     model knows, or ``class_map`` (YAML ``their_class: model_class``, many-to-one allowed) pairs
     them; classes left unmapped are excluded and listed. The drop against the run's own test
     accuracy is reported.
+
+    Args:
+        run_dir: a finished run folder.
+        data: another ImageFolder dataset (None: the run's own test split).
+        batch_size: chips per forward pass.
+        device: auto | cpu | cuda | cuda:N | mps.
+        workers: decode threads.
+        tta: test-time augmentation views.
+        console: where the table goes.
+        class_map: YAML file or mapping ``their_class: model_class``.
+
+    Returns:
+        (metrics, folder of this evaluation).
     """
     console = console or Console(stderr=True)
     run = require_complete_run(run_dir)
@@ -76,25 +89,11 @@ def evaluate_run(
     classes: list[str] = ckpt["classes"]
     if data is None:
         images, split = run_images(run, prep, workers)
-        idx = np.flatnonzero(split == "test")
-        name = "test"
-        labels = images.folder.labels
+        idx, name, labels = np.flatnonzero(split == "test"), "test", images.folder.labels
+        mapping, excluded = {}, []
     else:
-        folder = scan_folder(data)
-        cmap = load_class_map(class_map)
-        unknown = [c for c in folder.classes if c not in classes]
-        if unknown and cmap is None:
-            raise DataError(
-                f"{data} has classes the model was not trained on ({', '.join(unknown[:5])}); "
-                f"pass --class-map MAP.yaml pairing them with the model's classes "
-                f"({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''})"
-            )
-        mapping, excluded = pair_classes(folder.classes, classes, cmap)
-        images = decode_folder(folder, prep.size, prep.interpolation, workers)
-        # Map the other dataset's label indices onto the model's class order; -1: left out.
-        labels = label_remap(images.folder.classes, classes, mapping)[images.folder.labels]
-        idx = np.flatnonzero(labels >= 0)
-        name = Path(data).resolve().name
+        images, labels, mapping, excluded = _other_dataset(data, classes, class_map, prep, workers)
+        idx, name = np.flatnonzero(labels >= 0), Path(data).resolve().name
     dev = resolve_device(device)
     model.to(dev)
     t0 = time.perf_counter()
@@ -108,16 +107,7 @@ def evaluate_run(
         seconds=time.perf_counter() - t0,
     )
     if data is not None:
-        # An adapted run has no test set of its own; its source run's accuracy is in-domain.
-        own = (
-            RunSummary.read(run / SUMMARY_FILE).accuracy_under(tta)
-            if (run / SUMMARY_FILE).is_file()
-            else None
-        )
-        if own is None and (run / "adaptation.json").is_file():
-            own = json.loads((run / "adaptation.json").read_text()).get(
-                "source_test_overall_accuracy"
-            )
+        own = _in_domain_accuracy(run, tta)
         metrics.update(
             class_pairs=mapping,
             excluded_classes=excluded,
@@ -128,17 +118,49 @@ def evaluate_run(
     out.create()
     save_metrics(metrics, out.path, "eval")
     final = out.commit()
-    console.print(metrics_table(metrics, f"{run.name} on {name}"))
-    if data is not None:
-        if excluded:
-            console.print(f"left out (no class pair): {', '.join(excluded)}")
-        if metrics["drop_vs_in_domain"] is not None:
-            console.print(
-                f"in-domain test OA {100 * metrics['in_domain_overall_accuracy']:.2f}% -> "
-                f"{100 * metrics['overall_accuracy']:.2f}% on {name} "
-                f"(drop {100 * metrics['drop_vs_in_domain']:.2f} points)"
-            )
+    _print_evaluation(console, metrics, f"{run.name} on {name}", data is not None)
     return metrics, final
+
+
+def _print_evaluation(console: Console, metrics: dict, title: str, cross: bool) -> None:
+    console.print(metrics_table(metrics, title))
+    if not cross:
+        return
+    if metrics["excluded_classes"]:
+        console.print(f"left out (no class pair): {', '.join(metrics['excluded_classes'])}")
+    if metrics["drop_vs_in_domain"] is not None:
+        console.print(
+            f"in-domain test OA {100 * metrics['in_domain_overall_accuracy']:.2f}% -> "
+            f"{100 * metrics['overall_accuracy']:.2f}% on {metrics['split']} "
+            f"(drop {100 * metrics['drop_vs_in_domain']:.2f} points)"
+        )
+
+
+def _other_dataset(data: Path, classes: list[str], class_map, prep, workers):
+    """Another dataset's chips, with labels mapped onto the model's classes (-1: left out)."""
+    folder = scan_folder(data)
+    cmap = load_class_map(class_map)
+    unknown = [c for c in folder.classes if c not in classes]
+    if unknown and cmap is None:
+        raise DataError(
+            f"{data} has classes the model was not trained on ({', '.join(unknown[:5])}); "
+            f"pass --class-map MAP.yaml pairing them with the model's classes "
+            f"({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''})"
+        )
+    mapping, excluded = pair_classes(folder.classes, classes, cmap)
+    images = decode_folder(folder, prep.size, prep.interpolation, workers)
+    labels = label_remap(images.folder.classes, classes, mapping)[images.folder.labels]
+    return images, labels, mapping, excluded
+
+
+def _in_domain_accuracy(run: Path, tta: str) -> float | None:
+    """The run's own test accuracy under ``tta``; an adapted run has no test set of its own,
+    so its source run's accuracy is the in-domain one."""
+    if (run / SUMMARY_FILE).is_file():
+        return RunSummary.read(run / SUMMARY_FILE).accuracy_under(tta)
+    if (run / "adaptation.json").is_file():
+        return json.loads((run / "adaptation.json").read_text()).get("source_test_overall_accuracy")
+    return None
 
 
 def run_images(run: Path, prep, workers: int | None = None):

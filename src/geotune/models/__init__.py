@@ -1,49 +1,44 @@
-"""Models: backbones with their weights and preprocessing, and the scene classifier."""
+"""Models: backbones with their weights and preprocessing, and the scene classifier.
 
-from geotune.models.backbones import (
-    CHECKPOINT_SUFFIXES,
-    OFFLINE_WEIGHTS,
-    SUGGESTED_BACKBONES,
-    WEIGHT_SOURCES,
-    OfflineWeights,
-    Preprocessing,
-    backbone_status,
-    create_backbone,
-    hub_is_cached,
-    imagenet_classifier,
-    load_into,
-    offline_names,
-    read_checkpoint,
-    resolve_source,
-)
-from geotune.models.classifier import (
-    SceneClassifier,
-    build_classifier,
-    build_head,
-    load_classifier,
-    save_classifier,
-    signed_power,
-)
+Names load on first use (PEP 562), so importing one submodule does not import them all.
+"""
 
-__all__ = [
-    "OFFLINE_WEIGHTS",
-    "CHECKPOINT_SUFFIXES",
-    "OfflineWeights",
-    "Preprocessing",
-    "SUGGESTED_BACKBONES",
-    "SceneClassifier",
-    "WEIGHT_SOURCES",
-    "backbone_status",
-    "build_classifier",
-    "build_head",
-    "create_backbone",
-    "hub_is_cached",
-    "imagenet_classifier",
-    "load_classifier",
-    "load_into",
-    "offline_names",
-    "read_checkpoint",
-    "resolve_source",
-    "save_classifier",
-    "signed_power",
-]
+from importlib import import_module
+from typing import Any
+
+_LAZY = {
+    "CHECKPOINT_SUFFIXES": "geotune.models.backbones",
+    "OFFLINE_WEIGHTS": "geotune.models.backbones",
+    "OfflineWeights": "geotune.models.backbones",
+    "Preprocessing": "geotune.models.backbones",
+    "SUGGESTED_BACKBONES": "geotune.models.backbones",
+    "SceneClassifier": "geotune.models.classifier",
+    "WEIGHT_SOURCES": "geotune.models.backbones",
+    "backbone_status": "geotune.models.backbones",
+    "build_classifier": "geotune.models.classifier",
+    "build_head": "geotune.models.classifier",
+    "create_backbone": "geotune.models.backbones",
+    "hub_is_cached": "geotune.models.backbones",
+    "imagenet_classifier": "geotune.models.backbones",
+    "load_classifier": "geotune.models.classifier",
+    "load_into": "geotune.models.backbones",
+    "offline_names": "geotune.models.backbones",
+    "read_checkpoint": "geotune.models.backbones",
+    "resolve_source": "geotune.models.backbones",
+    "save_classifier": "geotune.models.classifier",
+    "signed_power": "geotune.models.classifier",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -244,6 +244,34 @@ def sweep_report(sweep: Path) -> Path:
     doc.para(
         "Overall accuracy: mean over seeds with its 95% t-interval; overfitting gap: training minus test accuracy."
     )
+    _strategy_table(doc, table)
+    doc.h2("Data efficiency")
+    doc.figure(_efficiency_figure(table), "accuracy versus labels per class")
+    if results["paired"]:
+        _paired_table(doc, results["paired"])
+    top_budget = table[-1]["labels_per_class"]
+    curves = {
+        c["strategy"]: _read_csv(Path(c["run"]) / "metrics.csv")
+        for c in cells
+        if c["labels_per_class"] == top_budget and c["seed"] == 0
+    }
+    curves = {k: v for k, v in curves.items() if v}
+    if curves:
+        doc.h2(f"Learning curves ({top_budget} labels per class, seed 0)")
+        doc.figure(_learning_figure(curves), "learning curves")
+    best = max(cells, key=lambda c: c["overall_accuracy"])
+    best_run = Path(best["run"])
+    doc.h2(f"Best run: {best_run.name}")
+    doc.figure(
+        _confusion_figure(TestMetrics.read(best_run / TEST_METRICS_FILE).model_dump()),
+        "confusion matrix",
+    )
+    doc.h2("Most confused class pairs (best run)")
+    _confused_pairs(doc, best_run)
+    return doc.write()
+
+
+def _strategy_table(doc: _Doc, table: list[dict]) -> None:
     doc.table(
         [
             "strategy",
@@ -275,46 +303,26 @@ def sweep_report(sweep: Path) -> Path:
             for t in table
         ],
     )
-    doc.h2("Data efficiency")
-    doc.figure(_efficiency_figure(table), "accuracy versus labels per class")
-    if results["paired"]:
-        doc.h2("Paired comparisons (same splits)")
-        doc.table(
-            ["labels / class", "A", "B", "A - B (pt)", "95% CI", "p (paired t)"],
+
+
+def _paired_table(doc: _Doc, paired: list[dict]) -> None:
+    doc.h2("Paired comparisons (same splits)")
+    doc.table(
+        ["labels / class", "A", "B", "A - B (pt)", "95% CI", "p (paired t)"],
+        [
             [
-                [
-                    p["labels_per_class"],
-                    p["a"],
-                    p["b"],
-                    f"{100 * p['diff_mean']:+.1f}",
-                    f"[{100 * p['diff_ci_low']:+.1f}, {100 * p['diff_ci_high']:+.1f}]"
-                    if not math.isnan(p["diff_ci_low"])
-                    else "n/a",
-                    "n/a" if math.isnan(p["p_value"]) else f"{p['p_value']:.3g}",
-                ]
-                for p in results["paired"]
-            ],
-        )
-    top_budget = table[-1]["labels_per_class"]
-    curves = {
-        c["strategy"]: _read_csv(Path(c["run"]) / "metrics.csv")
-        for c in cells
-        if c["labels_per_class"] == top_budget and c["seed"] == 0
-    }
-    curves = {k: v for k, v in curves.items() if v}
-    if curves:
-        doc.h2(f"Learning curves ({top_budget} labels per class, seed 0)")
-        doc.figure(_learning_figure(curves), "learning curves")
-    best = max(cells, key=lambda c: c["overall_accuracy"])
-    best_run = Path(best["run"])
-    doc.h2(f"Best run: {best_run.name}")
-    doc.figure(
-        _confusion_figure(json.loads((best_run / "test_metrics.json").read_text())),
-        "confusion matrix",
+                p["labels_per_class"],
+                p["a"],
+                p["b"],
+                f"{100 * p['diff_mean']:+.1f}",
+                f"[{100 * p['diff_ci_low']:+.1f}, {100 * p['diff_ci_high']:+.1f}]"
+                if not math.isnan(p["diff_ci_low"])
+                else "n/a",
+                "n/a" if math.isnan(p["p_value"]) else f"{p['p_value']:.3g}",
+            ]
+            for p in paired
+        ],
     )
-    doc.h2("Most confused class pairs (best run)")
-    _confused_pairs(doc, best_run)
-    return doc.write()
 
 
 def _efficiency_figure(table: list[dict]):
@@ -340,7 +348,14 @@ def _efficiency_figure(table: list[dict]):
 
 
 def write_report(folder: Path) -> Path:
-    """Report for a compare sweep (results.json) or a single run (test_metrics.json)."""
+    """(Re)write report.html and report.md for a compare sweep or a single run.
+
+    Args:
+        folder: a sweep folder (results.json) or a run folder (test_metrics.json).
+
+    Returns:
+        The path of report.html.
+    """
 
     folder = Path(folder)
     if (folder / "results.json").is_file():

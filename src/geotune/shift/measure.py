@@ -91,22 +91,26 @@ def measure_shift(
     """Distances between datasets ``a`` and ``b`` in a backbone's feature space, overall and per
     shared class; written to a folder with ``shift.json``, ``per_class.csv`` and a 2-D embedding.
 
-    The backbone is a timm name + weights, or the fine-tuned backbone of a finished ``run`` (what
-    that model sees). ``class_map`` pairs B's classes with A's (YAML ``b_class: a_class``).
+    Args:
+        a, b: ImageFolder datasets (a: the reference, e.g. the training data).
+        backbone, weights: the feature space when no ``run`` is given.
+        run: a finished run whose fine-tuned backbone gives the feature space.
+        class_map: YAML ``b_class: a_class`` pairs (default: same names).
+        per_class: chips per class and dataset (None: all).
+        n_boot: bootstrap resamples for the 95% intervals.
+        dim, seed: projection size and seed of the distance estimates.
+        output, name: where the report folder goes.
+        embedding: also draw the t-SNE figure.
+        image_size: input size (default: the weights' or the run's).
+        workers, console: decode threads; where progress goes.
+
+    Returns:
+        (result dict as in shift.json, report folder).
     """
 
     console = console or Console(stderr=True)
     t0 = time.perf_counter()
-    if run is not None:
-        ckpt_path = require_complete_run(run) / "checkpoints" / "best.pt"
-        model, prep, ckpt = load_classifier(ckpt_path)
-        net, backbone, weights_id = model.backbone, ckpt["backbone"], f"file:{ckpt_path.resolve()}"
-        source = f"run {run}"
-    else:
-        net, prep, weights_id = create_backbone(backbone, weights)
-        source = f"{backbone} ({weights_id})"
-    if image_size is not None:
-        prep = Preprocessing(image_size, prep.mean, prep.std, prep.interpolation)
+    net, prep, backbone, weights_id, source = _feature_space(run, backbone, weights, image_size)
     fa, feats_a = _features_of(scan_folder(a), net, backbone, weights_id, prep, workers)
     fb, feats_b = _features_of(scan_folder(b), net, backbone, weights_id, prep, workers)
     mapping, unmapped = pair_classes(fb.classes, fa.classes, load_class_map(class_map), "B")
@@ -128,34 +132,43 @@ def measure_shift(
         "seconds": time.perf_counter() - t0,
     }
     out = RunDir(output, name, prefix=f"shift-{Path(a).name}-{Path(b).name}")
+    figure = None
+    if embedding:
+        figure = (feats_a[sa], feats_b[sb], fa.labels[sa], b_names[sb], mapping, fa.classes, seed)
+    return result, _write_shift(out, result, per_class_rows, figure, (Path(a).name, Path(b).name))
+
+
+def _write_shift(out: RunDir, result: dict, rows: list[dict], figure, names) -> Path:
+    """shift.json, per_class.csv, embedding.png and shift.md, committed together."""
     out.create()
     try:
         atomic_write_json(out.path / "shift.json", result)
-        if per_class_rows:
+        if rows:
             atomic_write_csv(
-                out.path / "per_class.csv",
-                list(per_class_rows[0]),
-                ([r[k] for k in per_class_rows[0]] for r in per_class_rows),
+                out.path / "per_class.csv", list(rows[0]), ([r[k] for k in rows[0]] for r in rows)
             )
-        if embedding:
-            names = (Path(a).name, Path(b).name)
-            _embedding_figure(
-                feats_a[sa],
-                feats_b[sb],
-                fa.labels[sa],
-                b_names[sb],
-                mapping,
-                fa.classes,
-                seed,
-                out.path / "embedding.png",
-                names,
-            )
-        atomic_write_text(out.path / "shift.md", shift_markdown(result, per_class_rows))
-        final = out.commit()
+        if figure is not None:
+            _embedding_figure(*figure, out.path / "embedding.png", names)
+        atomic_write_text(out.path / "shift.md", shift_markdown(result, rows))
+        return out.commit()
     except BaseException:
         out.discard()
         raise
-    return result, final
+
+
+def _feature_space(run: Path | None, backbone: str, weights: str, image_size: int | None):
+    """The backbone whose features are compared: a finished run's, or a pretrained one."""
+    if run is not None:
+        ckpt_path = require_complete_run(run) / "checkpoints" / "best.pt"
+        model, prep, ckpt = load_classifier(ckpt_path)
+        net, backbone, weights_id = model.backbone, ckpt["backbone"], f"file:{ckpt_path.resolve()}"
+        source = f"run {run}"
+    else:
+        net, prep, weights_id = create_backbone(backbone, weights)
+        source = f"{backbone} ({weights_id})"
+    if image_size is not None:
+        prep = Preprocessing(image_size, prep.mean, prep.std, prep.interpolation)
+    return net, prep, backbone, weights_id, source
 
 
 def _per_class_distances(feats_a, feats_b, fa, b_names, sa, sb, mapping, n_boot, seed, dim):

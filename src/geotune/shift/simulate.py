@@ -154,25 +154,7 @@ def simulate_folder(
     out = RunDir(dst.parent, dst.name)
     out.create()
     try:
-        by_size: dict[tuple[int, int], list[str]] = {}
-        for rel in folder.paths:
-            im = read_rgb(folder.root / rel)
-            by_size.setdefault(im.size, []).append(rel)
-        done = 0
-        for rels in by_size.values():  # chips of one size are shifted as one batch
-            for start in range(0, len(rels), batch_size):
-                chunk = rels[start : start + batch_size]
-                x = torch.stack(
-                    [
-                        torch.from_numpy(np.array(read_rgb(folder.root / r))).permute(2, 0, 1)
-                        for r in chunk
-                    ]
-                )
-                y = simulate_shift(x.float() / 255, kind, strength, seed)
-                y = (y * 255).round().byte().permute(0, 2, 3, 1).numpy()
-                for rel, arr in zip(chunk, y, strict=True):
-                    _write_chip(out.path / rel, arr)
-                done += len(chunk)
+        done = _write_shifted(folder, out.path, kind, strength, seed, batch_size)
         atomic_write_json(
             out.path / "shift.json",
             {
@@ -193,6 +175,29 @@ def simulate_folder(
     (final / "status.json").unlink(missing_ok=True)  # a dataset, not a run
     console.log(f"wrote {done} chips shifted by '{kind}' at strength {strength} to {final}")
     return final
+
+
+def _write_shifted(folder, dest: Path, kind: str, strength: float, seed: int, batch_size: int):
+    """Shift every chip of ``folder`` into ``dest``; chips of one size go as one batch."""
+    by_size: dict[tuple[int, int], list[str]] = {}
+    for rel in folder.paths:
+        by_size.setdefault(read_rgb(folder.root / rel).size, []).append(rel)
+    done = 0
+    for rels in by_size.values():
+        for start in range(0, len(rels), batch_size):
+            chunk = rels[start : start + batch_size]
+            x = torch.stack(
+                [
+                    torch.from_numpy(np.array(read_rgb(folder.root / r))).permute(2, 0, 1)
+                    for r in chunk
+                ]
+            )
+            y = simulate_shift(x.float() / 255, kind, strength, seed)
+            y = (y * 255).round().byte().permute(0, 2, 3, 1).numpy()
+            for rel, arr in zip(chunk, y, strict=True):
+                _write_chip(dest / rel, arr)
+            done += len(chunk)
+    return done
 
 
 def _write_chip(path: Path, arr: np.ndarray) -> None:

@@ -82,6 +82,14 @@ class CompareConfig(BaseModel):
 
 
 def make_compare_config(**values: Any) -> CompareConfig:
+    """Build and validate `geotune compare` options, and every run's train options with them.
+
+    Args:
+        **values: CompareConfig fields (``data``, ``strategies``, ``labels_per_class``, ...).
+
+    Returns:
+        The validated CompareConfig.
+    """
     try:
         config = CompareConfig(**values)
     except ValidationError as err:
@@ -156,7 +164,15 @@ def cell_epochs(config: CompareConfig, strategy: str, n_train: int) -> int | Non
 
 
 def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
-    """Run (or continue) the grid; write results.csv / results.json, statistics and the report."""
+    """Run (or continue) the grid; write results.csv / results.json, statistics and the report.
+
+    Args:
+        config: the sweep (``make_compare_config``).
+        console: where progress goes.
+
+    Returns:
+        The sweep folder.
+    """
 
     console = console or Console(stderr=True)
     folder = scan_folder(config.data, skip_bad=bool(config.train.get("skip_bad_images")))

@@ -1,50 +1,45 @@
-"""Transfer learning: layer groups, BatchNorm policies, strategies, optimizers and schedules."""
+"""Transfer learning: layer groups, BatchNorm policies, strategies, optimizers and schedules.
 
-from geotune.transfer.batchnorm import (
-    BN_POLICIES,
-    BatchNormPolicy,
-    BNPolicySpec,
-    is_batchnorm,
-    reestimate_batchnorm,
-    register_bn_policy,
-)
-from geotune.transfer.groups import (
-    LayerGroup,
-    apply_trainable,
-    frozen_prefix,
-    layer_groups,
-    trainable_flags,
-)
-from geotune.transfer.optim import build_optimizer, build_scheduler, lr_multipliers, param_groups
-from geotune.transfer.strategies import (
-    STRATEGIES,
-    Phase,
-    StrategySpec,
-    get_strategy,
-    plan_phases,
-    register_strategy,
-)
+Names load on first use (PEP 562), so importing one submodule does not import them all.
+"""
 
-__all__ = [
-    "BN_POLICIES",
-    "BNPolicySpec",
-    "STRATEGIES",
-    "StrategySpec",
-    "get_strategy",
-    "register_bn_policy",
-    "register_strategy",
-    "BatchNormPolicy",
-    "LayerGroup",
-    "Phase",
-    "apply_trainable",
-    "build_optimizer",
-    "build_scheduler",
-    "is_batchnorm",
-    "layer_groups",
-    "lr_multipliers",
-    "param_groups",
-    "plan_phases",
-    "reestimate_batchnorm",
-    "trainable_flags",
-    "frozen_prefix",
-]
+from importlib import import_module
+from typing import Any
+
+_LAZY = {
+    "BNPolicySpec": "geotune.transfer.batchnorm",
+    "BN_POLICIES": "geotune.transfer.batchnorm",
+    "BatchNormPolicy": "geotune.transfer.batchnorm",
+    "LayerGroup": "geotune.transfer.groups",
+    "Phase": "geotune.transfer.strategies",
+    "STRATEGIES": "geotune.transfer.strategies",
+    "StrategySpec": "geotune.transfer.strategies",
+    "apply_trainable": "geotune.transfer.groups",
+    "build_optimizer": "geotune.transfer.optim",
+    "build_scheduler": "geotune.transfer.optim",
+    "frozen_prefix": "geotune.transfer.groups",
+    "get_strategy": "geotune.transfer.strategies",
+    "is_batchnorm": "geotune.transfer.batchnorm",
+    "layer_groups": "geotune.transfer.groups",
+    "lr_multipliers": "geotune.transfer.optim",
+    "param_groups": "geotune.transfer.optim",
+    "plan_phases": "geotune.transfer.strategies",
+    "reestimate_batchnorm": "geotune.transfer.batchnorm",
+    "register_bn_policy": "geotune.transfer.batchnorm",
+    "register_strategy": "geotune.transfer.strategies",
+    "trainable_flags": "geotune.transfer.groups",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
