@@ -210,6 +210,16 @@ class TrainConfig(BaseModel):
             return self.lr
         return 3e-3 if head_only else 1e-3
 
+    def with_absolute_paths(self) -> TrainConfig:
+        """The same config with absolute data, split and weights paths, so a saved config means
+        the same from any working directory."""
+        update: dict[str, Any] = {"data": Path(self.data).resolve()}
+        if self.split is not None:
+            update["split"] = Path(self.split).resolve()
+        if Path(self.weights).is_file():
+            update["weights"] = str(Path(self.weights).resolve())
+        return self.model_copy(update=update)
+
     def uses_cached_features(self) -> bool:
         """Linear probe / kNN: a classifier on cached features, no network trained."""
         return not STRATEGIES[self.strategy].trains_network
@@ -274,10 +284,17 @@ def make_config(**values: Any) -> TrainConfig:
 
 def load_yaml_mapping(path: Path) -> dict[str, Any]:
     """A YAML file of ``option: value`` pairs, with one-line errors."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; pass a YAML file")
     try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        values = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found; pass an existing YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; pass a YAML file") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path} ({err.strerror})") from None
     except yaml.YAMLError as err:
         raise ConfigError(
             f"config file {path} is not valid YAML: {' '.join(str(err).split())}"

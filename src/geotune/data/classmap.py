@@ -20,10 +20,16 @@ def load_class_map(path: Path | str | dict | None) -> dict[str, str] | None:
         raise ConfigError(f"class map {path} not found; write a YAML file of 'theirs: ours' pairs")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"class map {path} is not UTF-8 text; save it as a YAML file") from None
     except yaml.YAMLError as err:
         raise ConfigError(
-            f"class map {path} is not valid YAML ({str(err).splitlines()[0]})"
+            f"class map {path} is not valid YAML ({' '.join(str(err).split())[:160]})"
         ) from None
+    if not data:
+        raise ConfigError(
+            f"class map {path} is empty; write 'their_class: model_class' pairs, one per line"
+        )
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
     ):

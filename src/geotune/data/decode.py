@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from geotune.data.cache import ArrayCache
 from geotune.data.folder import SceneFolder, cache_root, default_workers
 from geotune.errors import DataError
-from geotune.runs.io import atomic_write_json
 
 CACHE_VERSION = 1
 
@@ -27,25 +25,50 @@ _RESAMPLE = {
 }
 
 
+# PIL modes that hold 8-bit RGB or lose nothing on the way there (grey, palette, YCbCr).
+_RGB_LOSSLESS = ("RGB", "L", "P", "YCbCr")
+
+
 def read_rgb(path: Path) -> Image.Image:
-    """Open one chip as 8-bit RGB, or raise DataError naming the file and the problem."""
+    """Open one chip as 8-bit RGB, or raise DataError naming the file and the problem.
+
+    Conversions that would drop information are refused rather than applied silently: a
+    transparent alpha band, a fourth band (CMYK or multispectral) and 16/32-bit pixels.
+    """
     try:
         with Image.open(path) as im:
             im.load()  # decode now: truncated files fail here, not in the middle of an epoch
-            mode = im.mode
-            if mode in ("RGB", "L", "P", "RGBA", "LA", "CMYK", "YCbCr"):
-                return im.convert("RGB")
+            return _to_rgb(im, path)
     except UnidentifiedImageError:
         raise DataError(
             f"{path} is not a readable image; delete it or pass --skip-bad-images"
         ) from None
+    except Image.DecompressionBombError as err:
+        raise DataError(
+            f"{path} is too large to decode safely ({err.args[0].split('(')[0].strip()}); "
+            "cut it into chips or pass --skip-bad-images"
+        ) from None
     except (OSError, SyntaxError, ValueError) as err:
         raise DataError(
-            f"{path} is corrupt or truncated ({err}); re-export it or pass --skip-bad-images"
+            f"{path} is corrupt or truncated ({' '.join(str(err).split())}); re-export it or "
+            "pass --skip-bad-images"
         ) from None
+
+
+def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    mode = im.mode
+    if mode in _RGB_LOSSLESS:
+        return im.convert("RGB")
+    if mode in ("RGBA", "LA") and im.getchannel("A").getextrema()[0] == 255:
+        return im.convert("RGB")  # an opaque alpha band carries nothing
+    if mode in ("RGBA", "LA", "PA"):
+        why = "has a transparent alpha band"
+    elif mode == "CMYK" or len(im.getbands()) > 3:
+        why = f"has {len(im.getbands())} bands ({mode})"
+    else:
+        why = f"has {mode} pixels (not 8-bit)"
     raise DataError(
-        f"{path} has pixel mode '{mode}' (not 8-bit RGB); convert it to 8-bit RGB, "
-        "or pass --skip-bad-images"
+        f"{path} {why}; geotune reads 8-bit RGB chips: export 8-bit RGB, or pass --skip-bad-images"
     )
 
 
@@ -95,20 +118,27 @@ def decode_folder(
 ) -> DecodedImages:
     """Decode every chip once (threads; PIL releases the GIL) into a reusable uint8 cache.
 
-    With ``skip_bad`` unreadable files are dropped and recorded in ``folder.skipped`` of the
-    returned object; without it the first unreadable file raises a one-line DataError.
+    Args:
+        folder: the scanned dataset.
+        size: square output size in pixels; interpolation: PIL resampling name.
+        workers: decode threads (default: all cores).
+        skip_bad: drop unreadable files (recorded in ``folder.skipped`` of the result) instead
+            of raising a one-line DataError for the first one.
+        cache_dir: cache root (default: ``GEOTUNE_CACHE`` or ~/.cache/geotune).
+
+    Returns:
+        The decoded chips, memory-mapped from the cache.
     """
-    cache_dir = Path(cache_dir or cache_root()) / "images"
+    cache = ArrayCache(Path(cache_dir or cache_root()) / "images")
     key = _folder_key(folder, size, interpolation)
-    arr_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    if arr_path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+    hit = cache.load(key)
+    if hit is not None:
+        pixels, meta = hit
         bad = {rel: reason for rel, reason in meta["bad"]}
         if bad and not skip_bad:
             rel, reason = next(iter(bad.items()))
             raise DataError(f"{folder.root / rel} {reason}; fix it or pass --skip-bad-images")
-        kept = _drop_bad(folder, bad)
-        return DecodedImages(kept, np.load(arr_path, mmap_mode="r"), size, interpolation, key)
+        return DecodedImages(_drop_bad(folder, bad), pixels, size, interpolation, key)
 
     def work(rel: str) -> np.ndarray | str:
         try:
@@ -116,7 +146,8 @@ def decode_folder(
         except DataError as err:
             if not skip_bad:
                 raise
-            return str(err).removeprefix(str(folder.root / rel)).split(";")[0].strip()
+            # The whole reason, without the path and the generic fix.
+            return str(err).removeprefix(str(folder.root / rel)).rsplit("; ", 1)[0].strip()
 
     workers = workers or default_workers()
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -126,20 +157,14 @@ def decode_folder(
     bad = {rel: r for rel, r in zip(folder.paths, results, strict=True) if isinstance(r, str)}
     good = [r for r in results if not isinstance(r, str)]
     kept = _drop_bad(folder, bad)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{key}.{os.getpid()}.npy"
-    out = np.lib.format.open_memmap(
-        tmp, mode="w+", dtype=np.uint8, shape=(len(good), 3, size, size)
-    )
-    for i, chip in enumerate(good):
-        out[i] = chip
-    out.flush()
-    del out
-    os.replace(tmp, arr_path)
-    atomic_write_json(
-        meta_path, {"root": str(folder.root), "n": len(good), "bad": sorted(bad.items())}
-    )
-    return DecodedImages(kept, np.load(arr_path, mmap_mode="r"), size, interpolation, key)
+
+    def fill(out: np.ndarray) -> None:
+        for i, chip in enumerate(good):
+            out[i] = chip
+
+    meta = {"root": str(folder.root), "n": len(good), "bad": sorted(bad.items())}
+    pixels = cache.save(key, (len(good), 3, size, size), np.uint8, fill, meta)
+    return DecodedImages(kept, pixels, size, interpolation, key)
 
 
 def _drop_bad(folder: SceneFolder, bad: dict[str, str]) -> SceneFolder:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,16 @@ class SceneFolder:
         n = np.bincount(self.labels, minlength=len(self.classes))
         return {c: int(k) for c, k in zip(self.classes, n, strict=True)}
 
+    def fingerprint(self) -> str:
+        """A content key of the dataset: every chip's class folder, name and size.
+
+        File times are left out on purpose, so a copy of the same data matches.
+        """
+        h = hashlib.sha1()
+        for rel in self.paths:
+            h.update(f"{rel}|{(self.root / rel).stat().st_size}\n".encode())
+        return h.hexdigest()[:16]
+
     def subset(self, keep: np.ndarray) -> SceneFolder:
         return SceneFolder(
             self.root,
@@ -63,18 +75,24 @@ def scan_folder(root: Path | str, skip_bad: bool = False) -> SceneFolder:
         raise DataError(
             f"data path {root} is a file; pass the folder that holds one sub-folder per class"
         )
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    try:
+        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError as err:
+        raise DataError(f"cannot list data folder {root} ({err.strerror})") from None
     if not class_dirs:
         raise DataError(
             f"data folder {root} has no class sub-folders; expected {root}/<class>/<image files>"
         )
     classes, paths, labels, skipped = [], [], [], []
     for class_dir in class_dirs:
-        files = sorted(
-            f
-            for f in class_dir.iterdir()
-            if not f.name.startswith(".") and f.name not in IGNORED_FILES
-        )
+        try:
+            files = sorted(
+                f
+                for f in class_dir.iterdir()
+                if not f.name.startswith(".") and f.name not in IGNORED_FILES
+            )
+        except OSError as err:
+            raise DataError(f"cannot list class folder {class_dir} ({err.strerror})") from None
         images = []
         for f in files:
             rel = f"{class_dir.name}/{f.name}"
@@ -82,7 +100,7 @@ def scan_folder(root: Path | str, skip_bad: bool = False) -> SceneFolder:
                 reason = "is a folder inside a class folder (nested classes are not supported)"
             elif f.suffix.lower() not in IMAGE_EXTENSIONS:
                 reason = f"is not an image (extension '{f.suffix}')"
-            else:
+            elif (reason := _unreadable(f)) is None:
                 images.append(rel)
                 continue
             if not skip_bad:
@@ -99,6 +117,23 @@ def scan_folder(root: Path | str, skip_bad: bool = False) -> SceneFolder:
         paths.extend(images)
         labels.extend([label] * len(images))
     return SceneFolder(root, classes, paths, np.asarray(labels, dtype=np.int64), skipped)
+
+
+def _unreadable(f: Path) -> str | None:
+    """Why a file cannot be opened (broken or looping link, no permission), or None."""
+    try:
+        f.stat()
+    except OSError as err:
+        if f.is_symlink():
+            return (
+                "is a broken symbolic link"
+                if err.errno == errno.ENOENT
+                else "is a symbolic link loop"
+            )
+        return f"cannot be read ({err.strerror})"
+    if not os.access(f, os.R_OK):
+        return "cannot be read (permission denied)"
+    return None
 
 
 def default_workers() -> int:

@@ -9,8 +9,8 @@ from geotune.config import save_config
 from geotune.data.splits import write_split
 from geotune.engine.prepare import Prepared, RunResult
 from geotune.evaluation.metrics import classification_metrics, metrics_table, save_metrics
-from geotune.runs.artifacts import SUMMARY_FILE, RunSummary
-from geotune.runs.io import atomic_write_csv, atomic_write_text
+from geotune.runs.artifacts import DATA_FILE, SUMMARY_FILE, RunSummary
+from geotune.runs.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from geotune.runs.rundir import RunDir
 
 
@@ -18,6 +18,9 @@ def write_run_header(run: RunDir, prep: Prepared) -> None:
     """The files that define a run: resolved config, split, skipped inputs."""
     path = run.path
     save_config(prep.config, path / "config.yaml")
+    folder = prep.images.folder
+    record = {"root": str(folder.root), "chips": len(folder), "fingerprint": folder.fingerprint()}
+    atomic_write_json(path / DATA_FILE, record)
     write_split(path / "split.csv", prep.images.folder, prep.split)
     if prep.images.folder.skipped:
         # Tab-separated, reasons whole: a reason may itself contain ';' or ','.

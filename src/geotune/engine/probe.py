@@ -24,6 +24,7 @@ from torch import nn
 
 from geotune.data.augment import TTA_VIEWS, tta_view
 from geotune.data.batches import iterate_batches
+from geotune.data.cache import ArrayCache
 from geotune.data.decode import DecodedImages
 from geotune.data.folder import cache_root
 from geotune.engine.fabric import resolve_device
@@ -31,7 +32,6 @@ from geotune.engine.outputs import finish_run, write_run_header
 from geotune.engine.prepare import Prepared, RunResult
 from geotune.models.backbones import Preprocessing
 from geotune.models.classifier import save_classifier, signed_power
-from geotune.runs.io import atomic_write_json
 from geotune.runs.metering import peak_memory_mb, reset_peak_memory
 from geotune.runs.rundir import new_run
 from geotune.transfer.strategies import get_strategy
@@ -92,10 +92,10 @@ def cached_features(
     Returns (features, from_cache, seconds per chip it took to compute them).
     """
     key = feature_key(backbone_name, weights, prep, images, views, seed)
-    path = cache_root() / "features" / f"{key}.npy"
-    meta = path.with_suffix(".json")
-    if path.is_file() and meta.is_file():
-        return np.load(path), True, json.loads(meta.read_text())["seconds_per_chip"]
+    cache = ArrayCache(cache_root() / "features")
+    hit = cache.load(key, mmap=False)
+    if hit is not None and len(hit[0]) == len(images.pixels):
+        return np.asarray(hit[0]), True, hit[1]["seconds_per_chip"]
     device = device or torch.device("cpu")
     t0 = time.perf_counter()
     feats = run_backbone(
@@ -106,13 +106,10 @@ def cached_features(
         device,
         views,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{key}.{os.getpid()}.npy")
     per_chip = (time.perf_counter() - t0) / max(len(feats), 1)
-    np.save(tmp, feats)
-    os.replace(tmp, path)
     # The cost of computing them, so a cached run still reports what the strategy costs.
-    atomic_write_json(meta, {"seconds_per_chip": per_chip, "n": len(feats), "device": str(device)})
+    meta = {"seconds_per_chip": per_chip, "n": len(feats), "device": str(device)}
+    cache.save(key, feats.shape, feats.dtype, lambda out: out.__setitem__(..., feats), meta)
     return feats, False, per_chip
 
 

@@ -18,12 +18,13 @@ import torch
 from rich.console import Console
 
 from geotune.config import TrainConfig
+from geotune.engine.fabric import resolve_device
 from geotune.engine.loop import Engine, TrainState
 from geotune.engine.outputs import finish_run, write_run_header
 from geotune.engine.prepare import Prepared, RunResult, prepare
 from geotune.errors import ConfigError
 from geotune.models.classifier import save_classifier
-from geotune.runs.artifacts import read_run_config
+from geotune.runs.artifacts import check_run_data, read_run_config
 from geotune.runs.io import atomic_write_csv
 from geotune.runs.metering import count_params, peak_memory_mb, reset_peak_memory
 from geotune.runs.rundir import RunDir, new_run
@@ -42,7 +43,8 @@ def train(config: TrainConfig, console: Console | None = None) -> RunResult:
     Raises:
         GeotuneError: bad data, config or weights; nothing is written to the runs folder.
     """
-    config = config.model_copy(update={"data": Path(config.data).resolve()})
+    config = config.with_absolute_paths()
+    resolve_device(config.device)  # a missing GPU is an error before any decoding
     prep = prepare(config, console)
     if config.uses_cached_features():
         from geotune.engine.probe import fit_probe
@@ -70,6 +72,7 @@ def resume(run_dir: Path, console: Console | None = None) -> RunResult:
                 "(features are cached)"
             )
         prep = prepare(config, console, split_file=run.path / "split.csv")
+        check_run_data(run.path, prep.images.folder)
         state = TrainState.load(run.path / "checkpoints" / "last.pt")
     except BaseException:
         run.unlock()

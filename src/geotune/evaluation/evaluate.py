@@ -21,7 +21,7 @@ from geotune.engine.predict import predict
 from geotune.errors import ConfigError, DataError
 from geotune.evaluation.metrics import classification_metrics, metrics_table, save_metrics
 from geotune.models.classifier import load_classifier
-from geotune.runs.artifacts import SUMMARY_FILE, RunSummary, read_run_config
+from geotune.runs.artifacts import SUMMARY_FILE, RunSummary, check_run_data, read_run_config
 from geotune.runs.rundir import RunDir, require_complete_run
 
 
@@ -169,4 +169,5 @@ def run_images(run: Path, prep, workers: int | None = None):
     skip = config.skip_bad_images
     folder = scan_folder(config.data, skip_bad=skip)
     images = decode_folder(folder, prep.size, prep.interpolation, workers, skip)
+    check_run_data(run, images.folder)
     return images, read_split(run / "split.csv", images.folder)

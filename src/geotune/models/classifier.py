@@ -86,7 +86,13 @@ def load_classifier(path: Path) -> tuple[SceneClassifier, Preprocessing, dict]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} not found; is this a finished geotune run?")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated, foreign or code-carrying files alike
+        raise WeightsError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}): it is damaged or not "
+            "written by geotune; re-run the command that wrote it"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "geotune-classifier-v1":
         raise WeightsError(f"{path} is not a geotune classifier checkpoint")
     net, _, _ = create_backbone(ckpt["backbone"], "random")

@@ -24,7 +24,13 @@ from geotune.data.splits import budget_split, read_split, write_split
 from geotune.engine.trainer import train
 from geotune.errors import ConfigError
 from geotune.report.reports import write_report
-from geotune.runs.artifacts import SUMMARY_FILE, TEST_METRICS_FILE, RunSummary, TestMetrics
+from geotune.runs.artifacts import (
+    SUMMARY_FILE,
+    TEST_METRICS_FILE,
+    RunSummary,
+    TestMetrics,
+    read_run_config,
+)
 from geotune.runs.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from geotune.runs.rundir import RunDir
 from geotune.transfer.strategies import STRATEGIES
@@ -166,6 +172,9 @@ def cell_epochs(config: CompareConfig, strategy: str, n_train: int) -> int | Non
 def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
     """Run (or continue) the grid; write results.csv / results.json, statistics and the report.
 
+    A re-run into an existing sweep continues it: finished cells are reused only when their
+    resolved run config equals what this sweep would run now; other settings are refused.
+
     Args:
         config: the sweep (``make_compare_config``).
         console: where progress goes.
@@ -173,62 +182,105 @@ def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
     Returns:
         The sweep folder.
     """
-
     console = console or Console(stderr=True)
+    config = config.model_copy(update={"data": Path(config.data).resolve()})
     folder = scan_folder(config.data, skip_bad=bool(config.train.get("skip_bad_images")))
-    sweep = Path(config.output) / (config.name or f"compare-{Path(config.data).resolve().name}")
+    sweep = Path(config.output) / (config.name or f"compare-{config.data.name}")
+    _check_sweep_splits(sweep, config)
     (sweep / "splits").mkdir(parents=True, exist_ok=True)
     (sweep / "runs").mkdir(exist_ok=True)
-    atomic_write_text_yaml(sweep / "compare.yaml", config.model_dump(mode="json"))
-    rows = []
     cells = [
         (s, b, seed)
         for seed in range(config.seeds)
         for b in config.labels_per_class
         for s in config.strategies
     ]
-    for k, (strategy, budget, seed) in enumerate(cells, 1):
-        name = cell_name(strategy, budget, seed)
-        run = sweep / "runs" / name
-        if not (run / "status.json").is_file():
-            split_file = sweep / "splits" / f"{budget}-s{seed}.csv"
-            if not split_file.is_file():
-                split = budget_split(
-                    folder,
-                    config.pool_fraction,
-                    None if budget == ALL else budget,
-                    config.val_fraction,
-                    seed,
-                    config.test_per_class,
-                )
-                write_split(split_file, folder, split)
-            else:
-                split = read_split(split_file, folder)
-            console.log(f"[{k}/{len(cells)}] {name}")
-            RunDir(sweep / "runs", name).discard()  # a cell killed earlier starts over
-            options = {**config.train}
-            epochs = cell_epochs(config, strategy, int((split == "train").sum()))
-            if epochs is not None:
-                options["epochs"] = epochs
-            train(
-                make_config(
-                    data=config.data,
-                    strategy=strategy,
-                    split=split_file,
-                    seed=seed,
-                    output=sweep / "runs",
-                    name=name,
-                    **options,
-                ),
-                console,
-            )
+    plans = [_plan_cell(config, folder, sweep, *cell) for cell in cells]
+    for cell in plans:
+        _check_cell(sweep / "runs" / cell.name, cell)
+    atomic_write_text_yaml(sweep / "compare.yaml", config.model_dump(mode="json"))
+    rows = []
+    for k, ((strategy, budget, seed), cell) in enumerate(zip(cells, plans, strict=True), 1):
+        run = sweep / "runs" / cell.name
+        if (run / "status.json").is_file():
+            console.log(f"[{k}/{len(cells)}] {cell.name}: done earlier with these settings, reused")
         else:
-            console.log(f"[{k}/{len(cells)}] {name}: done earlier, reused")
+            console.log(f"[{k}/{len(cells)}] {cell.name}")
+            stale = RunDir(sweep / "runs", cell.name)
+            stale.lock()  # refuses if another process runs this cell right now
+            stale.discard()  # a cell killed earlier starts over
+            train(cell, console)
         rows.append(cell_row(run, strategy, budget, seed))
     write_results(sweep, rows)
-
     write_report(sweep)
     return sweep
+
+
+# What decides a sweep's splits; a sweep folder holds one choice of them.
+SPLIT_OPTIONS = ("data", "pool_fraction", "val_fraction", "test_per_class")
+
+
+def _check_sweep_splits(sweep: Path, config: CompareConfig) -> None:
+    saved = sweep / "compare.yaml"
+    if not saved.is_file():
+        return
+    old = yaml.safe_load(saved.read_text()) or {}
+    new = config.model_dump(mode="json")
+    differ = [k for k in SPLIT_OPTIONS if old.get(k) != new[k]]
+    if differ:
+        raise ConfigError(
+            f"sweep {sweep} was made with other {', '.join(differ)}; pass another --name "
+            "or the sweep's own options"
+        )
+
+
+def _plan_cell(config: CompareConfig, folder, sweep: Path, strategy, budget, seed):
+    """The resolved run config of one cell (its split file is written when missing)."""
+    split_file = sweep / "splits" / f"{budget}-s{seed}.csv"
+    if split_file.is_file():
+        split = read_split(split_file, folder)
+    else:
+        split = budget_split(
+            folder,
+            config.pool_fraction,
+            None if budget == ALL else budget,
+            config.val_fraction,
+            seed,
+            config.test_per_class,
+        )
+        write_split(split_file, folder, split)
+    options = {**config.train}
+    epochs = cell_epochs(config, strategy, int((split == "train").sum()))
+    if epochs is not None:
+        options["epochs"] = epochs
+    return make_config(
+        data=config.data,
+        strategy=strategy,
+        split=split_file,
+        seed=seed,
+        output=sweep / "runs",
+        name=cell_name(strategy, budget, seed),
+        **options,
+    ).with_absolute_paths()
+
+
+def _check_cell(run: Path, planned) -> None:
+    """A finished cell is reused only if it ran with exactly the planned config."""
+    if not (run / "status.json").is_file():
+        return
+    saved = read_run_config(run).model_dump(mode="json")
+    now = planned.model_dump(mode="json")
+    # Where the sweep lives may change (a moved or copied sweep); what its split says may not.
+    differ = [k for k in now if k not in ("output", "split") and saved.get(k) != now[k]]
+    # The run's copy lacks chips dropped by --skip-bad-images, and nothing else.
+    ran = set((run / "split.csv").read_text().splitlines())
+    if not ran <= set(Path(planned.split).read_text().splitlines()):
+        differ.append("split")
+    if differ:
+        raise ConfigError(
+            f"cell {run.name} of this sweep ran with other {', '.join(differ[:4])}; pass "
+            "another --name for a new sweep, or the options it was run with"
+        )
 
 
 def atomic_write_text_yaml(path: Path, obj: Any) -> None:

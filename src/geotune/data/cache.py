@@ -1,0 +1,125 @@
+"""Array caches on disk (decoded chips, backbone features) that are never trusted blindly.
+
+An entry is ``KEY.npy`` plus ``KEY.json``. The array is written to a temporary file and renamed
+into place; the JSON, written last and atomically, is the completion marker and records the
+array's shape, dtype and byte size. On every read the entry is checked against it: a truncated,
+short, 0-byte or foreign file is removed and rebuilt, with one warning line. Temporary files
+left by killed processes are removed when their process is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geotune.errors import DataError
+from geotune.runs.io import atomic_write_json
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (the CLI's channel for progress and warnings)."""
+    sys.stderr.write(f"geotune: warning: {' '.join(message.split())}\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ArrayCache:
+    """A folder of validated ``.npy`` + ``.json`` entries."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        return self.folder / f"{key}.npy", self.folder / f"{key}.json"
+
+    def load(self, key: str, mmap: bool = True) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """The entry's array and metadata, or None when absent or damaged (then removed)."""
+        arr_path, meta_path = self._paths(key)
+        if not arr_path.exists() and not meta_path.exists():
+            return None
+        problem = None
+        try:
+            meta = json.loads(meta_path.read_text())
+            # Memory-mapping checks the header and that the file holds every element.
+            arr = np.load(arr_path, mmap_mode="r" if mmap else None)
+            # Entries from before this format record only the number of rows ("n").
+            shape = tuple(meta.get("shape") or (meta["n"], *arr.shape[1:]))
+            dtype = np.dtype(meta.get("dtype", arr.dtype))
+            size = arr_path.stat().st_size
+            if arr.shape != shape or arr.dtype != dtype:
+                problem = f"shape {arr.shape} {arr.dtype}, expected {shape} {dtype}"
+            elif "bytes" in meta and size != meta["bytes"]:
+                problem = f"{size} bytes instead of {meta['bytes']}"
+        except (OSError, ValueError, KeyError, TypeError, EOFError, json.JSONDecodeError) as err:
+            problem = type(err).__name__
+        if problem is None:
+            return arr, meta
+        warn(f"cache entry {arr_path} is damaged ({problem}); rebuilding it")
+        self.remove(key)
+        return None
+
+    def save(
+        self,
+        key: str,
+        shape: tuple[int, ...],
+        dtype: Any,
+        fill: Callable[[np.ndarray], None],
+        meta: dict[str, Any],
+    ) -> np.ndarray:
+        """Write an entry: ``fill`` writes the array into a memory map; metadata goes last."""
+        self._prepare()
+        arr_path, meta_path = self._paths(key)
+        tmp = self.folder / f".{key}.{os.getpid()}.npy"
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            fill(out)
+            out.flush()
+            del out
+            os.replace(tmp, arr_path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        full = {
+            **meta,
+            "shape": list(shape),
+            "dtype": np.dtype(dtype).str,
+            "bytes": arr_path.stat().st_size,
+        }
+        atomic_write_json(meta_path, full)
+        return np.load(arr_path, mmap_mode="r")
+
+    def remove(self, key: str) -> None:
+        for p in self._paths(key):
+            p.unlink(missing_ok=True)
+
+    def _prepare(self) -> None:
+        """Create the folder (or say why not) and clear temporaries of dead processes."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DataError(
+                f"cannot create cache folder {self.folder} ({err.strerror}); set GEOTUNE_CACHE "
+                "to a writable folder"
+            ) from None
+        if not os.access(self.folder, os.W_OK | os.X_OK):
+            raise DataError(
+                f"cache folder {self.folder} is not writable; set GEOTUNE_CACHE to a writable folder"
+            )
+        for tmp in self.folder.glob(".*.npy"):
+            pid = tmp.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)

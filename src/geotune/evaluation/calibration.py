@@ -1,0 +1,212 @@
+"""Probability calibration: temperature scaling (Guo et al., 2017), ECE, Brier score, reliability.
+
+A fine-tuned network's softmax is usually over-confident. One scalar temperature T, fitted on the
+validation split by minimising the negative log-likelihood, divides the logits; it changes no
+prediction (argmax is unchanged) and only makes the probabilities honest. Expected calibration
+error comes from torchmetrics; the Brier score and the reliability bins are a few lines each.
+
+Everything here works on log-probabilities as well as on logits: softmax(log p / T) is the same
+temperature scaling as softmax(z / T), because log p and z differ by a per-chip constant. So a
+linear probe's probabilities calibrate exactly like a network's logits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+if TYPE_CHECKING:
+    from geotune.engine.prepare import Prepared
+
+N_BINS = 15
+
+
+def nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of ``labels`` under softmax(logits / T)."""
+    return float(F.cross_entropy(logits.float() / temperature, labels.long()))
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature that minimises the NLL of ``labels`` (never worse than T = 1).
+
+    Args:
+        logits: (N, K) logits or log-probabilities of labelled chips (the validation split).
+        labels: (N,) class indices.
+
+    Returns:
+        T > 0; calibrated probabilities are softmax(logits / T).
+    """
+    logits, labels = logits.detach().float(), labels.long()
+    if len(labels) == 0:
+        return 1.0
+    log_t = torch.zeros(1, requires_grad=True)  # optimise log T: T stays positive
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    t = float(log_t.exp().clamp(0.05, 20.0))
+    # A degenerate fit (e.g. a separable validation set pushes T to 0) must not hurt.
+    return t if nll(logits, labels, t) < nll(logits, labels) else 1.0
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-label ECE (L1, 15 equal-width bins), from torchmetrics."""
+    if len(labels) == 0:
+        return float("nan")
+    probs = probs.float().clamp(0, 1)
+    return float(
+        multiclass_calibration_error(
+            probs, labels.long(), num_classes=probs.shape[1], n_bins=N_BINS, norm="l1"
+        )
+    )
+
+
+def brier_score(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Multi-class Brier score: mean over chips of sum_k (p_k - y_k)^2 (0 best, 2 worst)."""
+    if len(labels) == 0:
+        return float("nan")
+    onehot = F.one_hot(labels.long(), probs.shape[1]).float()
+    return float(((probs.float() - onehot) ** 2).sum(1).mean())
+
+
+def reliability_bins(probs: torch.Tensor, labels: torch.Tensor) -> list[dict]:
+    """Per confidence bin: mean confidence, accuracy and chip count (the reliability diagram)."""
+    conf, pred = probs.float().max(1)
+    correct = (pred == labels.long()).float()
+    edges = torch.linspace(0, 1, N_BINS + 1)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = (conf > lo) & (conf <= hi)
+        n = int(inside.sum())
+        out.append(
+            {
+                "lower": float(lo),
+                "upper": float(hi),
+                "n": n,
+                "confidence": float(conf[inside].mean()) if n else None,
+                "accuracy": float(correct[inside].mean()) if n else None,
+            }
+        )
+    return out
+
+
+def log_probabilities(scores: torch.Tensor) -> torch.Tensor:
+    """Logits -> log-probabilities; rows that already are probabilities (sum 1, >= 0) are logged."""
+    scores = scores.float()
+    is_prob = bool((scores >= 0).all()) and torch.allclose(
+        scores.sum(1), torch.ones(len(scores)), atol=1e-3
+    )
+    return scores.clamp_min(1e-12).log() if is_prob else scores.log_softmax(1)
+
+
+def calibration_record(
+    val_scores: torch.Tensor,
+    val_labels: torch.Tensor,
+    test_probs: torch.Tensor,
+    test_scores: torch.Tensor,
+    test_labels: torch.Tensor,
+) -> dict:
+    """Fit T on validation; ECE / Brier on test before and after; reliability bins.
+
+    Args:
+        val_scores: validation logits (or probabilities) of the plain view.
+        val_labels: validation class indices.
+        test_probs: the test probabilities as reported (TTA-averaged when TTA is on).
+        test_scores: test logits (or probabilities) of the plain view.
+        test_labels: test class indices.
+
+    Returns:
+        ``ece`` and ``brier`` of the reported test probabilities, and a ``calibration`` dict.
+    """
+    val_lp, test_lp = log_probabilities(val_scores), log_probabilities(test_scores)
+    t = fit_temperature(val_lp, val_labels) if len(val_labels) else 1.0
+    calibrated = (test_lp / t).softmax(1)
+    raw = test_lp.softmax(1)
+    record = {
+        "temperature": t,
+        "fitted_on": "val" if len(val_labels) else None,
+        "n_val": len(val_labels),
+        "val_nll_before": nll(val_lp, val_labels) if len(val_labels) else None,
+        "val_nll_after": nll(val_lp, val_labels, t) if len(val_labels) else None,
+        "val_ece_before": expected_calibration_error(val_lp.softmax(1), val_labels)
+        if len(val_labels)
+        else None,
+        "val_ece_after": expected_calibration_error((val_lp / t).softmax(1), val_labels)
+        if len(val_labels)
+        else None,
+        "test_ece_before": expected_calibration_error(raw, test_labels),
+        "test_ece_after": expected_calibration_error(calibrated, test_labels),
+        "test_brier_before": brier_score(raw, test_labels),
+        "test_brier_after": brier_score(calibrated, test_labels),
+        "reliability_before": reliability_bins(raw, test_labels),
+        "reliability_after": reliability_bins(calibrated, test_labels),
+    }
+    return {
+        "ece": expected_calibration_error(test_probs, test_labels),
+        "brier": brier_score(test_probs, test_labels),
+        "calibration": record,
+    }
+
+
+def calibrate_run(run_path: Path, prep: Prepared, probs, plain) -> dict:
+    """Fit a finished run's temperature on its validation chips and store it in its checkpoint.
+
+    Args:
+        run_path: the run folder being written (its ``checkpoints/best.pt`` gets ``temperature``).
+        prep: the prepared run (images, split, config).
+        probs: test probabilities as reported.
+        plain: test logits of the plain view (or probabilities, for cached-feature probes).
+
+    Returns:
+        The fields to add to ``test_metrics.json`` (see :func:`calibration_record`).
+    """
+    from geotune.engine.fabric import resolve_device
+    from geotune.engine.predict import predict
+    from geotune.models.classifier import load_classifier
+    from geotune.runs.io import atomic_torch_save
+
+    labels = prep.images.folder.labels
+    test_labels = torch.as_tensor(labels[prep.indices("test")])
+    ckpt_path = Path(run_path) / "checkpoints" / "best.pt"
+    val_idx = prep.indices("val")
+    val_scores, val_labels = torch.empty(0, len(prep.classes)), torch.empty(0, dtype=torch.long)
+    if ckpt_path.is_file() and len(val_idx):
+        model, pre, _ = load_classifier(ckpt_path)
+        device = resolve_device(prep.config.device)
+        batch = max(64, prep.config.batch_size)
+        _, val_scores = predict(model.to(device), pre, prep.images.pixels, val_idx, batch, device)
+        val_labels = torch.as_tensor(labels[val_idx])
+    out = calibration_record(
+        val_scores, val_labels, torch.as_tensor(probs), torch.as_tensor(plain), test_labels
+    )
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt["temperature"] = out["calibration"]["temperature"]
+        atomic_torch_save(ckpt, ckpt_path)
+    return out
+
+
+def temperature_of(meta: dict) -> float:
+    """The calibration temperature recorded in checkpoint or model-card metadata (1 if none)."""
+    t = meta.get("temperature")
+    return float(t) if t else 1.0
+
+
+def reliability_arrays(bins: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean confidence, accuracy, count) of the non-empty bins, for plotting."""
+    full = [b for b in bins if b["n"]]
+    return (
+        np.array([b["confidence"] for b in full]),
+        np.array([b["accuracy"] for b in full]),
+        np.array([b["n"] for b in full]),
+    )
