@@ -17,7 +17,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 
@@ -287,11 +286,12 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, standalone_mode=False)
     except GeotuneError as err:
         _fail(str(err), 2)
-    except click.exceptions.Exit as err:
+    except typer.Exit as err:
         sys.exit(err.exit_code)
-    except click.ClickException as err:
-        _fail(" ".join(err.format_message().split()) + " (see --help)", 2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except typer.TyperException as err:  # usage errors: unknown option, unparsable value
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        _fail(" ".join(message.split()) + " (see --help)", 2)
+    except (KeyboardInterrupt, typer.Abort):
         err_console.print(
             "interrupted; an unfinished run stays in its hidden OUTPUT/.NAME.partial folder"
         )

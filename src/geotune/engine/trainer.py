@@ -22,7 +22,7 @@ from geotune.engine.fabric import resolve_device
 from geotune.engine.loop import Engine, TrainState
 from geotune.engine.outputs import finish_run, write_run_header
 from geotune.engine.prepare import Prepared, RunResult, prepare
-from geotune.errors import ConfigError
+from geotune.errors import ConfigError, DataError
 from geotune.models.classifier import save_classifier
 from geotune.runs.artifacts import check_run_data, read_run_config
 from geotune.runs.io import atomic_write_csv
@@ -44,7 +44,14 @@ def train(config: TrainConfig, console: Console | None = None) -> RunResult:
         GeotuneError: bad data, config or weights; nothing is written to the runs folder.
     """
     config = config.with_absolute_paths()
-    resolve_device(config.device)  # a missing GPU is an error before any decoding
+    # Checks that need no data come first: a user should not wait for decoding to learn them.
+    resolve_device(config.device)
+    if config.name is not None:
+        new_run(config).check_available()
+    if config.split is not None and not config.split.is_file():
+        raise DataError(
+            f"split file {config.split} not found; pass the split.csv of an earlier run"
+        )
     prep = prepare(config, console)
     if config.uses_cached_features():
         from geotune.engine.probe import fit_probe

@@ -1,0 +1,50 @@
+"""Resource metering of a run: peak memory and parameter counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+import numpy as np
+import torch
+from lightning_fabric import Fabric
+from rich.console import Console
+from torch import nn
+
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a run's peak-memory count afresh, so runs in one process (a compare grid) each
+    report their own peak rather than the process's."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux >= 4.0: writing 5 resets the peak resident set size (VmHWM)
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass  # elsewhere the figure stays the process's peak
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as fh:
+            hwm = next(line for line in fh if line.startswith("VmHWM:"))
+        return int(hwm.split()[1]) / 1024  # kB
+    except (OSError, StopIteration):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        return rss / 1024 if platform.system() == "Linux" else rss / 2**20
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
