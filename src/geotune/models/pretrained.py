@@ -65,7 +65,7 @@ HUB_WEIGHTS: dict[str, HubWeights] = {
         13,
         SENTINEL2_L1C_BANDS,
         _S2_10K,
-        "Sentinel-2 L1C, 13 bands (DN / 10000); SSL4EO-S12 MoCo-v3 via torchgeo",
+        "Sentinel-2 L1C, 13 bands (DN / 10000); SSL4EO-S12 MoCo via torchgeo",
     ),
     "ssl4eo-s12-dino": HubWeights(
         "resnet50",

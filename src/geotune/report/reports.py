@@ -227,6 +227,17 @@ def run_report(run: Path, title: str | None = None) -> Path:
         doc.figure(_learning_figure({s.strategy: history}), "learning curves")
     doc.h2("Confusion matrix")
     doc.figure(_confusion_figure(metrics), "confusion matrix")
+    if metrics.get("calibration"):
+        from geotune.report.reliability import reliability_figure
+
+        doc.h2("Calibration")
+        c = metrics["calibration"]
+        doc.para(
+            f"Temperature {c['temperature']:.3f} fitted on {c['n_val']} validation chips; test "
+            f"ECE {_pct(c['test_ece_before'])}% -> {_pct(c['test_ece_after'])}%, Brier "
+            f"{c['test_brier_before']:.4f} -> {c['test_brier_after']:.4f}."
+        )
+        doc.figure(reliability_figure(c, metrics.get("ece")), "reliability diagram")
     doc.h2("Most confused class pairs")
     _confused_pairs(doc, run)
     return doc.write()
@@ -247,6 +258,8 @@ def sweep_report(sweep: Path) -> Path:
     _strategy_table(doc, table)
     doc.h2("Data efficiency")
     doc.figure(_efficiency_figure(table), "accuracy versus labels per class")
+    if results.get("backbones"):
+        _pretraining_table(doc, results["backbones"])
     if results["paired"]:
         _paired_table(doc, results["paired"])
     top_budget = table[-1]["labels_per_class"]
@@ -301,6 +314,45 @@ def _strategy_table(doc: _Doc, table: list[dict]) -> None:
                 _pct(t["overfitting_gap_mean"]),
             ]
             for t in table
+        ],
+    )
+
+
+def _pretraining_table(doc: _Doc, ranking: list[dict]) -> None:
+    doc.h2("Pretrainings, ranked (same splits and seeds)")
+    doc.para(
+        "Per strategy and label budget, pretrainings by mean overall accuracy; the difference to "
+        "the best one is paired over seeds (same training and test chips), with its 95% t-interval."
+    )
+    doc.table(
+        [
+            "strategy",
+            "labels / class",
+            "rank",
+            "pretraining",
+            "OA %",
+            "95% CI",
+            "vs best (pt)",
+            "95% CI of difference",
+            "p (paired t)",
+            "train time s",
+        ],
+        [
+            [
+                r["transfer_strategy"],
+                r["labels_per_class"],
+                r["rank"],
+                r["pretraining"],
+                _pct(r["oa_mean"]),
+                f"[{_pct(r['oa_ci_low'])}, {_pct(r['oa_ci_high'])}]",
+                "best" if r["diff_to_best"] is None else f"{100 * r['diff_to_best']:+.1f}",
+                ""
+                if r["diff_ci_low"] is None or math.isnan(r["diff_ci_low"])
+                else f"[{100 * r['diff_ci_low']:+.1f}, {100 * r['diff_ci_high']:+.1f}]",
+                "" if r["p_value"] is None or math.isnan(r["p_value"]) else f"{r['p_value']:.3g}",
+                f"{r['train_time_s_mean']:.0f}",
+            ]
+            for r in ranking
         ],
     )
 

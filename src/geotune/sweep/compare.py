@@ -33,6 +33,13 @@ from geotune.runs.artifacts import (
 )
 from geotune.runs.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from geotune.runs.rundir import RunDir
+from geotune.sweep.pretrainings import (
+    Pretraining,
+    method_label,
+    parse_pretrainings,
+    rank_pretrainings,
+    ranking_lines,
+)
 from geotune.transfer.strategies import STRATEGIES
 
 ALL = "all"
@@ -46,6 +53,12 @@ class CompareConfig(BaseModel):
 
     data: Path
     strategies: list[str] = Field(["linear-probe", "feature-extraction", "lp-ft"], min_length=1)
+    backbones: list[str] = Field(
+        [],
+        description="pretrainings to compare, backbone[:weights] entries (e.g. "
+        "tf_efficientnet_lite0,geoembed_resnet18,resnet50:ckpt.pth); each runs the same grid, "
+        "and the report ranks them with paired statistics (default: the train options' backbone)",
+    )
     labels_per_class: list[int | str] = Field([5, 20, ALL], min_length=1)
     seeds: int = Field(3, ge=1, description="number of seeds (0, 1, ...); each gets its own split")
     pool_fraction: float = Field(
@@ -67,7 +80,7 @@ class CompareConfig(BaseModel):
     name: str | None = None
     train: dict[str, Any] = Field({}, description="geotune train options applied to every run")
 
-    @field_validator("strategies", "labels_per_class", mode="before")
+    @field_validator("strategies", "labels_per_class", "backbones", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
@@ -103,13 +116,24 @@ def make_compare_config(**values: Any) -> CompareConfig:
             format_validation_error(err).replace("config key", "compare option")
         ) from None
     # Validate the per-run options once, up front, with the same messages as `geotune train`.
-    for s in config.strategies:
-        make_config(data=config.data, strategy=s, **config.train)
+    for p in pretrainings(config):
+        extra = {} if p is None else p.train_options()
+        for s in config.strategies:
+            make_config(data=config.data, strategy=s, **{**config.train, **extra})
     return config
 
 
-def cell_name(strategy: str, budget: int | str, seed: int) -> str:
-    return f"{strategy}-{budget}-s{seed}"
+def pretrainings(config: CompareConfig) -> list[Pretraining | None]:
+    """The sweep's pretrainings (``[None]``: one, from the train options)."""
+    return parse_pretrainings(config.backbones) if config.backbones else [None]
+
+
+def cell_name(
+    strategy: str, budget: int | str, seed: int, pretraining: Pretraining | None = None
+) -> str:
+    if pretraining is None:
+        return f"{strategy}-{budget}-s{seed}"
+    return f"{strategy}-{pretraining.slug}-{budget}-s{seed}"
 
 
 def _bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -121,8 +145,14 @@ def _bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tup
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def cell_row(run: Path, strategy: str, budget: int | str, seed: int) -> dict:
-    """One results row from a finished run folder."""
+def cell_row(
+    run: Path, strategy: str, budget: int | str, seed: int, pretraining: Pretraining | None = None
+) -> dict:
+    """One results row from a finished run folder.
+
+    ``strategy`` is the compared unit: the strategy, or ``strategy @ pretraining`` when the
+    sweep compares pretrainings (``transfer_strategy`` and ``pretraining`` hold the parts).
+    """
     metrics = TestMetrics.read(run / TEST_METRICS_FILE)
     s = RunSummary.read(run / SUMMARY_FILE)
     preds = np.genfromtxt(
@@ -132,7 +162,10 @@ def cell_row(run: Path, strategy: str, budget: int | str, seed: int) -> dict:
     lo, hi = _bootstrap_ci(correct)
     oa = metrics.overall_accuracy
     return {
-        "strategy": strategy,
+        "strategy": method_label(strategy, pretraining),
+        "transfer_strategy": strategy,
+        "pretraining": s.backbone if pretraining is None else pretraining.label,
+        "weights": s.weights,
         "labels_per_class": budget,
         "seed": seed,
         "n_train": s.n_train,
@@ -190,9 +223,10 @@ def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
     (sweep / "splits").mkdir(parents=True, exist_ok=True)
     (sweep / "runs").mkdir(exist_ok=True)
     cells = [
-        (s, b, seed)
+        (s, b, seed, p)
         for seed in range(config.seeds)
         for b in config.labels_per_class
+        for p in pretrainings(config)
         for s in config.strategies
     ]
     plans = [_plan_cell(config, folder, sweep, *cell) for cell in cells]
@@ -200,7 +234,7 @@ def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
         _check_cell(sweep / "runs" / cell.name, cell)
     atomic_write_text_yaml(sweep / "compare.yaml", config.model_dump(mode="json"))
     rows = []
-    for k, ((strategy, budget, seed), cell) in enumerate(zip(cells, plans, strict=True), 1):
+    for k, ((strategy, budget, seed, pre), cell) in enumerate(zip(cells, plans, strict=True), 1):
         run = sweep / "runs" / cell.name
         if (run / "status.json").is_file():
             console.log(f"[{k}/{len(cells)}] {cell.name}: done earlier with these settings, reused")
@@ -210,7 +244,7 @@ def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
             stale.lock()  # refuses if another process runs this cell right now
             stale.discard()  # a cell killed earlier starts over
             train(cell, console)
-        rows.append(cell_row(run, strategy, budget, seed))
+        rows.append(cell_row(run, strategy, budget, seed, pre))
     write_results(sweep, rows)
     write_report(sweep)
     return sweep
@@ -234,7 +268,7 @@ def _check_sweep_splits(sweep: Path, config: CompareConfig) -> None:
         )
 
 
-def _plan_cell(config: CompareConfig, folder, sweep: Path, strategy, budget, seed):
+def _plan_cell(config: CompareConfig, folder, sweep: Path, strategy, budget, seed, pre=None):
     """The resolved run config of one cell (its split file is written when missing)."""
     split_file = sweep / "splits" / f"{budget}-s{seed}.csv"
     if split_file.is_file():
@@ -249,7 +283,7 @@ def _plan_cell(config: CompareConfig, folder, sweep: Path, strategy, budget, see
             config.test_per_class,
         )
         write_split(split_file, folder, split)
-    options = {**config.train}
+    options = {**config.train, **({} if pre is None else pre.train_options())}
     epochs = cell_epochs(config, strategy, int((split == "train").sum()))
     if epochs is not None:
         options["epochs"] = epochs
@@ -259,7 +293,7 @@ def _plan_cell(config: CompareConfig, folder, sweep: Path, strategy, budget, see
         split=split_file,
         seed=seed,
         output=sweep / "runs",
-        name=cell_name(strategy, budget, seed),
+        name=cell_name(strategy, budget, seed, pre),
         **options,
     ).with_absolute_paths()
 
@@ -386,7 +420,7 @@ def recommend(table: list[dict], pairs: list[dict]) -> list[str]:
         for other in sorted(rows[1:], key=lambda t: t["train_time_s_mean"]):
             if other["train_time_s_mean"] >= best["train_time_s_mean"]:
                 continue
-            pair = _pair(pairs, b, best["strategy"], other["strategy"])
+            pair = pair_of(pairs, b, best["strategy"], other["strategy"])
             if (
                 pair is not None
                 and not math.isnan(pair["diff_ci_low"])
@@ -403,7 +437,7 @@ def recommend(table: list[dict], pairs: list[dict]) -> list[str]:
         if choice is best:
             runner = rows[1] if len(rows) > 1 else None
             if runner is not None:
-                pair = _pair(pairs, b, best["strategy"], runner["strategy"])
+                pair = pair_of(pairs, b, best["strategy"], runner["strategy"])
                 sig = (
                     pair is not None
                     and not math.isnan(pair["diff_ci_low"])
@@ -427,7 +461,7 @@ def recommend(table: list[dict], pairs: list[dict]) -> list[str]:
     return lines
 
 
-def _pair(pairs: list[dict], budget, a: str, b: str) -> dict | None:
+def pair_of(pairs: list[dict], budget, a: str, b: str) -> dict | None:
     for p in pairs:
         if p["labels_per_class"] == budget and {p["a"], p["b"]} == {a, b}:
             if p["a"] == a:
@@ -458,6 +492,9 @@ def write_results(sweep: Path, rows: list[dict]) -> dict:
         "paired": pairs,
         "recommendation": recommend(table, pairs),
     }
+    if len({r["pretraining"] for r in rows}) > 1:  # several pretrainings: rank them
+        results["backbones"] = rank_pretrainings(table, pairs, rows)
+        results["recommendation"] += ranking_lines(results["backbones"])
     atomic_write_json(sweep / "results.json", results)
     atomic_write_csv(sweep / "results.csv", list(rows[0]), ([r[k] for k in rows[0]] for r in rows))
     atomic_write_csv(
