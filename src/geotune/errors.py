@@ -26,3 +26,7 @@ class WeightsError(GeotuneError, RuntimeError):
 
 class ConfigError(GeotuneError, ValueError):
     """A configuration value is invalid."""
+
+
+class ExportError(GeotuneError, RuntimeError):
+    """An exported model does not reproduce the PyTorch model (or cannot be written)."""

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from geotune.adapt.config import AdaptConfig
 from geotune.cli.options import given, model_signature, option, with_signature
+from geotune.cli.use import register
 from geotune.config import TrainConfig, build_config
 from geotune.errors import ConfigError, GeotuneError
 from geotune.evaluation.evaluate import EvaluateConfig
@@ -256,6 +257,12 @@ def _adapt_signature():
 
 
 app.command("adapt")(with_signature(adapt_command, _adapt_signature()))
+
+
+# ---------------------------------------------------------------------------------------------
+# predict, export (geotune.cli.use)
+# ---------------------------------------------------------------------------------------------
+register(app)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -90,7 +90,10 @@ def model_signature(
     for name in positional:
         field = model.model_fields[name]
         arg = typer.Argument(help=field.description or "")
-        ann = Annotated[cli_type(field.annotation), arg]
+        typ = cli_type(field.annotation)
+        if typing.get_origin(field.annotation) is list:
+            typ = field.annotation  # a list argument is variadic: INPUT...
+        ann = Annotated[typ, arg]
         params.append(
             inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ann)
         )

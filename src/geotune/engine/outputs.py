@@ -8,6 +8,7 @@ from rich.console import Console
 from geotune.config import save_config
 from geotune.data.splits import write_split
 from geotune.engine.prepare import Prepared, RunResult
+from geotune.evaluation.calibration import calibrate_run
 from geotune.evaluation.metrics import classification_metrics, metrics_table, save_metrics
 from geotune.runs.artifacts import DATA_FILE, SUMMARY_FILE, RunSummary
 from geotune.runs.io import atomic_write_csv, atomic_write_json, atomic_write_text
@@ -59,6 +60,7 @@ def finish_run(
         overall_accuracy_without_tta=plain_oa,
         best_epoch=best_epoch,
     )
+    metrics.update(calibrate_run(run.path, prep, probs, plain))  # temperature into best.pt
     save_metrics(metrics, run.path, "test")
     write_test_predictions(run, prep, probs)
     record = RunSummary(

@@ -28,7 +28,7 @@ N_BINS = 15
 
 def nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of ``labels`` under softmax(logits / T)."""
-    return float(F.cross_entropy(logits.float() / temperature, labels.long()))
+    return float(F.cross_entropy(logits.detach().float() / temperature, labels.long()))
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -41,7 +41,8 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     Returns:
         T > 0; calibrated probabilities are softmax(logits / T).
     """
-    logits, labels = logits.detach().float(), labels.long()
+    # clone: logits from inference_mode cannot take part in autograd otherwise.
+    logits, labels = logits.detach().float().clone(), labels.long()
     if len(labels) == 0:
         return 1.0
     log_t = torch.zeros(1, requires_grad=True)  # optimise log T: T stays positive
@@ -54,7 +55,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return loss
 
     opt.step(closure)
-    t = float(log_t.exp().clamp(0.05, 20.0))
+    t = float(log_t.detach().exp().clamp(0.05, 20.0))
     # A degenerate fit (e.g. a separable validation set pushes T to 0) must not hurt.
     return t if nll(logits, labels, t) < nll(logits, labels) else 1.0
 
@@ -100,35 +101,26 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor) -> list[dict]:
     return out
 
 
-def log_probabilities(scores: torch.Tensor) -> torch.Tensor:
-    """Logits -> log-probabilities; rows that already are probabilities (sum 1, >= 0) are logged."""
-    scores = scores.float()
-    is_prob = bool((scores >= 0).all()) and torch.allclose(
-        scores.sum(1), torch.ones(len(scores)), atol=1e-3
-    )
-    return scores.clamp_min(1e-12).log() if is_prob else scores.log_softmax(1)
-
-
 def calibration_record(
-    val_scores: torch.Tensor,
+    val_lp: torch.Tensor,
     val_labels: torch.Tensor,
     test_probs: torch.Tensor,
-    test_scores: torch.Tensor,
+    test_lp: torch.Tensor,
     test_labels: torch.Tensor,
 ) -> dict:
     """Fit T on validation; ECE / Brier on test before and after; reliability bins.
 
     Args:
-        val_scores: validation logits (or probabilities) of the plain view.
+        val_lp: validation log-probabilities (or logits) of the plain view.
         val_labels: validation class indices.
         test_probs: the test probabilities as reported (TTA-averaged when TTA is on).
-        test_scores: test logits (or probabilities) of the plain view.
+        test_lp: test log-probabilities (or logits) of the plain view.
         test_labels: test class indices.
 
     Returns:
         ``ece`` and ``brier`` of the reported test probabilities, and a ``calibration`` dict.
     """
-    val_lp, test_lp = log_probabilities(val_scores), log_probabilities(test_scores)
+    val_lp, test_lp = val_lp.float().log_softmax(1), test_lp.float().log_softmax(1)
     t = fit_temperature(val_lp, val_labels) if len(val_labels) else 1.0
     calibrated = (test_lp / t).softmax(1)
     raw = test_lp.softmax(1)
@@ -186,9 +178,10 @@ def calibrate_run(run_path: Path, prep: Prepared, probs, plain) -> dict:
         batch = max(64, prep.config.batch_size)
         _, val_scores = predict(model.to(device), pre, prep.images.pixels, val_idx, batch, device)
         val_labels = torch.as_tensor(labels[val_idx])
-    out = calibration_record(
-        val_scores, val_labels, torch.as_tensor(probs), torch.as_tensor(plain), test_labels
-    )
+    plain = torch.as_tensor(plain).float()
+    # Cached-feature probes report probabilities, not logits: their log is as good (see above).
+    test_lp = plain.clamp_min(1e-12).log() if prep.config.uses_cached_features() else plain
+    out = calibration_record(val_scores, val_labels, torch.as_tensor(probs), test_lp, test_labels)
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         ckpt["temperature"] = out["calibration"]["temperature"]
