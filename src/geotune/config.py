@@ -59,9 +59,7 @@ class TrainConfig(BaseModel):
     head: Literal["linear", "mlp"] = Field("linear", description="classification head")
     head_dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the head")
     # --- strategy -------------------------------------------------------------------------
-    strategy: str = Field(
-        "full", description="transfer strategy (registry: geotune.transfer.strategies)"
-    )
+    strategy: str = Field("full", description="transfer strategy")
     freeze_until: str | None = Field(
         None, description="partial / lp-ft: freeze layer groups up to and including this one"
     )
@@ -78,7 +76,7 @@ class TrainConfig(BaseModel):
     )
     bn_policy: str = Field(
         "frozen-in-frozen-groups",
-        description="BatchNorm statistics policy (registry: geotune.transfer.batchnorm)",
+        description="BatchNorm statistics during training",
     )
     probe_c: list[float] = Field(
         [0.001, 0.01, 0.1, 1.0, 10.0],
