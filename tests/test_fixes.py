@@ -29,11 +29,13 @@ def test_report_title_is_the_run_name_not_the_staging_folder(aid_tiny, tmp_path)
     assert "geotune run titled" in html and ".partial" not in html
 
 
-def test_help_lists_each_choice_once(capsys):
+def test_help_lists_each_choice_once(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # rich cuts long help at 80 columns
     code, out, _ = _cli(["train", "--help"], capsys)
     assert code == 0
     text = "".join(out.replace("│", " ").split())  # rich wraps long words anywhere
     assert text.count("lp-ft=") == 1 and text.count("frozen-in-frozen-groups=") == 1
+    assert "lp-ft:lp-ft:" not in text and "lp-ft:epochsofthehead-onlyphase" in text
 
 
 def test_shift_honours_image_size(aid_tiny, tmp_path, capsys):

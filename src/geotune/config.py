@@ -61,18 +61,18 @@ class TrainConfig(BaseModel):
     # --- strategy -------------------------------------------------------------------------
     strategy: str = Field("full", description="transfer strategy")
     freeze_until: str | None = Field(
-        None, description="partial / lp-ft: freeze layer groups up to and including this one"
+        None, description="freeze layer groups up to and including this one"
     )
     unfreeze_last: int | None = Field(
         None,
         ge=1,
-        description="partial / lp-ft: train only the last N layer groups of the backbone",
+        description="train only the last N layer groups of the backbone",
     )
     head_epochs: int = Field(
-        2, ge=1, description="lp-ft: epochs of the head-only phase before unfreezing"
+        2, ge=1, description="epochs of the head-only phase before unfreezing"
     )
     unfreeze_every: int = Field(
-        1, ge=1, description="gradual: epochs between unfreezing one more group (from the top)"
+        1, ge=1, description="epochs between unfreezing one more group (from the top)"
     )
     bn_policy: str = Field(
         "frozen-in-frozen-groups",
@@ -81,18 +81,18 @@ class TrainConfig(BaseModel):
     probe_c: list[float] = Field(
         [0.001, 0.01, 0.1, 1.0, 10.0],
         min_length=1,
-        description="linear-probe: inverse regularisation strengths tried on validation data",
+        description="inverse regularisation strengths tried on validation data",
     )
     probe_power: list[float] = Field(
         [1.0, 0.5],
         min_length=1,
-        description="linear-probe: signed power normalisation exponents tried on validation "
+        description="signed power normalisation exponents tried on validation "
         "(0.5 = square root, which evens out bursty pooled features; 1 = none)",
     )
     knn_k: list[int] = Field(
         [1, 5, 10, 20, 50],
         min_length=1,
-        description="knn: neighbour counts tried on validation data",
+        description="neighbour counts tried on validation data",
     )
     # --- optimisation ---------------------------------------------------------------------
     epochs: int = Field(10, ge=1)
