@@ -397,3 +397,11 @@ def test_lite0_export_parity_on_64_chips(aid_small, tmp_path):
             for x, y in zip(ra, rb, strict=True)
         ]
         assert max(diffs) < 1e-4
+
+
+def test_linear_probe_runs_are_calibrated_too(aid_tiny, tmp_path):
+    args = stub_args(aid_tiny, tmp_path, strategy="linear-probe", val_fraction=0.25, name="lp")
+    run = train(make_config(**args)).run_dir
+    c = json.loads((run / "test_metrics.json").read_text())["calibration"]
+    assert c["fitted_on"] == "val" and c["n_val"] == 4 and c["val_nll_after"] <= c["val_nll_before"]
+    assert load_predictor(run, "cpu").temperature == pytest.approx(c["temperature"])

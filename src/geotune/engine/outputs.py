@@ -47,7 +47,14 @@ def write_test_predictions(run: RunDir, prep: Prepared, probs: torch.Tensor) -> 
 
 
 def finish_run(
-    run: RunDir, prep: Prepared, probs, plain, summary: dict, console: Console, best_epoch=None
+    run: RunDir,
+    prep: Prepared,
+    probs,
+    plain,
+    summary: dict,
+    console: Console,
+    best_epoch=None,
+    val_scores=None,
 ) -> RunResult:
     """Test metrics (with and without TTA), summary.json, then the atomic rename into place."""
     labels = prep.images.folder.labels[prep.indices("test")]
@@ -60,7 +67,7 @@ def finish_run(
         overall_accuracy_without_tta=plain_oa,
         best_epoch=best_epoch,
     )
-    metrics.update(calibrate_run(run.path, prep, probs, plain))  # temperature into best.pt
+    metrics.update(calibrate_run(run.path, prep, probs, plain, val_scores))  # T into best.pt
     save_metrics(metrics, run.path, "test")
     write_test_predictions(run, prep, probs)
     record = RunSummary(

@@ -153,6 +153,9 @@ class ProbeFit:
     train_accuracy: float
     choice: dict
     save: Callable[[Path], None] | None  # writes best.pt (None: kNN keeps no checkpoint)
+    # Validation probabilities of a head fitted without the validation chips: the final head is
+    # refit on them, so its own validation outputs would calibrate on training data.
+    val_probs: torch.Tensor | None = None
 
 
 def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
@@ -206,7 +209,9 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
         write_run_header(run, prep)
         if fitted.save is not None:
             fitted.save(run.path / "checkpoints" / "best.pt")
-        return finish_run(run, prep, fitted.probs, fitted.probs, summary, console)
+        return finish_run(
+            run, prep, fitted.probs, fitted.probs, summary, console, val_scores=fitted.val_probs
+        )
 
 
 def _all_classes(prep: Prepared, probs: np.ndarray, present: np.ndarray) -> torch.Tensor:
@@ -235,6 +240,12 @@ def _logistic_probe(prep: Prepared, feats: np.ndarray) -> ProbeFit:
     power, C = best
     Z = powered[power]
     scaler, clf = _fit_logistic(Z[lab], y[lab], C)  # refit on all labelled chips
+    val_probs = None
+    if len(va):  # for the temperature (see ProbeFit.val_probs)
+        held_scaler, held = _fit_logistic(Z[tr], y[tr], C)
+        val_probs = _all_classes(
+            prep, held.predict_proba(held_scaler.transform(Z[va])), held.classes_
+        )
     probs = clf.predict_proba(scaler.transform(Z[te]))
     return ProbeFit(
         _all_classes(prep, probs, clf.classes_),
@@ -242,6 +253,7 @@ def _logistic_probe(prep: Prepared, feats: np.ndarray) -> ProbeFit:
         {"C": C, "feature_power": power, "val_accuracy_by_power_and_C": scores},
         # Fold the scaler into one nn.Linear: the run's checkpoint is an ordinary classifier.
         lambda path: _save_linear_head(path, prep, scaler, clf, power),
+        val_probs,
     )
 
 

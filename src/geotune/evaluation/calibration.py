@@ -150,7 +150,7 @@ def calibration_record(
     }
 
 
-def calibrate_run(run_path: Path, prep: Prepared, probs, plain) -> dict:
+def calibrate_run(run_path: Path, prep: Prepared, probs, plain, val_scores=None) -> dict:
     """Fit a finished run's temperature on its validation chips and store it in its checkpoint.
 
     Args:
@@ -158,6 +158,8 @@ def calibrate_run(run_path: Path, prep: Prepared, probs, plain) -> dict:
         prep: the prepared run (images, split, config).
         probs: test probabilities as reported.
         plain: test logits of the plain view (or probabilities, for cached-feature probes).
+        val_scores: validation scores to fit on, when the checkpoint's own would be biased
+            (a probe refit on its validation chips passes those of a head fitted without them).
 
     Returns:
         The fields to add to ``test_metrics.json`` (see :func:`calibration_record`).
@@ -171,8 +173,12 @@ def calibrate_run(run_path: Path, prep: Prepared, probs, plain) -> dict:
     test_labels = torch.as_tensor(labels[prep.indices("test")])
     ckpt_path = Path(run_path) / "checkpoints" / "best.pt"
     val_idx = prep.indices("val")
-    val_scores, val_labels = torch.empty(0, len(prep.classes)), torch.empty(0, dtype=torch.long)
-    if ckpt_path.is_file() and len(val_idx):
+    given, val_labels = val_scores, torch.empty(0, dtype=torch.long)
+    val_scores = torch.empty(0, len(prep.classes))
+    if given is not None and len(val_idx):
+        val_labels = torch.as_tensor(labels[val_idx])
+        val_scores = torch.as_tensor(given).float().clamp_min(1e-12).log()
+    elif ckpt_path.is_file() and len(val_idx):
         model, pre, _ = load_classifier(ckpt_path)
         device = resolve_device(prep.config.device)
         batch = max(64, prep.config.batch_size)

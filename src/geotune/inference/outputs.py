@@ -35,6 +35,7 @@ class OutputSet:
         for path in self.paths:
             tmp = self.temp(path)
             if tmp.exists():
+                tmp.chmod(0o644)  # atomic temporary files are private; outputs are not
                 os.replace(tmp, path)
             else:
                 with contextlib.suppress(FileNotFoundError):

@@ -256,6 +256,7 @@ def run_windows(
     blender = Blender(grid, len(predictor.classes), blend)
     masked = has_nodata(src)
     n_windows = n_skipped = 0
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # model loaded
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool, progress_bar(console) as bar:
         task = bar.add_task("scene", total=len(grid.ys) * len(grid.xs))
@@ -280,6 +281,7 @@ def run_windows(
         "seconds": seconds,
         "megapixels_per_s": grid.width * grid.height / 1e6 / max(seconds, 1e-9),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_before_windows_mb": rss_before,
     }
 
 
