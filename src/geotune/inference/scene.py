@@ -86,6 +86,7 @@ class Blender:
     n_classes: int
     blend: str
     rows: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    next_row: int = 0  # rows above it have been handed out
 
     def add(self, x0: int, y0: int, probs: np.ndarray) -> None:
         g = self.grid
@@ -101,11 +102,14 @@ class Blender:
 
     def finished(self, before_y: float) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Pop the cell rows whose centre lies above ``before_y`` (no later window reaches
-        them): (row, probabilities (ncols, K), seen (ncols,))."""
-        for r in sorted(self.rows):
-            if self.grid.cy[r] >= before_y:
-                break
-            acc, wsum = self.rows.pop(r)
+        them): (row, probabilities (ncols, K), seen (ncols,)). Every row comes out once, in
+        order, even one that no window reached (all nodata): it is written as nodata."""
+        g = self.grid
+        while self.next_row < g.nrows and g.cy[self.next_row] < before_y:
+            r = self.next_row
+            self.next_row += 1
+            empty = (np.zeros((g.ncols, self.n_classes), np.float32), np.zeros(g.ncols, np.float32))
+            acc, wsum = self.rows.pop(r, empty)
             yield r, acc / np.maximum(wsum, 1e-12)[:, None], wsum > 0
 
 
