@@ -229,6 +229,7 @@ def test_overlapping_windows_full_res_probabilities_and_nodata(stub_run, aid_tin
     valid = cls != 255
     assert valid.mean() == pytest.approx(7 / 12, abs=0.02)
     assert np.allclose(probs[:, valid].sum(0), 1, atol=1e-4)
+    assert (probs[:, ~valid] == -1).all(), "probabilities are nodata where the map is"
     assert (probs.argmax(0)[valid] == cls[valid]).all()
     assert r.info["windows_skipped_nodata"] >= 1
 

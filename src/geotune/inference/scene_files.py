@@ -125,11 +125,22 @@ class SceneWriter:
         self.class_pixels += np.bincount(good, minlength=len(self.classes))
         self.map.write(block[None], window=Window(0, y0, g.width, y1 - y0))
         if self.probs is not None:
-            full_p = np.repeat(probs, g.stride, axis=0)[: g.width].T[:, None, :]
-            self.probs.write(
-                np.broadcast_to(full_p, (len(self.classes), y1 - y0, g.width)),
-                window=Window(0, y0, g.width, y1 - y0),
-            )
+            self.write_full_probabilities(probs, y0, y1, mask)
+
+    def write_full_probabilities(self, probs: np.ndarray, y0: int, y1: int, mask) -> None:
+        """Full-resolution probabilities of one cell row, in column chunks: K bands x stride
+        rows x the whole width at once could be hundreds of MB."""
+        g = self.grid
+        chunk = g.stride * max(1, 2048 // g.stride)  # whole cells per chunk
+        for x0 in range(0, g.width, chunk):
+            x1 = min(x0 + chunk, g.width)
+            cells = probs[x0 // g.stride : -(-x1 // g.stride)]
+            full = np.repeat(cells, g.stride, axis=0)[: x1 - x0]
+            block = np.broadcast_to(full.T[:, None, :], (len(self.classes), y1 - y0, x1 - x0))
+            block = np.ascontiguousarray(block)
+            if mask is not None:
+                block[:, ~mask[:, x0:x1]] = PROB_NODATA
+            self.probs.write(block, window=Window(x0, y0, x1 - x0, y1 - y0))
 
     def cell_fraction(self, mask: np.ndarray) -> np.ndarray:
         """Share of valid pixels in each cell of a row (``mask``: the row's pixel rows)."""
