@@ -9,6 +9,7 @@
 
 From the repository root, with a finished classifier run:
     .venv/bin/python benchmarks/use_model.py RUN [--chips 512] [--size 20000] [--tile 300]
+        [--scene-model onnx|run] [--skip-chips]
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ def chip_throughput(run: Path, onnx: Path, n: int, out: Path) -> dict:
     }
 
 
-def scene_run(run: Path, vrt: Path, out: Path, tile: int, stride: int) -> dict:
+def scene_run(model: Path, vrt: Path, out: Path, tile: int, stride: int) -> dict:
     cmd = [
-        "/usr/bin/time", "-v", str(REPO / ".venv/bin/geotune"), "predict", str(run), str(vrt),
+        "/usr/bin/time", "-v", str(REPO / ".venv/bin/geotune"), "predict", str(model), str(vrt),
         "--scene", "--tile", str(tile), "--stride", str(stride), "--batch-size", "32",
         "--output", str(out / f"{vrt.stem}-map.tif"), "--overwrite",
     ]  # fmt: skip
@@ -103,6 +104,7 @@ def scene_run(run: Path, vrt: Path, out: Path, tile: int, stride: int) -> dict:
         "megapixels_per_s": info["megapixels_per_s"],
         "command_wall_s": wall,
         "peak_rss_mb": rss / 1024,
+        "peak_rss_before_windows_mb": info["peak_rss_before_windows_mb"],
     }
 
 
@@ -114,6 +116,11 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=5000)
     ap.add_argument("--tile", type=int, default=300)
     ap.add_argument("--stride", type=int, default=300)
+    ap.add_argument(
+        "--scene-model", choices=["onnx", "run"], default="onnx",
+        help="scenes with the exported ONNX model (faster on CPU) or the run folder (PyTorch)",
+    )  # fmt: skip
+    ap.add_argument("--skip-chips", action="store_true", help="only export and scenes")
     args = ap.parse_args()
     from geotune.inference.export import export_model
 
@@ -123,15 +130,17 @@ def main() -> None:
     t0 = time.perf_counter()
     exported = export_model(args.run, "onnx", out / "model.onnx", check_chips=64)
     result["export"] = {**exported.parity, "seconds": time.perf_counter() - t0}
-    result["chips"] = chip_throughput(args.run, exported.model_path, args.chips, out)
-    print(json.dumps(result["chips"], indent=1), flush=True)
+    if not args.skip_chips:
+        result["chips"] = chip_throughput(args.run, exported.model_path, args.chips, out)
+        print(json.dumps(result["chips"], indent=1), flush=True)
+    model = exported.model_path if args.scene_model == "onnx" else args.run
     result["scenes"] = []
     for size in (args.small, args.size):
         vrt = out / f"mosaic{size}.vrt"
         result["scenes"].append(
             {
                 "vrt_sources": write_vrt(vrt, size),
-                **scene_run(args.run, vrt, out, args.tile, args.stride),
+                **scene_run(model, vrt, out, args.tile, args.stride),
             }
         )
         print(json.dumps(result["scenes"][-1], indent=1), flush=True)

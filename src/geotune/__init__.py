@@ -10,6 +10,8 @@ The public API (each name is documented where it lives)::
 - ``compare(make_compare_config(...))``: strategies x label budgets x seeds, with a report;
 - ``adapt_run(run_dir, make_adapt_config(...))``: unsupervised domain adaptation of a run;
 - ``measure_shift(a, b, ...)``: the domain shift between two datasets;
+- ``load_predictor(run_or_model)`` with ``predict_chips`` / ``predict_scene``: use a trained
+  model on chips or a GeoTIFF scene; ``export_model(run, "onnx")``: ONNX / TorchScript export;
 - errors: ``GeotuneError`` and its ``ConfigError``, ``DataError``, ``WeightsError``.
 
 Heavy modules (torch, timm) load on first use of a name, so ``import geotune`` stays fast.
@@ -39,6 +41,10 @@ _LAZY = {
     "make_adapt_config": ("geotune.adapt.config", "make_adapt_config"),
     "measure_shift": ("geotune.shift.measure", "measure_shift"),
     "write_report": ("geotune.report.reports", "write_report"),
+    "load_predictor": ("geotune.inference.model", "load_predictor"),
+    "predict_chips": ("geotune.inference.chips", "predict_chips"),
+    "predict_scene": ("geotune.inference.scene", "predict_scene"),
+    "export_model": ("geotune.inference.export", "export_model"),
 }
 
 __all__ = [
