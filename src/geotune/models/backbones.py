@@ -427,10 +427,7 @@ def _hub_backbone(name: str, in_chans: int) -> tuple[nn.Module, Preprocessing, s
     model = _create(name, pretrained=False, num_classes=0, in_chans=in_chans)  # name check
     cfg = model.pretrained_cfg
     if not cfg.get("hf_hub_id") and not cfg.get("url"):
-        raise WeightsError(
-            f"backbone '{name}' has no hub weights; use --weights offline (where installed), "
-            f"or a local checkpoint with --weights PATH; {_offline_hint()}"
-        )
+        raise WeightsError(f"backbone '{name}' has no hub weights; {_offline_hint()}")
     where = f"https://huggingface.co/{cfg['hf_hub_id']}" if cfg.get("hf_hub_id") else cfg["url"]
     try:
         model = _create(name, pretrained=True, num_classes=0, in_chans=in_chans)
