@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from geotune.errors import ConfigError
 from geotune.runs.io import atomic_write_text
 from geotune.transfer.batchnorm import BN_POLICIES
+from geotune.transfer.stem import BAND_INITS
 from geotune.transfer.strategies import STRATEGIES
 
 M = TypeVar("M", bound=BaseModel)
@@ -41,6 +42,22 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0, description="seed for the split, initialisation and batches")
     skip_bad_images: bool = Field(
         False, description="skip unreadable images (listed in the run folder) instead of failing"
+    )
+    # --- bands (multispectral GeoTIFF chips) -------------------------------------------------
+    band_names: str | None = Field(
+        None,
+        description="names of the chips' bands when the files carry none: a preset "
+        "(sentinel2-13 = EuroSAT MS file order, rgb, rgbn = NAIP) or a comma-separated list",
+    )
+    bands: list[str] | None = Field(
+        None,
+        description="bands to use, by name and in this order, e.g. B04,B03,B02,B08 "
+        "(default: all bands of the files)",
+    )
+    band_init: str | None = Field(
+        None,
+        description="how RGB-pretrained stems initialise bands other than red, green, blue "
+        "(default: mean when a stem is adapted)",
     )
     # --- augmentation (training only; overhead imagery has no canonical 'up') ------------------
     flips: bool = Field(True, description="random horizontal and vertical flips")
@@ -155,6 +172,14 @@ class TrainConfig(BaseModel):
         # CLI form: --probe-c 0.01,0.1,1
         return [x for x in v.split(",") if x.strip()] if isinstance(v, str) else v
 
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _split_bands(cls, v: Any) -> Any:
+        # CLI form: --bands B04,B03,B02
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip()] or None
+        return v
+
     @field_validator("group_lr", mode="before")
     @classmethod
     def _split_mapping(cls, v: Any) -> Any:
@@ -179,6 +204,10 @@ class TrainConfig(BaseModel):
         if spec is None:
             raise ValueError(
                 f"unknown strategy '{self.strategy}'; use one of {', '.join(STRATEGIES)}"
+            )
+        if self.band_init is not None and self.band_init not in BAND_INITS:
+            raise ValueError(
+                f"unknown band_init '{self.band_init}'; use one of {', '.join(BAND_INITS)}"
             )
         if self.bn_policy not in BN_POLICIES:
             raise ValueError(

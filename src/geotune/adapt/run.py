@@ -33,6 +33,7 @@ from rich.console import Console
 import geotune.adapt.methods  # noqa: F401 - registers the built-in methods
 from geotune.adapt.config import AdaptConfig
 from geotune.adapt.registry import ADAPT_METHODS, AdaptContext
+from geotune.data.bands import BandRequest
 from geotune.data.batches import image_batches
 from geotune.data.classmap import label_remap, load_class_map, pair_classes
 from geotune.data.decode import DecodedImages, decode_folder
@@ -162,7 +163,10 @@ def _summary(run: Path, config: AdaptConfig, t_idx, method_info: dict, seconds: 
 
 def _target_chips(config: AdaptConfig, prep) -> tuple[DecodedImages, np.ndarray]:
     """The target chips, unlabelled by construction, and the ones used (``max_target``)."""
-    target = decode_folder(list_unlabelled(config.target), prep.size, prep.interpolation)
+    bands = BandRequest.for_run(prep.bands, "the run")  # the bands it was trained on, or an error
+    target = decode_folder(
+        list_unlabelled(config.target), prep.size, prep.interpolation, bands=bands
+    )
     t_idx = np.arange(len(target.folder))
     if config.max_target is not None and len(t_idx) > config.max_target:
         rng = np.random.default_rng(config.seed)
@@ -178,7 +182,8 @@ def _evaluation_data(config: AdaptConfig, prep, classes: list[str]) -> Evaluatio
         return None
     folder = scan_folder(root)
     mapping, excluded = pair_classes(folder.classes, classes, load_class_map(config.class_map))
-    images = decode_folder(folder, prep.size, prep.interpolation)
+    bands = BandRequest.for_run(prep.bands, "the run")
+    images = decode_folder(folder, prep.size, prep.interpolation, bands=bands)
     labels = label_remap(images.folder.classes, classes, mapping)[images.folder.labels]
     idx = np.flatnonzero(labels >= 0)
     return Evaluation(Path(root), transductive, images, labels, idx, mapping, excluded)

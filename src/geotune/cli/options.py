@@ -22,12 +22,14 @@ def registry_choices() -> dict[str, dict[str, str]]:
     """Field name -> {choice: one-line description}, read from the registries."""
     from geotune.adapt.registry import ADAPT_METHODS
     from geotune.transfer.batchnorm import BN_POLICIES
+    from geotune.transfer.stem import BAND_INITS
     from geotune.transfer.strategies import STRATEGIES
 
     return {
         "strategy": {k: v.description for k, v in STRATEGIES.items()},
         "bn_policy": {k: v.description for k, v in BN_POLICIES.items()},
         "method": {k: v.description for k, v in ADAPT_METHODS.items()},
+        "band_init": dict(BAND_INITS),
     }
 
 

@@ -33,15 +33,20 @@ def augment_batch(
     global_size: int | None = None,
     rank: int = 0,
     world: int = 1,
+    to_unit=None,
 ) -> torch.Tensor:
     """uint8 NCHW -> augmented float NCHW in [0, 1].
+
+    ``to_unit`` maps other raw pixels (multispectral bands of any dtype) to [0, 1] first
+    (``Preprocessing.to_unit``). Flips, rotations and crops act on every band alike; there is no
+    colour augmentation, which would have no meaning for non-visible bands.
 
     Under data parallelism ``x_uint8`` is shard ``rank::world`` of a global batch of
     ``global_size`` chips: the random parameters are drawn for the whole global batch (every rank
     draws the same, from the same seed) and this shard's rows are applied, so N processes
     augment each chip exactly as one process would, while each loads and augments only its own.
     """
-    x = x_uint8.float().div_(255)
+    x = to_unit(x_uint8) if to_unit is not None else x_uint8.float().div_(255)
     if not len(augment):
         return x
     n = global_size or len(x)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from geotune.data.bands import BandLayout, BandRequest, check_layout, resolve_layout
 from geotune.data.cache import ArrayCache
 from geotune.data.folder import SceneFolder, cache_root, default_workers
-from geotune.errors import DataError
+from geotune.data.raster import raster_info, read_raster, resize_bands
+from geotune.errors import ConfigError, DataError
 
 CACHE_VERSION = 1
 
@@ -78,6 +82,11 @@ def resize_chip(im: Image.Image, size: int, interpolation: str) -> np.ndarray:
     Scene chips are framed as a whole, so unlike ImageNet evaluation we do not centre-crop away
     a border (timm's crop_pct); a non-square chip is resized on its short side and centre-cropped.
     """
+    return np.asarray(fit_square(im, size, interpolation), dtype=np.uint8).transpose(2, 0, 1)
+
+
+def fit_square(im: Image.Image, size: int, interpolation: str) -> Image.Image:
+    """The geometry of resize_chip, for any PIL mode (multispectral bands go through mode F)."""
     w, h = im.size
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
@@ -86,7 +95,7 @@ def resize_chip(im: Image.Image, size: int, interpolation: str) -> np.ndarray:
     left, top = (nw - size) // 2, (nh - size) // 2
     if (nw, nh) != (size, size):
         im = im.crop((left, top, left + size, top + size))
-    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    return im
 
 
 def _folder_key(folder: SceneFolder, size: int, interpolation: str) -> str:
@@ -99,13 +108,15 @@ def _folder_key(folder: SceneFolder, size: int, interpolation: str) -> str:
 
 @dataclass
 class DecodedImages:
-    """All chips of a folder as one uint8 array (N, 3, S, S), memory-mapped from the cache."""
+    """All chips of a folder as one array (N, C, S, S), memory-mapped from the cache: uint8 RGB,
+    or the selected bands of multispectral chips in their own dtype (``layout``)."""
 
     folder: SceneFolder
     pixels: np.ndarray
     size: int
     interpolation: str
     key: str
+    layout: BandLayout | None = None  # None: 8-bit RGB chips
 
 
 def decode_folder(
@@ -115,8 +126,9 @@ def decode_folder(
     workers: int | None = None,
     skip_bad: bool = False,
     cache_dir: Path | None = None,
+    bands: BandRequest | None = None,
 ) -> DecodedImages:
-    """Decode every chip once (threads; PIL releases the GIL) into a reusable uint8 cache.
+    """Decode every chip once (threads; PIL and GDAL release the GIL) into a reusable cache.
 
     Args:
         folder: the scanned dataset.
@@ -125,12 +137,21 @@ def decode_folder(
         skip_bad: drop unreadable files (recorded in ``folder.skipped`` of the result) instead
             of raising a one-line DataError for the first one.
         cache_dir: cache root (default: ``GEOTUNE_CACHE`` or ~/.cache/geotune).
+        bands: band names / selection (``--band-names``, ``--bands``), or a trained run whose
+            bands the data must give (one-line DataError otherwise, before any decoding).
+            8-bit RGB data without band options decodes exactly as before (same key, uint8).
 
     Returns:
         The decoded chips, memory-mapped from the cache.
     """
     cache = ArrayCache(Path(cache_dir or cache_root()) / "images")
+    layout, ref = detect_layout(folder, bands or BandRequest())
+    if bands is not None and bands.run is not None:
+        check_layout(layout, bands.expected, folder.root, bands.run)
     key = _folder_key(folder, size, interpolation)
+    if layout is not None:  # keyed as RGB data plus the band layout
+        layout_text = json.dumps(layout.to_dict(), sort_keys=True)
+        key = hashlib.sha1(f"{key}|{layout_text}".encode()).hexdigest()[:20]
     hit = cache.load(key)
     if hit is not None:
         pixels, meta = hit
@@ -138,11 +159,13 @@ def decode_folder(
         if bad and not skip_bad:
             rel, reason = next(iter(bad.items()))
             raise DataError(f"{folder.root / rel} {reason}; fix it or pass --skip-bad-images")
-        return DecodedImages(_drop_bad(folder, bad), pixels, size, interpolation, key)
+        return DecodedImages(_drop_bad(folder, bad), pixels, size, interpolation, key, layout)
+
+    read = _chip_reader(size, interpolation, layout, folder.root / ref)
 
     def work(rel: str) -> np.ndarray | str:
         try:
-            return resize_chip(read_rgb(folder.root / rel), size, interpolation)
+            return read(folder.root / rel)
         except DataError as err:
             if not skip_bad:
                 raise
@@ -163,8 +186,62 @@ def decode_folder(
             out[i] = chip
 
     meta = {"root": str(folder.root), "n": len(good), "bad": sorted(bad.items())}
-    pixels = cache.save(key, (len(good), 3, size, size), np.uint8, fill, meta)
-    return DecodedImages(kept, pixels, size, interpolation, key)
+    channels, dtype = (3, np.uint8) if layout is None else (layout.channels, layout.dtype)
+    pixels = cache.save(key, (len(good), channels, size, size), dtype, fill, meta)
+    return DecodedImages(kept, pixels, size, interpolation, key, layout)
+
+
+def detect_layout(folder: SceneFolder, request: BandRequest) -> tuple[BandLayout | None, str]:
+    """The band layout of a dataset (None: 8-bit RGB) and a chip that has it.
+
+    The kind of the first chip of every class decides (a single odd file cannot make the whole
+    dataset look multispectral); every chip is checked against it while decoding.
+    """
+    firsts = {}
+    for rel, label in zip(folder.paths, folder.labels, strict=True):
+        firsts.setdefault(int(label), rel)
+    infos = {rel: raster_info(folder.root / rel) for rel in firsts.values()}
+    kinds = {
+        rel: "rgb" if i is None or i.is_rgb else (i.count, i.storage) for rel, i in infos.items()
+    }
+    kind = Counter(kinds.values()).most_common(1)[0][0]
+    ref = next(rel for rel, k in kinds.items() if k == kind)
+    info = infos[ref]
+    named = request.band_names or request.bands
+    if kind == "rgb" and (not named or request.run is not None):
+        return None, ref  # RGB images (for a run's bands: check_layout says what is wrong)
+    if info is None:
+        raise ConfigError(
+            f"--band-names and --bands apply to GeoTIFF chips, but {folder.root / ref} is an "
+            "8-bit RGB image; leave these options out for RGB images"
+        )
+    where = folder.root / ref
+    return resolve_layout(
+        info.count, info.storage, info.descriptions, where, request.band_names, request.bands
+    ), ref
+
+
+def _chip_reader(size: int, interpolation: str, layout: BandLayout | None, ref: Path):
+    """path -> decoded chip (CHW) of the dataset's kind; another kind is a one-line DataError."""
+
+    def fit(im: Image.Image) -> Image.Image:
+        return fit_square(im, size, interpolation)
+
+    def read(path: Path) -> np.ndarray:
+        if layout is not None:
+            return resize_bands(read_raster(path, layout, ref), size, fit)
+        try:
+            return resize_chip(read_rgb(path), size, interpolation)
+        except DataError:
+            info = raster_info(path)  # a readable multispectral TIFF among RGB images
+            if info is None or info.is_rgb:
+                raise
+            raise DataError(
+                f"{path} has {info.describe()} but {ref} is 8-bit RGB; a dataset needs one band "
+                "count: move one kind out, or pass --skip-bad-images"
+            ) from None
+
+    return read
 
 
 def _drop_bad(folder: SceneFolder, bad: dict[str, str]) -> SceneFolder:

@@ -187,9 +187,14 @@ class Engine:
             if n_global < self.world:
                 continue  # a last global batch too small to give every process a chip
             x = augment_batch(
-                self.augment, x.to(self.device, non_blocking=True), n_global, self.rank, self.world
+                self.augment,
+                x.to(self.device, non_blocking=True),
+                n_global,
+                self.rank,
+                self.world,
+                p.preprocessing.to_unit,
             )
-            x = p.preprocessing.normalize(x).contiguous(memory_format=torch.channels_last)
+            x = p.preprocessing.standardize(x).contiguous(memory_format=torch.channels_last)
             y = y.to(self.device, non_blocking=True)
             step_now = (i + 1) % cfg.accumulate == 0 or i + 1 == len(batches)
             with self.fabric.no_backward_sync(self.module, enabled=not step_now):

@@ -76,6 +76,7 @@ def finish_run(
         backbone=prep.config.backbone,
         weights=prep.weights,
         preprocessing=prep.preprocessing.to_dict(),
+        bands=prep.band_record(),
         layer_groups=prep.group_names,
         n_train=len(prep.indices("train")),
         n_val=len(prep.indices("val")),

@@ -11,10 +11,12 @@ import torch
 from rich.console import Console
 
 from geotune.config import TrainConfig
-from geotune.data.decode import DecodedImages, decode_folder
+from geotune.data.bands import BandRequest
+from geotune.data.decode import DecodedImages, decode_folder, detect_layout
 from geotune.data.folder import scan_folder
 from geotune.data.splits import make_split, read_split
-from geotune.errors import DataError
+from geotune.engine.bands import band_model, band_preprocessing
+from geotune.errors import ConfigError, DataError
 from geotune.models.backbones import Preprocessing
 from geotune.models.classifier import SceneClassifier, build_classifier
 from geotune.transfer.groups import LayerGroup, layer_groups
@@ -34,6 +36,7 @@ class Prepared:
     weights: str
     groups: list[LayerGroup]
     phases: list[Phase]
+    stem: dict | None = None  # how an RGB stem was adapted to the bands (engine.bands)
 
     @property
     def classes(self) -> list[str]:
@@ -56,7 +59,13 @@ class Prepared:
             "head": c.head,
             "head_dropout": c.head_dropout,
             "preprocessing": self.preprocessing.to_dict(),
+            **({"bands": self.band_record()} if self.images.layout else {}),
         }
+
+    def band_record(self) -> dict | None:
+        """The bands a multispectral run used (checkpoint and summary); None for RGB runs."""
+        layout = self.images.layout
+        return None if layout is None else {**layout.to_dict(), "stem": self.stem}
 
 
 @dataclass
@@ -90,18 +99,34 @@ def prepare(
             f"{config.data} has one class folder ({folder.classes[0]}); a scene classifier "
             "needs at least two classes"
         )
+    request = BandRequest(config.band_names, tuple(config.bands) if config.bands else None)
+    layout, _ = detect_layout(folder, request)
+    if layout is None and config.band_init is not None:
+        raise ConfigError(
+            f"--band-init applies to multispectral chips, but {config.data} holds 8-bit RGB "
+            "images; leave it out"
+        )
     torch.manual_seed(config.seed)  # the new head's initialisation is part of the run's seed
-    model, prep, weights = build_classifier(
-        config.backbone,
-        config.weights,
-        len(folder.classes),
-        config.head,
-        config.head_dropout,
-        config.image_size,
-    )
+    stem = None
+    if layout is None:
+        model, prep, weights = build_classifier(
+            config.backbone,
+            config.weights,
+            len(folder.classes),
+            config.head,
+            config.head_dropout,
+            config.image_size,
+        )
+    else:
+        model, prep, weights, stem = band_model(config, layout, len(folder.classes))
     t0 = time.perf_counter()
     images = decode_folder(
-        folder, prep.size, prep.interpolation, config.num_workers, config.skip_bad_images
+        folder,
+        prep.size,
+        prep.interpolation,
+        config.num_workers,
+        config.skip_bad_images,
+        bands=request,
     )
     console.log(
         f"{len(images.folder)} images in {len(folder.classes)} classes at {prep.size} px "
@@ -119,10 +144,13 @@ def prepare(
             config.seed,
         )
     _check_split(split, config)
+    if layout is not None:  # per-band statistics of the training chips only
+        train_idx = np.flatnonzero(split == "train")
+        prep = band_preprocessing(prep, layout, stem, weights, images.pixels, train_idx)
     groups = layer_groups(model)
     lr_multipliers(config, groups)  # validates group_lr names before anything is written
     phases = [] if config.uses_cached_features() else plan_phases(config, groups)
-    return Prepared(config, images, split, model, prep, weights, groups, phases)
+    return Prepared(config, images, split, model, prep, weights, groups, phases, stem)
 
 
 def _check_split(split: np.ndarray, config: TrainConfig) -> None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from geotune.config import register_config_model
+from geotune.data.bands import BandRequest
 from geotune.data.classmap import label_remap, load_class_map, pair_classes
 from geotune.data.decode import decode_folder
 from geotune.data.folder import scan_folder
@@ -148,7 +149,8 @@ def _other_dataset(data: Path, classes: list[str], class_map, prep, workers):
             f"({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''})"
         )
     mapping, excluded = pair_classes(folder.classes, classes, cmap)
-    images = decode_folder(folder, prep.size, prep.interpolation, workers)
+    bands = BandRequest.for_run(prep.bands, "the run")  # the bands it was trained on, or an error
+    images = decode_folder(folder, prep.size, prep.interpolation, workers, bands=bands)
     labels = label_remap(images.folder.classes, classes, mapping)[images.folder.labels]
     return images, labels, mapping, excluded
 
@@ -168,6 +170,7 @@ def run_images(run: Path, prep, workers: int | None = None):
     config = read_run_config(run)
     skip = config.skip_bad_images
     folder = scan_folder(config.data, skip_bad=skip)
-    images = decode_folder(folder, prep.size, prep.interpolation, workers, skip)
+    bands = BandRequest.for_run(prep.bands, run)
+    images = decode_folder(folder, prep.size, prep.interpolation, workers, skip, bands=bands)
     check_run_data(run, images.folder)
     return images, read_split(run / "split.csv", images.folder)

@@ -67,8 +67,9 @@ def build_classifier(
     head: str = "linear",
     dropout: float = 0.0,
     image_size: int | None = None,
+    in_chans: int = 3,
 ) -> tuple[SceneClassifier, Preprocessing, str]:
-    net, prep, source = create_backbone(backbone, weights)
+    net, prep, source = create_backbone(backbone, weights, in_chans)
     if image_size is not None:
         prep = Preprocessing(image_size, prep.mean, prep.std, prep.interpolation)
     return SceneClassifier(net, num_classes, head, dropout), prep, source
@@ -95,7 +96,8 @@ def load_classifier(path: Path) -> tuple[SceneClassifier, Preprocessing, dict]:
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "geotune-classifier-v1":
         raise WeightsError(f"{path} is not a geotune classifier checkpoint")
-    net, _, _ = create_backbone(ckpt["backbone"], "random")
+    bands = ckpt.get("bands") or {}  # multispectral runs: the stem takes that many bands
+    net, _, _ = create_backbone(ckpt["backbone"], "random", int(bands.get("channels", 3)))
     model = SceneClassifier(
         net,
         len(ckpt["classes"]),

@@ -170,17 +170,17 @@ def _confused_pairs(doc: _Doc, run: Path, n_pairs: int = 5, per_pair: int = 4) -
         ["true class", "predicted as", "chips"],
         [[t, p, n] for (t, p), n in counts.most_common(n_pairs)],
     )
-    from PIL import Image
+    from geotune.data.raster import preview_image
 
     for (t, p), _ in counts.most_common(n_pairs):
         shots = []
         for row in [w for w in wrong if (w["true"], w["predicted"]) == (t, p)][:per_pair]:
             try:
-                with Image.open(data_root / row["path"]) as im:
-                    im = im.convert("RGB")
-                    im.thumbnail((96, 96))
-                    buf = io.BytesIO()
-                    im.save(buf, format="JPEG", quality=85)
+                # 8-bit RGB; multispectral chips as a true-colour composite
+                im = preview_image(data_root / row["path"])
+                im.thumbnail((96, 96))
+                buf = io.BytesIO()
+                im.save(buf, format="JPEG", quality=85)
                 shots.append((f"{row['path']} ({float(row['confidence']):.2f})", buf.getvalue()))
             except OSError:
                 continue  # the data moved since the run: the table above still stands

@@ -122,6 +122,8 @@ class RunSummary(Artifact):
     fit_time_s: float | None = None
     feature_dim: int | None = None
     note: str | None = None
+    # multispectral runs: the bands used and how an RGB stem was adapted (None: 8-bit RGB)
+    bands: dict[str, Any] | None = None
 
     def accuracy_under(self, tta: str) -> float | None:
         """The run's test accuracy under test-time augmentation ``tta``, when it is known."""

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from geotune.config import register_config_model
+from geotune.data.bands import BandRequest
 from geotune.data.classmap import load_class_map, pair_classes
 from geotune.data.decode import decode_folder
 from geotune.data.folder import SceneFolder, scan_folder
@@ -23,7 +24,8 @@ from geotune.shift.distances import feature_distances
 
 
 def _features_of(folder: SceneFolder, backbone, backbone_id: str, weights_id: str, prep, workers):
-    images = decode_folder(folder, prep.size, prep.interpolation, workers)
+    bands = BandRequest.for_run(prep.bands, "the model")  # the bands it takes, or an error
+    images = decode_folder(folder, prep.size, prep.interpolation, workers, bands=bands)
     device = resolve_device("auto")
     feats, _, _ = cached_features(backbone, backbone_id, weights_id, prep, images, device=device)
     return images.folder, feats

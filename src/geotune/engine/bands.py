@@ -1,0 +1,124 @@
+"""Multispectral runs: the model for a band layout and the normalisation that fits the data.
+
+Rules (README, "Multispectral chips and pretraining"):
+- weights made for the data's bands (random, a named multispectral source, a checkpoint file
+  whose stem takes that many bands) are built for them as they are;
+- RGB-pretrained weights (offline, hub, a 3-band file) keep their R, G, B kernels for the bands
+  named red, green, blue; every other band is initialised by ``--band-init``;
+- every band is scaled to [0, 1] by its 1st-99th percentile on the training split; bands seen
+  by pretrained R, G, B kernels then use the weights' own mean/std, all other bands the mean/std
+  of the training split. Test chips never enter the statistics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geotune.config import TrainConfig
+from geotune.data.bands import BandLayout, band_statistics, presets_hint
+from geotune.errors import ConfigError, WeightsError
+from geotune.models.backbones import Preprocessing, resolve_source
+from geotune.models.classifier import SceneClassifier, build_classifier
+from geotune.models.pretrained import HUB_WEIGHTS
+from geotune.transfer.stem import DEFAULT_BAND_INIT, adapt_stem
+
+# Named multispectral weights (SSL4EO-S12) take reflectance = digital number / 10000.
+_DN_SCALE = 10000.0
+
+
+def band_model(
+    config: TrainConfig, layout: BandLayout, num_classes: int
+) -> tuple[SceneClassifier, Preprocessing, str, dict | None]:
+    """The classifier for ``layout``'s bands: (model, weights' preprocessing, weights, stem record
+    or None when the weights take the bands as they are)."""
+    n = layout.channels
+    source = resolve_source(config.backbone, config.weights)
+
+    def build(in_chans: int):
+        return build_classifier(
+            config.backbone,
+            config.weights,
+            num_classes,
+            config.head,
+            config.head_dropout,
+            config.image_size,
+            in_chans=in_chans,
+        )
+
+    if source == "random" or source in HUB_WEIGHTS:
+        native = build(n)  # random weights fit any bands; named weights check their own
+    elif source in ("offline", "hub"):
+        native = None
+    else:  # a checkpoint file: made for these bands, or RGB weights to adapt
+        try:
+            native = build(n)
+        except WeightsError as first:
+            try:
+                return _adapted(build(3), config, layout)
+            except WeightsError:
+                raise first from None
+    if native is not None:
+        if config.band_init is not None:
+            raise ConfigError(
+                f"--band-init {config.band_init} does not fit: weights '{config.weights}' take "
+                f"{n}-band input as they are, so no stem is adapted; leave --band-init out"
+            )
+        return (*native, None)
+    return _adapted(build(3), config, layout)
+
+
+def _adapted(built, config: TrainConfig, layout: BandLayout):
+    model, prep, weights = built
+    rgb = layout.rgb_positions()
+    if rgb is None:
+        raise ConfigError(
+            f"RGB-pretrained weights ({weights}) need to know which bands are red, green and "
+            f"blue, but the chips' bands have no names; {presets_hint()}"
+        )
+    others = layout.channels - sum(p is not None for p in rgb)
+    if others == 0 and config.band_init is not None:
+        raise ConfigError(
+            f"--band-init {config.band_init} does not fit: the selected bands are all red, green "
+            "or blue, so no band needs initialising; leave --band-init out"
+        )
+    policy = config.band_init or DEFAULT_BAND_INIT
+    stem = adapt_stem(model.backbone, rgb, layout.channels, policy, layout.selected or ())
+    return model, prep, weights, stem
+
+
+def band_preprocessing(
+    prep: Preprocessing,
+    layout: BandLayout,
+    stem: dict | None,
+    weights: str,
+    pixels: np.ndarray,
+    train_idx: np.ndarray,
+) -> Preprocessing:
+    """Per-band scaling and mean/std for a run (statistics of the training chips only)."""
+    n = layout.channels
+    if stem is None and weights.split(":")[0] in HUB_WEIGHTS and len(prep.mean) == n:
+        # Published recipe of the weights: digital numbers / 10000, then their mean/std.
+        return Preprocessing(
+            prep.size,
+            prep.mean,
+            prep.std,
+            prep.interpolation,
+            (0.0,) * n,
+            (_DN_SCALE,) * n,
+            layout.to_dict(),
+        )
+    low, high, mean, std = band_statistics(pixels, train_idx)
+    mean, std = [float(v) for v in mean], [float(v) for v in std]
+    if stem is not None:
+        for colour, pos in enumerate(layout.rgb_positions() or ()):
+            if pos is not None:  # seen by pretrained RGB kernels: the weights' own statistics
+                mean[pos], std[pos] = float(prep.mean[colour]), float(prep.std[colour])
+    return Preprocessing(
+        prep.size,
+        tuple(mean),
+        tuple(std),
+        prep.interpolation,
+        tuple(float(v) for v in low),
+        tuple(float(v) for v in high),
+        layout.to_dict(),
+    )

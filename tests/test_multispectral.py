@@ -1,0 +1,191 @@
+"""Multispectral chips (issue 10): real EuroSAT MS GeoTIFFs (13 bands, uint16) read without loss,
+bands by name, training-split statistics, adapted RGB stems, and runs that record their bands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from conftest import AID_TINY, REPO, STUB_BACKBONE, stub_args
+
+from geotune.config import make_config
+from geotune.data.bands import BandRequest, band_statistics
+from geotune.data.decode import decode_folder
+from geotune.data.folder import scan_folder
+from geotune.errors import ConfigError, DataError
+
+EUROSAT_MS = REPO.parent / "shared" / "datasets" / "eurosat_ms_dev"
+S2 = "sentinel2-13"
+
+
+@pytest.fixture(scope="module")
+def ms_small(tmp_path_factory) -> Path:
+    """4 classes x 6 real EuroSAT MS chips."""
+    if not EUROSAT_MS.is_dir():
+        pytest.skip(f"EuroSAT MS copy not found at {EUROSAT_MS}")
+    dest = tmp_path_factory.mktemp("ms_small")
+    for c in ("Forest", "Highway", "River", "SeaLake"):
+        (dest / c).mkdir()
+        for f in sorted((EUROSAT_MS / c).glob("*.tif"))[:6]:
+            shutil.copy2(f, dest / c / f.name)
+    return dest
+
+
+def _read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read()
+
+
+def test_native_size_chips_are_cached_without_loss(ms_small):
+    folder = scan_folder(ms_small)
+    images = decode_folder(folder, 64)
+    assert images.pixels.shape == (24, 13, 64, 64) and images.pixels.dtype == np.uint16
+    assert images.layout is not None and images.layout.names is None  # EuroSAT files: no names
+    for i in (0, 13, 23):
+        assert np.array_equal(images.pixels[i], _read(ms_small / folder.paths[i]))
+    # The 8-bit RGB path is untouched: same pixels as before, and no band layout.
+    rgb = decode_folder(scan_folder(AID_TINY), 32)
+    assert rgb.layout is None and rgb.pixels.dtype == np.uint8 and rgb.pixels.shape[1] == 3
+
+
+def test_bands_are_selected_and_ordered_by_name(ms_small):
+    folder = scan_folder(ms_small)
+    request = BandRequest(S2, ("B04", "B03", "B02", "B8A"))
+    images = decode_folder(folder, 64, bands=request)
+    raw = _read(ms_small / folder.paths[5])
+    assert np.array_equal(images.pixels[5], raw[[3, 2, 1, 12]])
+    assert images.layout.selected == ("B04", "B03", "B02", "B8A")
+    assert images.layout.rgb_positions() == (0, 1, 2)
+    # Resized chips keep 16 bits (no 8-bit quantisation) and a separate cache entry.
+    small = decode_folder(folder, 32, bands=request)
+    assert small.pixels.dtype == np.uint16 and small.key != images.key
+    assert len(np.unique(small.pixels[:, 3])) > 256
+
+
+def test_band_options_that_do_not_fit_are_one_line_errors(ms_small):
+    folder = scan_folder(ms_small)
+    with pytest.raises(ConfigError, match="sentinel2-13"):  # names needed, none in the files
+        decode_folder(folder, 64, bands=BandRequest(None, ("B04",)))
+    with pytest.raises(ConfigError, match="'B13'"):
+        decode_folder(folder, 64, bands=BandRequest(S2, ("B04", "B13")))
+    with pytest.raises(ConfigError, match="names 3 bands"):
+        decode_folder(folder, 64, bands=BandRequest("rgb"))
+
+
+def test_statistics_come_from_the_training_chips_only():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(100, 3000, size=(10, 2, 16, 16)).astype(np.uint16)
+    train = np.arange(6)
+    before = band_statistics(pixels, train)
+    pixels[6:] = 60_000  # test chips change wildly
+    after = band_statistics(pixels, train)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    low, high, mean, std = before
+    assert (low < high).all() and ((mean > 0.3) & (mean < 0.7)).all() and (std > 0.1).all()
+
+
+def test_stem_adaptation_puts_rgb_kernels_on_named_bands():
+    from timm.models import adapt_input_conv
+
+    from geotune.transfer.stem import adapted_weight
+
+    w = torch.randn(8, 3, 3, 3)
+    rgb = (3, 2, 1)  # B04, B03, B02 of Sentinel-2's file order
+    for policy in ("mean", "zero", "repeat-scale", "random"):
+        out = adapted_weight(w, rgb, 13, policy)
+        scale = 3 / 13 if policy in ("mean", "repeat-scale") else 1.0
+        assert out.shape == (8, 13, 3, 3)
+        for colour, pos in enumerate(rgb):
+            assert torch.allclose(out[:, pos], w[:, colour] * scale)
+    assert torch.allclose(adapted_weight(w, rgb, 13, "mean")[:, 0], w.mean(1) * 3 / 13)
+    assert adapted_weight(w, rgb, 13, "zero")[:, [0, 4, 12]].abs().sum() == 0
+    timm_rule = adapt_input_conv(13, w.clone())
+    assert torch.allclose(adapted_weight(w, rgb, 13, "repeat-scale")[:, 4], timm_rule[:, 4])
+    with pytest.raises(ConfigError, match="does not fit"):
+        adapted_weight(w, (None, None, None), 2, "zero")
+
+
+def test_augmentation_and_normalisation_work_on_uint16_bands():
+    from geotune.data.augment import augment_batch, build_augment
+    from geotune.models.backbones import Preprocessing
+
+    prep = Preprocessing(32, (0.5,) * 13, (0.25,) * 13, "bicubic", (0.0,) * 13, (4000.0,) * 13)
+    x = torch.randint(0, 8000, (4, 13, 32, 32)).to(torch.int32)
+    out = augment_batch(build_augment(32), x, to_unit=prep.to_unit)
+    assert out.shape == (4, 13, 32, 32) and float(out.min()) >= 0 and float(out.max()) <= 1
+    plain = prep.normalize(x)
+    assert torch.allclose(plain, (torch.clamp(x / 4000, 0, 1) - 0.5) / 0.25, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_stub_run_records_its_bands_and_evaluation_checks_them(ms_small, tmp_path):
+    from geotune.engine.trainer import train
+    from geotune.evaluation.evaluate import evaluate_run
+
+    cfg = make_config(
+        **stub_args(ms_small, tmp_path, band_names=S2, bands=["B04", "B03", "B02", "B08"])
+    )
+    result = train(cfg)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["bands"]["selected"] == ["B04", "B03", "B02", "B08"]
+    assert summary["bands"]["stem"] is None  # random weights take the four bands as they are
+    assert len(summary["preprocessing"]["low"]) == 4
+    ckpt = torch.load(result.run_dir / "checkpoints" / "best.pt", weights_only=True)
+    assert ckpt["bands"]["channels"] == 4 and ckpt["preprocessing"]["bands"]["file_bands"] == 13
+    again, _ = evaluate_run(result.run_dir)
+    assert again["overall_accuracy"] == pytest.approx(result.test_metrics["overall_accuracy"])
+    rgb = tmp_path / "rgb"  # the run's classes, as 8-bit RGB JPEGs
+    for c in ("Forest", "Highway", "River", "SeaLake"):
+        shutil.copytree(AID_TINY / "Forest", rgb / c)
+    with pytest.raises(DataError, match="8-bit RGB"):
+        evaluate_run(result.run_dir, data=rgb)
+    # --band-init only where a stem is adapted: random weights take the bands as they are.
+    with pytest.raises(ConfigError, match="does not fit"):
+        train(cfg.model_copy(update={"band_init": "zero", "name": "x"}))
+
+
+@pytest.mark.slow
+def test_offline_rgb_weights_are_adapted_to_13_bands(ms_small, tmp_path):
+    from geotune.engine.prepare import prepare
+
+    cfg = make_config(
+        data=ms_small, output=tmp_path, band_names=S2, image_size=64, train_fraction=0.5,
+        band_init="repeat-scale", strategy="linear-probe",
+    )  # fmt: skip
+    prep = prepare(cfg)
+    stem = prep.stem
+    assert stem["rgb_kernels"] == {"B04": "R", "B03": "G", "B02": "B"}
+    assert stem["band_init"] == "repeat-scale" and len(stem["initialised_by_policy"]) == 10
+    assert prep.model.backbone.conv_stem.weight.shape[1] == 13
+    # R, G, B keep the weights' own mean/std; the other bands get the training split's.
+    p = prep.preprocessing
+    assert [p.mean[i] for i in (3, 2, 1)] == [0.5, 0.5, 0.5] and p.mean[7] != 0.5
+    low, high, mean, _ = band_statistics(prep.images.pixels, prep.indices("train"))
+    assert np.allclose(p.low, low) and np.allclose(p.mean[7], mean[7])
+    with torch.no_grad():
+        feats = prep.model.backbone(
+            p.normalize(torch.from_numpy(prep.images.pixels[:4].astype(np.int32)))
+        )
+    assert torch.isfinite(feats).all()
+
+
+def _stub_13_band_weights(path: Path) -> Path:
+    import timm
+
+    torch.save(timm.create_model(STUB_BACKBONE, num_classes=0, in_chans=13).state_dict(), path)
+    return path
+
+
+def test_a_13_band_weights_file_on_rgb_data_is_refused(tmp_path):
+    from geotune.engine.prepare import prepare
+    from geotune.errors import WeightsError
+
+    weights = _stub_13_band_weights(tmp_path / "s2.pth")
+    cfg = make_config(**stub_args(AID_TINY, tmp_path, weights=str(weights)))
+    with pytest.raises(WeightsError, match="13-band"):
+        prepare(cfg)
