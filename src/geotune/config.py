@@ -85,9 +85,7 @@ class TrainConfig(BaseModel):
         ge=1,
         description="train only the last N layer groups of the backbone",
     )
-    head_epochs: int = Field(
-        2, ge=1, description="epochs of the head-only phase before unfreezing"
-    )
+    head_epochs: int = Field(2, ge=1, description="epochs of the head-only phase before unfreezing")
     unfreeze_every: int = Field(
         1, ge=1, description="epochs between unfreezing one more group (from the top)"
     )

@@ -30,10 +30,39 @@ class AdaptConfig(BaseModel):
     lr: float | None = Field(None, gt=0, description="tent: 1e-3; dann: 1e-4 (head x10)")
     batch_size: int = Field(32, ge=2)
     trainable_groups: int = Field(2, ge=1, description="dann: last backbone groups trained")
+    source_gsd: float | None = Field(
+        None, gt=0, description="rescale: metres per pixel of the source run's chips"
+    )
+    target_gsd: float | None = Field(
+        None, gt=0, description="rescale: metres per pixel of the target chips"
+    )
+    zooms: list[float] = Field(
+        [0.5, 0.71, 1.0, 1.41, 2.0], min_length=1, description="rescale: zooms searched"
+    )
+    unknown_quantile: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="open set: target chips less confident than this quantile of the source "
+        "run's test confidences count as unknown classes and are left out of adaptation "
+        "(0: keep all)",
+    )
     seed: int = Field(0, ge=0)
     device: str = Field("auto", description="auto | cpu | cuda | mps")
     output: Path | None = Field(None, description="folder for the new run (default: beside RUN)")
     name: str | None = Field(None, description="name of the new run (default: RUN-METHOD)")
+
+    @field_validator("zooms", mode="before")
+    @classmethod
+    def _split(cls, v):
+        return [x for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+    @field_validator("zooms")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(z <= 0 for z in v):
+            raise ValueError("zooms must be > 0")
+        return v
 
     @field_validator("method")
     @classmethod
@@ -49,6 +78,7 @@ class AdaptConfig(BaseModel):
 def make_adapt_config(**values) -> AdaptConfig:
     """Build and validate adaptation options; raises ConfigError with a one-line message."""
     import geotune.adapt.methods  # noqa: F401 - registers the built-in methods
+    import geotune.adapt.real_shift  # noqa: F401
 
     try:
         return AdaptConfig(**values)

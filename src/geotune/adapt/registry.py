@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ class AdaptContext:
         target_pixels: the target chips (uint8, N x C x S x S).
         target_batches: normalised target batches; ``target_batches(shuffle=True)`` shuffles.
         source: the source run's (pixels, labels, training indices), loaded when first called.
+        source_example: (data root, relative path) of one of the source run's chips.
+        target_native_size: the target chips' own size in pixels (before resizing).
     """
 
     model: SceneClassifier
@@ -35,6 +38,8 @@ class AdaptContext:
     target_pixels: np.ndarray
     target_batches: Callable[..., Iterator[torch.Tensor]]
     source: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    source_example: Callable[[], tuple[Path, str]] = lambda: (Path("."), "")
+    target_native_size: int = 0
 
 
 @dataclass(frozen=True)

@@ -28,23 +28,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from rich.console import Console
 
 import geotune.adapt.methods  # noqa: F401 - registers the built-in methods
+import geotune.adapt.real_shift  # noqa: F401 - registers rescale and shot
 from geotune.adapt.config import AdaptConfig
 from geotune.adapt.registry import ADAPT_METHODS, AdaptContext
+from geotune.adapt.signals import harm_signals, unknown_threshold, view_probabilities
 from geotune.data.bands import BandRequest
 from geotune.data.batches import image_batches
-from geotune.data.classmap import label_remap, load_class_map, pair_classes
+from geotune.data.classmap import label_remap, load_class_map, pair_classes, scored_labels
 from geotune.data.decode import DecodedImages, decode_folder
 from geotune.data.folder import has_class_folders, list_unlabelled, scan_folder
 from geotune.engine.fabric import resolve_device
 from geotune.engine.predict import predict
-from geotune.errors import ConfigError
+from geotune.errors import ConfigError, DataError
 from geotune.evaluation.evaluate import run_images
 from geotune.evaluation.metrics import classification_metrics, save_metrics
 from geotune.models.classifier import load_classifier, save_classifier
-from geotune.runs.artifacts import TEST_METRICS_FILE, TestMetrics
+from geotune.runs.artifacts import TEST_METRICS_FILE, TestMetrics, read_run_config
 from geotune.runs.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from geotune.runs.rundir import RunDir, require_complete_run
 
@@ -58,18 +61,31 @@ class Evaluation:
     images: DecodedImages
     labels: np.ndarray  # in the model's class order; -1 = class without a pair
     idx: np.ndarray
-    mapping: dict[str, str]
+    mapping: dict[str, list[str]]
     excluded: list[str]
 
     def score(self, model, prep, classes, device) -> dict:
         probs, _ = predict(model, prep, self.images.pixels, self.idx, 64, device)
-        return classification_metrics(self.labels[self.idx], probs.argmax(1).numpy(), classes)
+        preds = probs.argmax(1).numpy()
+        their = self.images.folder
+        y = scored_labels(their.labels[self.idx], preds, their.classes, classes, self.mapping)
+        metrics = classification_metrics(y, preds, classes)
+        metrics["chip_correct"] = (y == preds).astype(int).tolist()  # for paired intervals
+        return metrics
 
 
 def adapt_run(
-    run: Path, config: AdaptConfig, console: Console | None = None, before: dict | None = None
+    run: Path,
+    config: AdaptConfig,
+    console: Console | None = None,
+    before: dict | None = None,
+    source_views: list[np.ndarray] | None = None,
 ) -> tuple[dict, Path]:
     """Adapt the best checkpoint of ``run`` to ``config.target``; returns (summary, new run).
+
+    Target chips the source model does not recognise (open set: less confident than the
+    ``unknown_quantile`` of its own test confidences) are left out of the adaptation. After it,
+    label-free harm signals compare the adapted model's target predictions with the source's.
 
     Args:
         run: a finished run folder with a classifier checkpoint.
@@ -77,6 +93,7 @@ def adapt_run(
         console: where progress goes.
         before: the unadapted model's metrics on the same evaluation data, when an earlier
             method already measured them (they do not depend on the method).
+        source_views: the unadapted model's target probabilities (``signals.VIEWS``), likewise.
 
     Returns:
         The adaptation summary (adaptation.json) and the new run folder.
@@ -88,60 +105,98 @@ def adapt_run(
         raise ConfigError(f"run {run} keeps no classifier checkpoint (kNN); adapt a trained run")
     device = resolve_device(config.device)
     model, prep, ckpt = load_classifier(ckpt_path)
-    classes: list[str] = ckpt["classes"]
     model.to(device)
     t0 = time.perf_counter()
     target, t_idx = _target_chips(config, prep)
-    t_pix = target.pixels[t_idx] if len(t_idx) < len(target.folder) else target.pixels
-    evaluation = _evaluation_data(config, prep, classes)
+    all_pix = target.pixels[t_idx] if len(t_idx) < len(target.folder) else target.pixels
+    if source_views is None:
+        source_views = view_probabilities(model, prep.normalize, all_pix, device)
+    known, threshold = _known(run, config, source_views[0])
+    if len(known) and known.sum() < config.batch_size:
+        raise DataError(
+            f"only {int(known.sum())} target chips are left for adaptation (batch size "
+            f"{config.batch_size}); add target chips or lower --batch-size / --unknown-quantile"
+        )
+    t_pix = all_pix[known]
+    evaluation = _evaluation_data(config, prep, ckpt["classes"])
     if evaluation is not None:
-        before = before or evaluation.score(model, prep, classes, device)
+        before = before or evaluation.score(model, prep, ckpt["classes"], device)
         console.log(
             f"before {config.method}: OA {100 * before['overall_accuracy']:.2f}% on "
             f"{len(evaluation.idx)} chips of {evaluation.root}"
         )
+    ctx = _context(run, config, model, prep, device, t_pix, target)
+    method_info = ADAPT_METHODS[config.method].adapt(ctx)
+    harm = harm_signals(source_views, view_probabilities(model, prep.normalize, all_pix, device))
+    summary = _summary(run, config, t_idx, method_info, time.perf_counter() - t0)
+    summary["open_set"] = {
+        "confidence_threshold": threshold,
+        "unknown_chips_left_out": int((~known).sum()),
+    }
+    summary["harm_signals"] = harm
+    if harm["warnings"]:
+        console.log(f"warning: {config.method} may have hurt: {'; '.join(harm['warnings'])}")
+    scores = None
+    if evaluation is not None:
+        scores = (before, evaluation.score(model, prep, ckpt["classes"], device))
+    final = _write_adapted(run, config, model, ckpt, target, t_idx, summary, evaluation, scores)
+    if scores is not None:
+        summary["chip_correct_after"] = scores[1]["chip_correct"]
+        console.log(
+            f"after {config.method}: OA {100 * summary['target_oa_after']:.2f}% "
+            f"({100 * summary['gain']:+.2f} points)"
+        )
+    return summary, final
 
+
+def _known(run: Path, config: AdaptConfig, probs: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """Which target chips are of classes the model knows (open-set awareness)."""
+    threshold = unknown_threshold(run, config.unknown_quantile) if config.unknown_quantile else None
+    if threshold is None:
+        return np.ones(len(probs), dtype=bool), None
+    return probs.max(1) >= threshold, threshold
+
+
+def _context(run, config, model, prep, device, t_pix, target) -> AdaptContext:
     def target_batches(shuffle: bool = False):
         gen = torch.Generator().manual_seed(config.seed)
         return image_batches(
             t_pix, np.arange(len(t_pix)), config.batch_size, prep.normalize, device, shuffle, gen
         )
 
-    ctx = AdaptContext(
-        model,
-        config,
-        device,
-        prep.normalize,
-        t_pix,
-        target_batches,
-        functools.cache(lambda: _source_chips(run, prep)),
+    def source_example():
+        first = (run / "split.csv").read_text().splitlines()[1].split(",")[0]
+        return read_run_config(run).data, first
+
+    with Image.open(target.folder.root / target.folder.paths[0]) as im:
+        native = min(im.size)
+    source = functools.cache(lambda: _source_chips(run, prep))
+    return AdaptContext(
+        model, config, device, prep.normalize, t_pix, target_batches, source, source_example, native
     )
-    method_info = ADAPT_METHODS[config.method].adapt(ctx)
-    summary = _summary(run, config, t_idx, method_info, time.perf_counter() - t0)
+
+
+def _write_adapted(run, config, model, ckpt, target, t_idx, summary, evaluation, scores) -> Path:
+    """The new run folder: an ordinary classifier checkpoint and what the adaptation used."""
     out = RunDir(config.output or run.parent, config.name or f"{run.name}-{config.method}")
     out.create()
     try:
         for f in ("config.yaml", "split.csv"):
             shutil.copy2(run / f, out.path / f)  # `geotune evaluate NEW` re-tests on the source
         meta = {k: v for k, v in ckpt.items() if k not in ("format", "state_dict")}
+        meta["input_zoom"] = float(model.input_zoom)
         save_classifier(out.path / "checkpoints" / "best.pt", model, meta)
         paths = ([target.folder.paths[i]] for i in t_idx)
         atomic_write_csv(out.path / "adaptation_images.csv", ["path"], paths)
         if evaluation is not None:
-            after = evaluation.score(model, prep, classes, device)
-            _record_evaluation(out, summary, evaluation, before, after)
-            console.log(
-                f"after {config.method}: OA {100 * after['overall_accuracy']:.2f}% "
-                f"({100 * summary['gain']:+.2f} points)"
-            )
+            _record_evaluation(out, summary, evaluation, *scores)
         atomic_write_json(out.path / "adaptation.json", summary)
-        summary["target_before_metrics"] = before if evaluation is not None else None
+        summary["target_before_metrics"] = scores[0] if scores else None
         atomic_write_text(out.path / "report.md", adaptation_markdown([summary]))
-        final = out.commit()
+        return out.commit()
     except BaseException:
         out.discard()
         raise
-    return summary, final
 
 
 def _summary(run: Path, config: AdaptConfig, t_idx, method_info: dict, seconds: float) -> dict:
@@ -227,14 +282,19 @@ def adaptation_markdown(summaries: list[dict]) -> str:
         f"Evaluation: {first['evaluation_images']} chips of {first['evaluation_data']} "
         f"({first['evaluation_protocol']}).",
         "",
-        "| method | target OA before | target OA after | change | verdict |",
-        "|---|---|---|---|---|",
+        "| method | target OA before | target OA after | change (95% CI) | verdict | "
+        "harm signals (label-free) |",
+        "|---|---|---|---|---|---|",
     ]
     for s in summaries:
         verdict = "helped" if s["gain"] > 0 else ("hurt" if s["gain"] < 0 else "no change")
+        ci = s.get("gain_ci")
+        ci_text = f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else ""
+        warnings = "; ".join(s.get("harm_signals", {}).get("warnings", [])) or "none"
         lines.append(
             f"| {s['method']} | {100 * s['target_oa_before']:.2f}% | "
-            f"{100 * s['target_oa_after']:.2f}% | {100 * s['gain']:+.2f} pt | {verdict} |"
+            f"{100 * s['target_oa_after']:.2f}% | {100 * s['gain']:+.2f} pt{ci_text} | "
+            f"{verdict} | {warnings} |"
         )
     src = first.get("source_test_overall_accuracy")
     if src is not None:

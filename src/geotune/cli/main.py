@@ -220,28 +220,20 @@ app.command("shift")(
 # adapt
 # ---------------------------------------------------------------------------------------------
 def adapt_command(**kwargs: Any) -> None:
-    """Adapt a run to unlabelled target data; one new run per method, with before/after."""
+    """Adapt a run to unlabelled target data; one new run per method, with before/after,
+    label-free harm signals, and the method to keep without target labels."""
+    from geotune.adapt.choose import adapt_methods
     from geotune.adapt.config import make_adapt_config
-    from geotune.adapt.run import adapt_run, adaptation_markdown
-    from geotune.runs.io import atomic_write_text
 
     run_dir = kwargs.pop("run_dir")
     values = given(kwargs)
     methods = [m.strip() for m in values.pop("method", "adabn").split(",") if m.strip()]
     configs = [make_adapt_config(method=m, **values) for m in methods]
-    summaries, before = [], None
-    for cfg in configs:
-        summary, out = adapt_run(run_dir, cfg, err_console, before)
-        before = summary.pop("target_before_metrics")  # the same for every method
-        summaries.append(summary)
-        typer.echo(f"{cfg.method}: {out}")
-    text = adaptation_markdown(summaries)
-    typer.echo(text)
-    if len(summaries) > 1:
-        output = configs[0].output or Path(run_dir).parent
-        table = output / f"{Path(run_dir).name}-adaptation.md"
-        atomic_write_text(table, text)
-        typer.echo(f"comparison: {table}")
+    summaries, choice, table = adapt_methods(run_dir, configs, err_console)
+    for s in summaries:
+        typer.echo(f"{s['method']}: {s['run']}")
+    typer.echo(table.read_text())
+    typer.echo(f"comparison: {table}")
 
 
 def _adapt_signature():

@@ -9,13 +9,31 @@ import yaml
 
 from geotune.errors import ConfigError, DataError
 
+ClassMap = dict[str, list[str]]
 
-def load_class_map(path: Path | str | dict | None) -> dict[str, str] | None:
-    """A YAML mapping ``other dataset class: model (or reference dataset) class``; several
-    classes may map onto one. None: classes are paired by identical names."""
-    if path is None or isinstance(path, dict):
-        return path
-    path = Path(path)
+
+def load_class_map(path: Path | str | dict | None) -> ClassMap | None:
+    """A YAML mapping ``other dataset class: model class`` (or a list of model classes when one
+    of theirs covers several of ours, e.g. ``fResident: [DenseResidential, MediumResidential]``:
+    a prediction of any of them counts as correct). Several of theirs may map onto one of ours.
+    None: classes are paired by identical names."""
+    if path is None:
+        return None
+    data = path if isinstance(path, dict) else _read_yaml_map(Path(path))
+    where = "class map" if isinstance(path, dict) else f"class map {path}"
+    out: ClassMap = {}
+    for k, v in data.items():
+        values = v if isinstance(v, list) else [v]
+        if not isinstance(k, str) or not values or not all(isinstance(x, str) for x in values):
+            raise ConfigError(
+                f"{where} must map class names to a class name or a list of them, "
+                "e.g. 'Forest: forest' or 'fResident: [DenseResidential, MediumResidential]'"
+            )
+        out[k] = list(values)
+    return out
+
+
+def _read_yaml_map(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"class map {path} not found; write a YAML file of 'theirs: ours' pairs")
     try:
@@ -30,9 +48,7 @@ def load_class_map(path: Path | str | dict | None) -> dict[str, str] | None:
         raise ConfigError(
             f"class map {path} is empty; write 'their_class: model_class' pairs, one per line"
         )
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    ):
+    if not isinstance(data, dict):
         raise ConfigError(
             f"class map {path} must be a mapping of class names, e.g. 'Forest: forest'"
         )
@@ -40,11 +56,11 @@ def load_class_map(path: Path | str | dict | None) -> dict[str, str] | None:
 
 
 def pair_classes(
-    theirs: list[str], ours: list[str], class_map: dict[str, str] | None, where: str = "--data"
-) -> tuple[dict[str, str], list[str]]:
-    """(their class -> our class for every usable pair, their classes left out)."""
+    theirs: list[str], ours: list[str], class_map: ClassMap | None, where: str = "--data"
+) -> tuple[ClassMap, list[str]]:
+    """(their class -> our classes for every usable pair, their classes left out)."""
     if class_map is None:
-        mapped = {c: c for c in theirs if c in ours}
+        mapped = {c: [c] for c in theirs if c in ours}
         if not mapped:
             raise DataError(
                 f"{where} shares no class name with the model ({', '.join(theirs[:4])} vs "
@@ -57,15 +73,36 @@ def pair_classes(
             f"class map names {', '.join(unknown_keys[:4])}, not a class of {where} "
             f"(its classes: {', '.join(theirs[:6])}{', ...' if len(theirs) > 6 else ''})"
         )
-    unknown_values = sorted({v for v in class_map.values() if v not in ours})
+    unknown_values = sorted({v for vs in class_map.values() for v in vs if v not in ours})
     if unknown_values:
         raise ConfigError(
             f"class map pairs onto {', '.join(unknown_values[:4])}, not a class of the model "
             f"(it knows: {', '.join(ours[:6])}{', ...' if len(ours) > 6 else ''})"
         )
-    return dict(class_map), [c for c in theirs if c not in class_map]
+    mapped = {k: v for k, v in class_map.items()}
+    if not mapped:
+        raise ConfigError("the class map leaves no shared class; pair at least one class")
+    return mapped, [c for c in theirs if c not in class_map]
 
 
-def label_remap(theirs: list[str], ours: list[str], mapping: dict[str, str]) -> np.ndarray:
-    """Index array from their label indices to ours; -1 for their classes left unmapped."""
-    return np.array([ours.index(mapping[c]) if c in mapping else -1 for c in theirs])
+def label_remap(theirs: list[str], ours: list[str], mapping: ClassMap) -> np.ndarray:
+    """Index array from their label indices to our first paired class; -1 for unpaired ones."""
+    return np.array([ours.index(mapping[c][0]) if c in mapping else -1 for c in theirs])
+
+
+def accepted(theirs: list[str], ours: list[str], mapping: ClassMap) -> np.ndarray:
+    """Boolean (their classes x our classes): which of our predictions are right for each."""
+    ok = np.zeros((len(theirs), len(ours)), dtype=bool)
+    for i, c in enumerate(theirs):
+        for o in mapping.get(c, []):
+            ok[i, ours.index(o)] = True
+    return ok
+
+
+def scored_labels(their_labels, preds, theirs: list[str], ours: list[str], mapping: ClassMap):
+    """The label each prediction is scored against: the prediction itself when it is one of the
+    classes their class pairs with (so a DenseResidential or MediumResidential prediction of a
+    fResident chip is correct), otherwise the first paired class."""
+    their_labels, preds = np.asarray(their_labels), np.asarray(preds)
+    ok = accepted(theirs, ours, mapping)[their_labels, preds]
+    return np.where(ok, preds, label_remap(theirs, ours, mapping)[their_labels])

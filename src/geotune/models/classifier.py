@@ -56,8 +56,34 @@ class SceneClassifier(nn.Module):
         self.feature_power = feature_power
         self.head = build_head(backbone.num_features, num_classes, head, dropout)
 
+    # Ground-resolution matching (geotune adapt --method rescale): >1 zooms into the chip's
+    # centre, <1 shrinks it inside a mirrored border; recorded in checkpoints like feature_power.
+    input_zoom: float = 1.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_zoom != 1.0:
+            x = zoom_chips(x, self.input_zoom)
         return self.head(signed_power(self.backbone(x), self.feature_power))
+
+
+def zoom_chips(x: torch.Tensor, zoom: float) -> torch.Tensor:
+    """Rescale the scene inside a batch of chips by ``zoom``, keeping their size: objects appear
+    ``zoom`` times larger (centre crop, resized up) or smaller (resized down, reflect-padded)."""
+    size = x.shape[-1]
+    if zoom > 1:
+        keep = max(1, round(size / zoom))
+        lo = (size - keep) // 2
+        x = x[..., lo : lo + keep, lo : lo + keep]
+        return nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    small = max(2, round(size * zoom))
+    x = nn.functional.interpolate(x, size=(small, small), mode="bilinear", antialias=True)
+    lo = (size - small) // 2
+    hi = size - small - lo
+    while lo or hi:  # reflect padding needs the pad below the image size: repeat as needed
+        step_lo, step_hi = min(lo, x.shape[-1] - 1), min(hi, x.shape[-1] - 1)
+        x = nn.functional.pad(x, (step_lo, step_hi, step_lo, step_hi), mode="reflect")
+        lo, hi = lo - step_lo, hi - step_hi
+    return x
 
 
 def build_classifier(
@@ -105,6 +131,7 @@ def load_classifier(path: Path) -> tuple[SceneClassifier, Preprocessing, dict]:
         ckpt.get("head_dropout", 0.0),
         ckpt.get("feature_power", 1.0),
     )
+    model.input_zoom = float(ckpt.get("input_zoom", 1.0))
     load_into(
         model,
         ckpt["state_dict"],

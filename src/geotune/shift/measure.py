@@ -176,9 +176,9 @@ def _feature_space(run: Path | None, backbone: str, weights: str, image_size: in
 def _per_class_distances(feats_a, feats_b, fa, b_names, sa, sb, mapping, n_boot, seed, dim):
     """Distances between the chips of each shared class (B's classes paired through mapping)."""
     rows = []
-    for a_class in sorted(set(mapping.values()), key=fa.classes.index):
+    for a_class in sorted({c for v in mapping.values() for c in v}, key=fa.classes.index):
         ia = sa[fa.labels[sa] == fa.classes.index(a_class)]
-        theirs = [k for k, v in mapping.items() if v == a_class]
+        theirs = [k for k, v in mapping.items() if a_class in v]
         ib = sb[np.isin(b_names[sb], theirs)]
         if len(ia) < 4 or len(ib) < 4:
             continue
@@ -247,7 +247,7 @@ def _embedding_figure(fa, fb, la, lb_names, mapping, classes, seed, path, names)
         2, perplexity=min(30, (len(x) - 1) / 3), init="pca", random_state=seed
     ).fit_transform(x)
     dom = np.r_[np.zeros(len(ka)), np.ones(len(kb))]
-    cls_b = np.array([classes.index(mapping[c]) if c in mapping else -1 for c in lb_names[kb]])
+    cls_b = np.array([classes.index(mapping[c][0]) if c in mapping else -1 for c in lb_names[kb]])
     cls = np.r_[la[ka], cls_b]
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for d, (colour, label) in enumerate((("tab:blue", names[0]), ("tab:orange", names[1]))):

@@ -1,0 +1,133 @@
+"""Adaptation for real shifts: class maps onto several classes, open-set chips, resolution
+matching, SHOT self-training, and the label-free harm signals that choose among methods."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import AID_TINY, stub_args
+
+from geotune.adapt.choose import adapt_methods, paired_interval
+from geotune.adapt.config import make_adapt_config
+from geotune.adapt.signals import choose, harm_signals, summarize
+from geotune.config import make_config
+from geotune.evaluation.evaluate import evaluate_run
+from geotune.models.classifier import load_classifier, zoom_chips
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    from geotune.engine.trainer import train
+
+    out = tmp_path_factory.mktemp("src")
+    return train(make_config(**stub_args(AID_TINY, out, name="src", epochs=2))).run_dir
+
+
+@pytest.fixture(scope="module")
+def water(tmp_path_factory):
+    """A target dataset whose one class 'Water' covers two of the model's (Beach, River)."""
+    root = tmp_path_factory.mktemp("water")
+    for c in ("Beach", "River"):
+        for f in sorted((AID_TINY / c).iterdir()):
+            (root / "Water").mkdir(exist_ok=True)
+            shutil.copy2(f, root / "Water" / f"{c}-{f.name}")
+    shutil.copytree(AID_TINY / "Forest", root / "Woods")
+    return root
+
+
+def test_a_target_class_may_pair_with_several_model_classes(source, water, tmp_path):
+    cmap = tmp_path / "map.yaml"
+    cmap.write_text("Water: [Beach, River]\nWoods: Forest\n")
+    metrics, _ = evaluate_run(source, water, class_map=cmap)
+    model, prep, ckpt = load_classifier(source / "checkpoints" / "best.pt")
+    from geotune.data.decode import decode_folder
+    from geotune.data.folder import scan_folder
+    from geotune.engine.predict import predict
+
+    images = decode_folder(scan_folder(water), prep.size, prep.interpolation)
+    probs, _ = predict(model, prep, images.pixels, np.arange(len(images.pixels)), 64, "cpu")
+    names = np.array(ckpt["classes"])[probs.argmax(1).numpy()]
+    truth = np.array(images.folder.classes)[images.folder.labels]
+    right = np.where(truth == "Water", np.isin(names, ["Beach", "River"]), names == "Forest")
+    assert metrics["overall_accuracy"] == pytest.approx(right.mean())
+    assert metrics["class_pairs"] == {"Water": ["Beach", "River"], "Woods": ["Forest"]}
+
+
+def test_zoom_keeps_the_chip_size_and_scales_the_scene():
+    x = torch.zeros(1, 1, 64, 64)
+    x[..., 24:40, 24:40] = 1  # a 16 px object in the centre
+    bigger, smaller = zoom_chips(x, 2.0), zoom_chips(x, 0.5)
+    assert bigger.shape == smaller.shape == x.shape
+    assert (bigger > 0.5).sum() == pytest.approx(4 * 256, rel=0.1)
+    assert (smaller[..., 16:48, 16:48] > 0.5).sum() == pytest.approx(256 / 4, rel=0.3)
+
+
+def test_harm_signals_flag_collapse_and_spare_an_unchanged_model():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(5) * 0.3, size=200)
+    rot = p[rng.permutation(200)] * 0.1 + p * 0.9  # mostly consistent under the second view
+    same = harm_signals([p, rot], [p, rot])
+    assert same["warnings"] == [] and same["agreement"] == 1.0
+    collapsed = np.tile(np.eye(5)[0] * 0.9 + 0.02, (200, 1))
+    bad = harm_signals([p, rot], [collapsed, collapsed])
+    assert any("collapse" in w or "classes predicted" in w for w in bad["warnings"])
+    chosen, why = choose({"none": same, "bad": bad})
+    assert chosen == "none" and "flagged: bad" in why
+    assert summarize([p, p])["view_consistency"] == 1.0
+
+
+def test_paired_interval_contains_the_change():
+    before = [0, 1] * 50
+    after = [1, 1] * 50
+    lo, hi = paired_interval(before, after)
+    assert lo <= 0.5 <= hi and lo > 0
+
+
+def test_rescale_from_ground_sampling_distances(source, tmp_path):
+    # Source chips: 48 px stored; target: the same chips, said to be at twice the GSD.
+    cfg = make_adapt_config(
+        method="rescale", target=AID_TINY, output=tmp_path, batch_size=8, source_gsd=1.0,
+        target_gsd=2.0, unknown_quantile=0,
+    )  # fmt: skip
+    summaries, choice, table = adapt_methods(source, [cfg])
+    s = summaries[0]
+    assert s["method_zoom"] == pytest.approx(2.0)
+    model, _, _ = load_classifier(tmp_path / "src-rescale" / "checkpoints" / "best.pt")
+    assert model.input_zoom == pytest.approx(2.0)
+    assert choice["unsupervised"] in ("none", "rescale") and "Kept without target labels" in (
+        table.read_text()
+    )
+
+
+def test_rescale_search_and_shot_and_open_set(source, tmp_path):
+    rescale = make_adapt_config(
+        method="rescale", target=AID_TINY, eval_data=AID_TINY, output=tmp_path, batch_size=8,
+        zooms="0.71,1,1.41", unknown_quantile=0.5,
+    )  # fmt: skip
+    shot = rescale.model_copy(update={"method": "shot", "epochs": 1})
+    summaries, choice, table = adapt_methods(source, [rescale, shot])
+    by = {s["method"]: s for s in summaries}
+    assert by["rescale"]["method_zoom"] in (0.71, 1.0, 1.41)
+    assert set(by["rescale"]["method_mean_confidence_by_zoom"]) == {"0.71", "1.0", "1.41"}
+    # Open set: chips below the median source confidence were left out of the adaptation.
+    assert 0 < by["shot"]["open_set"]["unknown_chips_left_out"] < 32
+    assert by["shot"]["method_steps"] >= 1
+    before, after = (
+        load_classifier(p / "checkpoints" / "best.pt")[0] for p in (source, tmp_path / "src-shot")
+    )
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(before.head.parameters(), after.head.parameters(), strict=True)
+    )
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(before.backbone.parameters(), after.backbone.parameters(), strict=True)
+    )
+    assert {"unsupervised", "best_by_labels", "matches"} <= set(choice)
+    saved = json.loads(table.with_suffix(".json").read_text())
+    assert saved["choice"]["unsupervised"] == choice["unsupervised"]
+    assert all(s["gain_ci"][0] <= s["gain"] <= s["gain_ci"][1] for s in summaries)
