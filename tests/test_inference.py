@@ -368,7 +368,7 @@ def test_export_fails_loudly_without_parity(stub_run, tmp_path, monkeypatch):
     real = export.reference_logits
     monkeypatch.setattr(export, "reference_logits", lambda m, x: real(m, x) + torch.eye(4)[0] * 3)
     with pytest.raises(ExportError, match="does not reproduce PyTorch"):
-        export_model(stub_run, "onnx", tmp_path / "m.onnx", check_chips=8)
+        export_model(stub_run, "torchscript", tmp_path / "m.pt", check_chips=8)
     assert not list(tmp_path.iterdir()), "a failed export must leave nothing"
 
 
@@ -407,7 +407,10 @@ def test_lite0_export_parity_on_64_chips(aid_small, tmp_path):
 
 
 def test_linear_probe_runs_are_calibrated_too(aid_tiny, tmp_path):
-    args = stub_args(aid_tiny, tmp_path, strategy="linear-probe", val_fraction=0.25, name="lp")
+    args = stub_args(
+        aid_tiny, tmp_path, strategy="linear-probe", val_fraction=0.25, name="lp",
+        probe_c=[1.0], probe_power=[1.0],
+    )  # fmt: skip
     run = train(make_config(**args)).run_dir
     c = json.loads((run / "test_metrics.json").read_text())["calibration"]
     assert c["fitted_on"] == "val" and c["n_val"] == 4 and c["val_nll_after"] <= c["val_nll_before"]

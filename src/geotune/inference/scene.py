@@ -37,6 +37,8 @@ from geotune.inference.outputs import OutputSet
 from geotune.inference.scene_files import SceneWriter, scene_outputs, write_preview
 from geotune.runs.io import atomic_write_json
 
+GDAL_CACHE_MB = 64
+
 
 def window_starts(length: int, tile: int, stride: int) -> list[int]:
     """Window offsets along one axis: every ``stride``, plus one flush with the far edge."""
@@ -232,7 +234,9 @@ def predict_scene(
     files = scene_outputs(Path(output), probabilities)
     outputs = OutputSet(list(files.values()), overwrite)
     src = open_scene(Path(scene), len(predictor.preprocessing.mean), tile, stride)
-    with src, outputs.writing():
+    # Every pixel is read once, strip by strip: GDAL's block cache (5% of RAM by default) would
+    # only make memory grow with the scene.
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), src, outputs.writing():
         grid = SceneGrid(src.width, src.height, tile, stride)
         notes = [] if src.crs else [f"scene {scene} has no CRS: the map is not georeferenced"]
         for note in notes:
