@@ -131,3 +131,30 @@ def test_rescale_search_and_shot_and_open_set(source, tmp_path):
     saved = json.loads(table.with_suffix(".json").read_text())
     assert saved["choice"]["unsupervised"] == choice["unsupervised"]
     assert all(s["gain_ci"][0] <= s["gain"] <= s["gain_ci"][1] for s in summaries)
+
+
+def test_few_shot_draws_are_disjoint_and_stratified():
+    from geotune.adapt.fewshot import draw
+
+    labels = np.repeat(np.arange(3), 10)
+    tr, te = draw(labels, 2, seed=0)
+    assert len(tr) == 6 and np.bincount(labels[tr]).tolist() == [2, 2, 2]
+    assert not set(tr) & set(te) and len(tr) + len(te) == 30
+    assert (draw(labels, 2, seed=0)[0] == tr).all() and (draw(labels, 2, seed=1)[0] != tr).any()
+
+
+def test_few_shot_rows_for_every_budget_and_draw(source, water, tmp_path):
+    cmap = tmp_path / "map.yaml"
+    cmap.write_text("Water: [Beach, River]\nWoods: Forest\n")
+    cfg = make_adapt_config(
+        method="adabn", target=water, class_map=cmap, output=tmp_path, batch_size=8,
+        unknown_quantile=0, target_labels_per_class="1,3", few_shot_seeds=2,
+    )  # fmt: skip
+    _, _, table = adapt_methods(source, [cfg])
+    few = json.loads(table.with_suffix(".json").read_text())["few_shot"]
+    rows = few["rows"]
+    assert len(rows) == 2 * 2 * 3
+    assert {r["method"] for r in rows} == {"none", "source + k", "pretrained + k"}
+    assert all(r["n_test"] == 24 - 2 * r["k"] for r in rows)  # 16 Water + 8 Woods chips
+    assert all(0 <= r["heldout_oa"] <= 1 for r in rows)
+    assert "| 3 | source + k |" in table.read_text()

@@ -8,8 +8,9 @@ import numpy as np
 from rich.console import Console
 
 from geotune.adapt.config import AdaptConfig
-from geotune.adapt.run import adapt_run, adaptation_markdown
+from geotune.adapt.run import adapt_run, adaptation_markdown, evaluation_data
 from geotune.adapt.signals import choose
+from geotune.errors import ConfigError
 from geotune.runs.io import atomic_write_json, atomic_write_text
 
 
@@ -58,11 +59,13 @@ def adapt_methods(
         }
         best = max(by_label, key=lambda m: (by_label[m], m == "none"))
         choice.update(best_by_labels=best, matches=best == chosen, accuracy=by_label)
-    text = adaptation_markdown(summaries) + _choice_markdown(choice)
+    few = _few_shot(run, configs[0], console)
+    text = adaptation_markdown(summaries) + _choice_markdown(choice) + _few_shot_markdown(few)
     output = configs[0].output or Path(run).parent
     table = Path(output) / f"{Path(run).name}-adaptation.md"
     atomic_write_text(table, text)
-    atomic_write_json(table.with_suffix(".json"), {"methods": summaries, "choice": choice})
+    record = {"methods": summaries, "choice": choice, "few_shot": few}
+    atomic_write_json(table.with_suffix(".json"), record)
     return summaries, choice, table
 
 
@@ -70,6 +73,45 @@ def harm_signals_of_source(summaries: list[dict]) -> dict:
     """The "no adaptation" candidate: the source model's own signals, no warnings."""
     before = summaries[0]["harm_signals"]["before"]
     return {"before": before, "after": before, "agreement": 1.0, "warnings": []}
+
+
+def _few_shot(run: Path, config: AdaptConfig, console: Console) -> dict | None:
+    if not config.target_labels_per_class:
+        return None
+    from geotune.adapt.fewshot import few_shot, few_shot_table
+    from geotune.engine.fabric import resolve_device
+    from geotune.models.classifier import load_classifier
+    from geotune.runs.rundir import require_complete_run
+
+    run = require_complete_run(run)
+    _, prep, ckpt = load_classifier(run / "checkpoints" / "best.pt")
+    evaluation = evaluation_data(config, prep, ckpt["classes"])
+    if evaluation is None:
+        raise ConfigError(
+            "--target-labels-per-class needs labelled target data: pass --eval-data, or a "
+            "--target with class folders"
+        )
+    device = resolve_device(config.device)
+    rows = few_shot(
+        run, evaluation, config.target_labels_per_class, config.few_shot_seeds, device, console
+    )
+    return {"rows": rows, "table": few_shot_table(rows)}
+
+
+def _few_shot_markdown(few: dict | None) -> str:
+    if few is None:
+        return ""
+    lines = [
+        "",
+        "## Few labelled target chips (held-out target chips; mean and 95% interval over draws)",
+        "",
+        "| labels per class | method | held-out OA |",
+        "|---|---|---|",
+    ]
+    for r in few["table"]:
+        ci = "" if np.isnan(r["ci_half"]) else f" ± {100 * r['ci_half']:.1f}"
+        lines.append(f"| {r['k']} | {r['method']} | {100 * r['mean']:.1f}%{ci} |")
+    return "\n".join(lines) + "\n"
 
 
 def _choice_markdown(choice: dict) -> str:

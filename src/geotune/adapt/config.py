@@ -47,21 +47,27 @@ class AdaptConfig(BaseModel):
         "run's test confidences count as unknown classes and are left out of adaptation "
         "(0: keep all)",
     )
+    target_labels_per_class: list[int] = Field(
+        [],
+        description="few-shot: also fine-tune with k labelled target chips per class (e.g. "
+        "1,5,10), against a probe on the pretrained backbone; needs labelled target data",
+    )
+    few_shot_seeds: int = Field(3, ge=1, description="few-shot: draws of the k chips")
     seed: int = Field(0, ge=0)
     device: str = Field("auto", description="auto | cpu | cuda | mps")
     output: Path | None = Field(None, description="folder for the new run (default: beside RUN)")
     name: str | None = Field(None, description="name of the new run (default: RUN-METHOD)")
 
-    @field_validator("zooms", mode="before")
+    @field_validator("zooms", "target_labels_per_class", mode="before")
     @classmethod
     def _split(cls, v):
         return [x for x in v.split(",") if x.strip()] if isinstance(v, str) else v
 
-    @field_validator("zooms")
+    @field_validator("zooms", "target_labels_per_class")
     @classmethod
     def _positive(cls, v: list[float]) -> list[float]:
         if any(z <= 0 for z in v):
-            raise ValueError("zooms must be > 0")
+            raise ValueError("values must be > 0")
         return v
 
     @field_validator("method")

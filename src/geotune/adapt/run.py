@@ -118,7 +118,7 @@ def adapt_run(
             f"{config.batch_size}); add target chips or lower --batch-size / --unknown-quantile"
         )
     t_pix = all_pix[known]
-    evaluation = _evaluation_data(config, prep, ckpt["classes"])
+    evaluation = evaluation_data(config, prep, ckpt["classes"])
     if evaluation is not None:
         before = before or evaluation.score(model, prep, ckpt["classes"], device)
         console.log(
@@ -229,7 +229,8 @@ def _target_chips(config: AdaptConfig, prep) -> tuple[DecodedImages, np.ndarray]
     return target, t_idx
 
 
-def _evaluation_data(config: AdaptConfig, prep, classes: list[str]) -> Evaluation | None:
+def evaluation_data(config: AdaptConfig, prep, classes: list[str]) -> Evaluation | None:
+    """The labelled target data (``eval_data``, or the target when it has class folders)."""
     root, transductive = config.eval_data, False
     if root is None and has_class_folders(config.target):
         root, transductive = config.target, True
