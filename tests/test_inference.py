@@ -346,6 +346,7 @@ def test_export_parity_and_predict_from_the_exported_model(
     card = json.loads(r.card_path.read_text())
     assert card["classes"] == list(CLASSES) and card["bands"] == ["red", "green", "blue"]
     assert card["preprocessing"]["size"] == 32 and card["temperature"] > 0
+    assert card["training"]["chips"]["test"] == 16 and card["training"]["strategy"] == "full"
     assert card["test_metrics"]["overall_accuracy"] is not None and "ece" in card["test_metrics"]
     assert r.parity["chips"] == 16 and r.parity["max_abs_logit_diff"] < 1e-4
     from_run = predict_chips(load_predictor(stub_run, "cpu"), [aid_tiny], tmp_path / "a.csv")

@@ -66,7 +66,8 @@ def _help(name: str, field, choices: dict, owners: dict) -> str:
     if name in choices:
         text = f"{text}: " + "; ".join(f"{k} = {d}" for k, d in choices[name].items())
     elif typing.get_origin(field.annotation) is typing.Literal:
-        text = f"{text} [{' | '.join(map(str, typing.get_args(field.annotation)))}]"
+        # Not [a | b]: rich reads square brackets in help text as markup and drops them.
+        text = f"{text} ({' | '.join(map(str, typing.get_args(field.annotation)))})"
     default = None if field.is_required() else field.default
     if default not in (None, [], {}) and not isinstance(default, Path):
         shown = list(default) if isinstance(default, tuple) else default

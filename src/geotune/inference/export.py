@@ -59,7 +59,11 @@ def parity_chips(run: Path, prep: Preprocessing, classes, n: int, check_data: Pa
             rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
         paths = [root / r["path"] for r in rows]
     pick = np.unique(np.linspace(0, len(paths) - 1, min(n, len(paths))).round().astype(int))
-    chips = [decode_chip(paths[i], prep.size, prep.interpolation) for i in pick] if paths else []
+    chips = (
+        [decode_chip(paths[i], prep.size, prep.interpolation, prep.bands) for i in pick]
+        if paths
+        else []
+    )
     chips = [c for c in chips if not isinstance(c, str)]
     if not chips:
         where = check_data or "the run's test split"
@@ -115,12 +119,19 @@ def check_parity(reference: torch.Tensor, exported: torch.Tensor, atol: float, w
 
 def model_card(run: Path, ckpt: dict, fmt: str, model_file: Path, parity: dict) -> dict:
     """The JSON card: classes, bands, preprocessing, temperature, training data, test metrics."""
-    from geotune.runs.artifacts import TEST_METRICS_FILE, TestMetrics, read_run_config
+    from geotune.runs.artifacts import (
+        SUMMARY_FILE,
+        TEST_METRICS_FILE,
+        RunSummary,
+        TestMetrics,
+        read_run_config,
+    )
 
     cfg = read_run_config(run)
     metrics = TestMetrics.read(run / TEST_METRICS_FILE).model_dump()
     keep = ("n", "overall_accuracy", "average_accuracy", "macro_f1", "kappa", "ece", "brier")
     prep = Preprocessing.from_dict(ckpt["preprocessing"])
+    summary = RunSummary.read(run / SUMMARY_FILE)
     card = ModelCard(
         format=fmt,
         file=model_file.name,
@@ -147,6 +158,11 @@ def model_card(run: Path, ckpt: dict, fmt: str, model_file: Path, parity: dict) 
             "weights": ckpt.get("weights"),
             "seed": cfg.seed,
             "checkpoint_epoch": ckpt.get("epoch"),
+            "chips": {
+                "train": summary.n_train,
+                "val": summary.n_val,
+                "test": summary.n_test,
+            },
         },  # fmt: skip
         test_metrics={k: metrics.get(k) for k in keep},
         parity=parity,
