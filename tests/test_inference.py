@@ -416,3 +416,17 @@ def test_linear_probe_runs_are_calibrated_too(aid_tiny, tmp_path):
     c = json.loads((run / "test_metrics.json").read_text())["calibration"]
     assert c["fitted_on"] == "val" and c["n_val"] == 4 and c["val_nll_after"] <= c["val_nll_before"]
     assert load_predictor(run, "cpu").temperature == pytest.approx(c["temperature"])
+
+
+def test_cli_predict_chips_and_scene(stub_run, aid_tiny, tmp_path, capsys):
+    scene = tmp_path / "scene.tif"
+    write_mosaic(chip_files(aid_tiny)[:4], scene, cols=2)
+    out = tmp_path / "maps" / "map.tif"
+    assert cli(["predict", stub_run, scene, "--scene", "--tile", CHIP, "--output", out]) == 0
+    assert {p.name for p in out.parent.iterdir()} == {"map.tif", "map.json", "map.png"}
+    assert "class map:" in capsys.readouterr().out
+    csv_out = tmp_path / "p.csv"
+    args = ["predict", stub_run, aid_tiny, "--output", csv_out, "--no-calibration", "--top-k", 1]
+    assert cli(args) == 0
+    assert "raw (no calibration)" in capsys.readouterr().out
+    assert list(read_csv(csv_out)[0])[:4] == ["path", "predicted_class", "probability", "class_1"]
