@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import AID_TINY, STUB_BACKBONE
+from conftest import AID_TINY, REPO, STUB_BACKBONE
 from PIL import Image
 
 from geotune.cli.main import main
@@ -295,7 +295,107 @@ MATRIX = [
     ("adapt", "batch size 1", lambda w: ["adapt", w.run, "--target", w.data, "--batch-size", "1"], "batch_size"),
     ("adapt", "no target given", lambda w: ["adapt", w.run], "target"),
     ("adapt", "unknown device", lambda w: ["adapt", w.run, "--target", w.data, "--device", "gpu9", "--output", w.tmp / "ad"], "unknown device"),
+    # multispectral chips (real EuroSAT MS GeoTIFFs; synthetic ones only for the damage)
+    (T, "bands: a chip with another band count", lambda w: [T, "--data", _ms(w, "four", _four_band_chip), *_ms_stub(w)], "has 4 bands"),
+    (T, "bands: --bands names a band that does not exist", lambda w: [T, "--data", _ms(w), *_ms_stub(w), "--bands", "B04,B13"], "'B13'"),
+    (T, "bands: --bands without band names", lambda w: [T, "--data", _ms(w), *w.stub, "--bands", "B04"], "sentinel2-13"),
+    (T, "bands: unknown --band-names preset", lambda w: [T, "--data", _ms(w), *w.stub, "--band-names", "landsat9"], "preset"),
+    (T, "bands: --band-init that does not fit", lambda w: [T, "--data", _ms(w), *_ms_stub(w), "--band-init", "zero"], "does not fit"),
+    (T, "bands: unknown --band-init", lambda w: [T, "--data", _ms(w), *_ms_stub(w), "--band-init", "copy"], "unknown band_init"),
+    (T, "bands: an all-nodata chip", lambda w: [T, "--data", _ms(w, "nodata", _nodata_chip), *_ms_stub(w)], "all nodata"),
+    (T, "bands: a float chip with NaN", lambda w: [T, "--data", _ms(w, "nan", _nan_chip), *_ms_stub(w)], "NaN"),
+    (T, "bands: 13-band weights on RGB data", lambda w: [T, "--data", w.data, *w.stub[:2], "--weights", _weights_13(w), *w.stub[4:]], "13-band input"),
+    ("evaluate", "13-band run on RGB data", lambda w: ["evaluate", _ms_run(w), "--data", _rgb_like_ms(w)], "8-bit RGB"),
 ]  # fmt: skip
+
+
+EUROSAT_MS = REPO.parent / "shared" / "datasets" / "eurosat_ms_dev"
+
+
+def _ms(w: World, name: str = "clean", damage=None) -> Path:
+    """2 classes x 4 real EuroSAT MS chips (13 bands, uint16), optionally with one bad chip."""
+    if not EUROSAT_MS.is_dir():
+        pytest.skip(f"EuroSAT MS copy not found at {EUROSAT_MS}")
+    copy = w.tmp / "ms" / name
+    if not copy.exists():
+        for c in ("Forest", "River"):
+            (copy / c).mkdir(parents=True)
+            for f in sorted((EUROSAT_MS / c).glob("*.tif"))[:4]:
+                shutil.copy2(f, copy / c / f.name)
+        if damage is not None:
+            damage(copy / "River")
+    return copy
+
+
+def _ms_stub(w: World) -> list:
+    return [*w.stub, "--band-names", "sentinel2-13"]
+
+
+def _write_tif(path: Path, arr) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    profile = {"driver": "GTiff", "width": arr.shape[2], "height": arr.shape[1]}
+    profile["transform"] = from_origin(500_000, 4_800_000, 10, 10)  # a 10 m UTM-like grid
+    with rasterio.open(path, "w", count=arr.shape[0], dtype=arr.dtype, **profile) as dst:
+        dst.write(arr)
+
+
+def _four_band_chip(folder: Path) -> None:
+    import numpy as np
+
+    _write_tif(folder / "zz_naip.tif", np.full((4, 64, 64), 900, dtype=np.uint16))
+
+
+def _nodata_chip(folder: Path) -> None:
+    import numpy as np
+
+    _write_tif(folder / "zz_empty.tif", np.zeros((13, 64, 64), dtype=np.uint16))
+
+
+def _nan_chip(folder: Path) -> None:
+    import numpy as np
+
+    arr = np.full((13, 64, 64), 0.12, dtype=np.float32)
+    arr[:, :8, :8] = np.nan
+    _write_tif(folder / "zz_float.tif", arr)
+
+
+def _weights_13(w: World) -> Path:
+    import timm
+
+    path = w.tmp / "files" / "s2-13.pth"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        net = timm.create_model(STUB_BACKBONE, num_classes=0, in_chans=13)
+        torch.save(net.state_dict(), path)
+    return path
+
+
+def _ms_run(w: World) -> Path:
+    """A finished stub run on the 13-band chips (outside the watched runs folder)."""
+    run = w.tmp / "ms-runs" / "ms13"
+    if not run.exists():
+        from geotune.config import make_config
+        from geotune.engine.trainer import train
+
+        train(
+            make_config(
+                data=_ms(w), output=run.parent, name=run.name, backbone=STUB_BACKBONE,
+                weights="random", image_size=32, batch_size=8, train_fraction=0.5, epochs=1,
+                band_names="sentinel2-13",
+            )
+        )  # fmt: skip
+    return run
+
+
+def _rgb_like_ms(w: World) -> Path:
+    """8-bit RGB JPEGs in the 13-band run's classes (Forest, River)."""
+    rgb = w.tmp / "rgb-forest-river"
+    if not rgb.exists():
+        for c in ("Forest", "River"):
+            shutil.copytree(AID_TINY / c, rgb / c)
+    return rgb
 
 
 def _unknown_classes(w: World) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import Counter
@@ -221,27 +222,35 @@ def detect_layout(folder: SceneFolder, request: BandRequest) -> tuple[BandLayout
     ), ref
 
 
+def read_chip(
+    path: Path,
+    size: int,
+    interpolation: str,
+    layout: BandLayout | None = None,
+    reference: Path | str = "the model's input",
+) -> np.ndarray:
+    """One chip at ``size`` (CHW): 8-bit RGB (``layout`` None) or the layout's bands in their own
+    dtype; a chip of another kind is a one-line DataError naming ``reference``."""
+    if layout is not None:
+        fit = functools.partial(fit_square, size=size, interpolation=interpolation)
+        return resize_bands(read_raster(path, layout, reference), size, fit)
+    try:
+        return resize_chip(read_rgb(path), size, interpolation)
+    except DataError:
+        info = raster_info(path)  # a readable multispectral TIFF among RGB images
+        if info is None or info.is_rgb:
+            raise
+        raise DataError(
+            f"{path} has {info.describe()} but {reference} is 8-bit RGB; one band count per "
+            "dataset and model: move one kind out, or pass --skip-bad-images"
+        ) from None
+
+
 def _chip_reader(size: int, interpolation: str, layout: BandLayout | None, ref: Path):
     """path -> decoded chip (CHW) of the dataset's kind; another kind is a one-line DataError."""
-
-    def fit(im: Image.Image) -> Image.Image:
-        return fit_square(im, size, interpolation)
-
-    def read(path: Path) -> np.ndarray:
-        if layout is not None:
-            return resize_bands(read_raster(path, layout, ref), size, fit)
-        try:
-            return resize_chip(read_rgb(path), size, interpolation)
-        except DataError:
-            info = raster_info(path)  # a readable multispectral TIFF among RGB images
-            if info is None or info.is_rgb:
-                raise
-            raise DataError(
-                f"{path} has {info.describe()} but {ref} is 8-bit RGB; a dataset needs one band "
-                "count: move one kind out, or pass --skip-bad-images"
-            ) from None
-
-    return read
+    return functools.partial(
+        read_chip, size=size, interpolation=interpolation, layout=layout, reference=ref
+    )
 
 
 def _drop_bad(folder: SceneFolder, bad: dict[str, str]) -> SceneFolder:

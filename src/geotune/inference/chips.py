@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from geotune.data.decode import read_rgb, resize_chip
+from geotune.data.bands import BandLayout
+from geotune.data.decode import read_chip
 from geotune.data.folder import IGNORED_FILES, IMAGE_EXTENSIONS, default_workers
 from geotune.errors import DataError, GeotuneError
 from geotune.inference.model import Predictor
@@ -99,10 +100,14 @@ def add_list(out: ChipInputs, listing: Path, known: set[str]) -> None:
             out.missing.append((str(path), f"not found (listed in {listing})"))
 
 
-def decode_chip(path: Path, size: int, interpolation: str) -> np.ndarray | str:
-    """One chip as CHW uint8 at the model's size, or the reason it cannot be read."""
+def decode_chip(
+    path: Path, size: int, interpolation: str, bands: dict | None = None
+) -> np.ndarray | str:
+    """One chip as CHW uint8 at the model's size (or the bands of a multispectral model,
+    ``Preprocessing.bands``), or the reason it cannot be read."""
     try:
-        return resize_chip(read_rgb(path), size, interpolation)
+        layout = BandLayout.from_dict(bands) if bands else None
+        return read_chip(path, size, interpolation, layout)
     except GeotuneError as err:
         return str(err).removeprefix(str(path)).split(";")[0].strip()
     except Exception as err:  # noqa: BLE001 - any file that fails to decode is skipped, not fatal
@@ -110,7 +115,12 @@ def decode_chip(path: Path, size: int, interpolation: str) -> np.ndarray | str:
 
 
 def decoded_batches(
-    paths: list[Path], size: int, interpolation: str, batch_size: int, workers: int
+    paths: list[Path],
+    size: int,
+    interpolation: str,
+    batch_size: int,
+    workers: int,
+    bands: dict | None = None,
 ) -> Iterator[tuple[list[int], list[np.ndarray | str]]]:
     """(indices, decoded chips or reasons) per batch; two batches decode ahead, no more."""
     starts = range(0, len(paths), batch_size)
@@ -119,7 +129,7 @@ def decoded_batches(
         for start in starts:
             idx = list(range(start, min(start + batch_size, len(paths))))
             pending.append(
-                (idx, [pool.submit(decode_chip, paths[i], size, interpolation) for i in idx])
+                (idx, [pool.submit(decode_chip, paths[i], size, interpolation, bands) for i in idx])
             )
             if len(pending) > 2:
                 done_idx, futures = pending.popleft()
@@ -214,7 +224,12 @@ def predict_chips(
         writer.writerow(csv_header(top_k, labelled))
         task = bar.add_task("predict", total=len(chips.paths))
         batches = decoded_batches(
-            chips.paths, prep.size, prep.interpolation, batch_size, workers or default_workers()
+            chips.paths,
+            prep.size,
+            prep.interpolation,
+            batch_size,
+            workers or default_workers(),
+            prep.bands,
         )
         for idx, decoded in batches:
             good = [i for i, d in zip(idx, decoded, strict=True) if not isinstance(d, str)]
