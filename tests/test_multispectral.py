@@ -189,3 +189,30 @@ def test_a_13_band_weights_file_on_rgb_data_is_refused(tmp_path):
     cfg = make_config(**stub_args(AID_TINY, tmp_path, weights=str(weights)))
     with pytest.raises(WeightsError, match="13-band"):
         prepare(cfg)
+
+
+def test_bad_multispectral_chips_are_listed_with_skip_bad_images(ms_small, tmp_path):
+    from rasterio.transform import from_origin
+
+    data = tmp_path / "data"
+    shutil.copytree(ms_small, data)
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "transform": from_origin(0, 0, 10, 10)}
+    nan = np.full((13, 64, 64), 0.1, dtype=np.float32)
+    nan[0, 0, 0] = np.nan
+    chips = {
+        "zz_nodata.tif": np.zeros((13, 64, 64), np.uint16),
+        "zz_nan.tif": nan,
+        "zz_four.tif": np.ones((4, 64, 64), np.uint16),
+    }
+    for name, arr in chips.items():
+        with rasterio.open(
+            data / "River" / name, "w", count=len(arr), dtype=arr.dtype, **profile
+        ) as dst:
+            dst.write(arr)
+    images = decode_folder(scan_folder(data), 64, skip_bad=True, bands=BandRequest(S2))
+    reasons = dict(images.folder.skipped)
+    assert set(reasons) == {f"River/{n}" for n in chips}
+    assert "all nodata" in reasons["River/zz_nodata.tif"]
+    assert "NaN" in reasons["River/zz_nan.tif"]
+    assert "has 4 bands" in reasons["River/zz_four.tif"]
+    assert images.pixels.shape == (24, 13, 64, 64)
