@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from geotune.adapt.registry import AdaptContext, AdaptMethod, register_adapt_method
 from geotune.adapt.signals import view_probabilities
 from geotune.data.augment import tta_view
 from geotune.data.batches import iterate_batches
+from geotune.data.raster import chip_side
 from geotune.engine.loop import gradient_steps
 from geotune.errors import ConfigError
 from geotune.models.classifier import signed_power
@@ -30,8 +30,7 @@ from geotune.transfer.batchnorm import is_batchnorm, reestimate_batchnorm
 
 
 def _chip_size(root, first_file) -> int:
-    with Image.open(root / first_file) as im:
-        return min(im.size)
+    return chip_side(root / first_file)  # any band count
 
 
 def adapt_rescale(ctx: AdaptContext) -> dict:

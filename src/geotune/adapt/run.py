@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from rich.console import Console
 
 import geotune.adapt.methods  # noqa: F401 - registers the built-in methods
@@ -41,6 +40,7 @@ from geotune.data.batches import image_batches
 from geotune.data.classmap import label_remap, load_class_map, pair_classes, scored_labels
 from geotune.data.decode import DecodedImages, decode_folder
 from geotune.data.folder import has_class_folders, list_unlabelled, scan_folder
+from geotune.data.raster import chip_side
 from geotune.engine.fabric import resolve_device
 from geotune.engine.predict import predict
 from geotune.errors import ConfigError, DataError
@@ -168,8 +168,7 @@ def _context(run, config, model, prep, device, t_pix, target) -> AdaptContext:
         first = (run / "split.csv").read_text().splitlines()[1].split(",")[0]
         return read_run_config(run).data, first
 
-    with Image.open(target.folder.root / target.folder.paths[0]) as im:
-        native = min(im.size)
+    native = chip_side(target.folder.root / target.folder.paths[0])  # any band count
     source = functools.cache(lambda: _source_chips(run, prep))
     return AdaptContext(
         model, config, device, prep.normalize, t_pix, target_batches, source, source_example, native

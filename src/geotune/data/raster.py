@@ -144,3 +144,15 @@ def preview_image(path: Path) -> Image.Image:
     hi = np.percentile(rgb, 98, axis=(1, 2), keepdims=True)
     rgb = np.clip((rgb - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
     return Image.fromarray((rgb * 255).astype(np.uint8).transpose(1, 2, 0))
+
+
+def chip_side(path: Path) -> int:
+    """The short side of a chip in pixels, any format (PIL cannot open 13-band 16-bit TIFFs)."""
+    if Path(path).suffix.lower() in TIFF_SUFFIXES:
+        try:
+            with _open(path) as src:
+                return min(src.width, src.height)
+        except Exception:  # noqa: BLE001 - not a raster GDAL reads: let PIL try (and say why)
+            pass
+    with Image.open(path) as im:
+        return min(im.size)
