@@ -1,5 +1,4 @@
-"""Atomic file writes: a file is either absent or complete, never half-written.
-"""
+"""Atomic file writes: a file is either absent or complete, never half-written."""
 
 from __future__ import annotations
 
@@ -8,13 +7,10 @@ import csv
 import io
 import json
 import os
-import shutil
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -55,4 +51,3 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
-

@@ -1,21 +1,12 @@
-"""Resource metering of a run: peak memory and parameter counts.
-"""
+"""Resource metering of a run: peak memory and parameter counts."""
 
 from __future__ import annotations
 
-import contextlib
-import math
 import platform
 import resource
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-import numpy as np
-import torch
-from lightning_fabric import Fabric
-from rich.console import Console
-from torch import nn
 
+import torch
+from torch import nn
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -47,4 +38,3 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, total
-
