@@ -295,6 +295,18 @@ MATRIX = [
     ("adapt", "batch size 1", lambda w: ["adapt", w.run, "--target", w.data, "--batch-size", "1"], "batch_size"),
     ("adapt", "no target given", lambda w: ["adapt", w.run], "target"),
     ("adapt", "unknown device", lambda w: ["adapt", w.run, "--target", w.data, "--device", "gpu9", "--output", w.tmp / "ad"], "unknown device"),
+    # predict, export
+    ("predict", "run missing", lambda w: ["predict", w.runs / "never", w.data, "--output", w.tmp / "p.csv"], "not found"),
+    ("predict", "run unfinished", lambda w: ["predict", _partial_run(w), w.data, "--output", w.tmp / "p.csv"], "did not finish"),
+    ("predict", "input missing", lambda w: ["predict", w.run, w.tmp / "nope", "--output", w.tmp / "p.csv"], "nope"),
+    ("predict", "output exists", lambda w: ["predict", w.run, w.data, "--output", w.run / "config.yaml"], "--overwrite"),
+    ("predict", "top-k 0", lambda w: ["predict", w.run, w.data, "--output", w.tmp / "p.csv", "--top-k", "0"], "top_k"),
+    ("predict", "stride 0", lambda w: ["predict", w.run, w.data, "--scene", "--stride", "0", "--output", w.tmp / "m.tif"], "stride"),
+    ("predict", "unknown tta", lambda w: ["predict", w.run, w.data, "--output", w.tmp / "p.csv", "--tta", "spin"], "tta"),
+    ("export", "run missing", lambda w: ["export", w.runs / "never", "--output", w.tmp / "m.onnx"], "not found"),
+    ("export", "unknown format", lambda w: ["export", w.run, "--format", "tflite", "--output", w.tmp / "m.x"], "format"),
+    ("export", "output exists", lambda w: ["export", w.run, "--output", w.run / "config.yaml"], "--overwrite"),
+    ("export", "truncated checkpoint", lambda w: ["export", _run_copy(w, "trunc", _truncate_best), "--output", w.tmp / "t.onnx"], "cannot be read"),
     # multispectral chips (real EuroSAT MS GeoTIFFs; synthetic ones only for the damage)
     (T, "bands: a chip with another band count", lambda w: [T, "--data", _ms(w, "four", _four_band_chip), *_ms_stub(w)], "has 4 bands"),
     (T, "bands: --bands names a band that does not exist", lambda w: [T, "--data", _ms(w), *_ms_stub(w), "--bands", "B04,B13"], "'B13'"),
