@@ -44,6 +44,7 @@ def adapt_methods(
     for cfg in configs:
         summary, out = adapt_run(run, cfg, console, before, source_views)
         before = summary.pop("target_before_metrics")
+        source_views = summary.pop("source_views")  # the same for every method
         summary["run"] = str(out)
         summaries.append(summary)
     signals = {"none": harm_signals_of_source(summaries)} | {

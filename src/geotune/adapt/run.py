@@ -140,6 +140,7 @@ def adapt_run(
     if evaluation is not None:
         scores = (before, evaluation.score(model, prep, ckpt["classes"], device))
     final = _write_adapted(run, config, model, ckpt, target, t_idx, summary, evaluation, scores)
+    summary["source_views"] = source_views  # not saved; the next method reuses them
     if scores is not None:
         summary["chip_correct_after"] = scores[1]["chip_correct"]
         console.log(
