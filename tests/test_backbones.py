@@ -84,10 +84,12 @@ def test_mismatched_checkpoint_names_keys_and_shapes(tmp_path):
     ) as err:
         create_backbone("resnet34", str(path))
     assert "\n" not in str(err.value)
+    # A stem made for other bands is named as such, with both band counts.
     four_band = timm.create_model("resnet18", pretrained=False, in_chans=4)
     torch.save(four_band.state_dict(), path)
     with pytest.raises(
-        WeightsError, match=r"conv1.weight: checkpoint \[64, 4, 7, 7\] vs model \[64, 3, 7, 7\]"
+        WeightsError,
+        match=r"takes 4-band input \(conv1.weight \[64, 4, 7, 7\]\) but the data has 3",
     ):
         create_backbone("resnet18", str(path))
 
