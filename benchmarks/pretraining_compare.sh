@@ -45,9 +45,13 @@ run() {  # run NAME DATA YAML ARGS...: one compare sweep, its resource use in NA
     --config "$WORK/$yaml" --name "$name" "$@" 2> "$OUT/$name.log" \
     || { tail -5 "$OUT/$name.log"; exit 1; }
 }
-# RSSCN7: linear probe and feature-extraction (2 epochs) for all three pretrainings.
+# RSSCN7: linear probe, then feature-extraction with batches of 16 and at least 40 optimizer
+# steps per cell (112 training chips: 6 epochs), for all three pretrainings.
 run rsscn7_first100-128 rsscn7_first100 train.yaml --backbones "$BACKBONES" \
-  --strategies linear-probe,feature-extraction
+  --strategies linear-probe
+sed 's/batch_size: 32/batch_size: 16/' "$WORK/train.yaml" > "$WORK/train_fe.yaml"
+run rsscn7_first100-128-fe rsscn7_first100 train_fe.yaml --backbones "$BACKBONES" \
+  --strategies feature-extraction --min-steps 40
 # AID: linear probe only (feature-extraction on 30 classes with geoembed did not fit the
 # CPU budget: its frozen forward pass alone runs at ~2-8 chips/s on 2 shared cores).
 run aid150_first60-128 aid150_first60 train.yaml --backbones "$BACKBONES" \
