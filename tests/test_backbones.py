@@ -112,7 +112,7 @@ def test_unknown_backbone_suggests_names():
 def test_hub_weights_offline_name_the_alternatives(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(
-        WeightsError, match=r"need a download .*offline backbones: tf_efficientnet_lite0"
+        WeightsError, match=r"need a download .*offline backbone \(tf_efficientnet_lite0"
     ) as err:
         create_backbone("resnet50", "hub")
     assert "\n" not in str(err.value)

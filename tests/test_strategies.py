@@ -387,10 +387,12 @@ def test_knn_run_cannot_be_evaluated_elsewhere(aid_small, tmp_path):
 
 @pytest.mark.slow
 def test_peak_memory_is_counted_per_run(aid_small, tmp_path):
-    from geotune.runs import peak_memory_mb
+    from geotune.runs import peak_memory_mb, reset_peak_memory
 
     # A compare grid runs many cells in one process: a large, freed allocation before a run must
-    # not show up as that run's peak.
+    # not show up as that run's peak. (Reset first, so the peak before is this block's, not that
+    # of whatever ran earlier in the test session.)
+    reset_peak_memory(torch.device("cpu"))
     block = np.ones(2**30 // 8)  # 1 GiB, touched
     with_block = peak_memory_mb(torch.device("cpu"))
     del block
