@@ -17,10 +17,8 @@ The public API (each name is documented where it lives)::
 Heavy modules (torch, timm) load on first use of a name, so ``import geotune`` stays fast.
 """
 
-from importlib import import_module
-from typing import Any
-
 from geotune.errors import ConfigError, DataError, GeotuneError, WeightsError
+from geotune.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -47,23 +45,8 @@ _LAZY = {
     "export_model": ("geotune.inference.export", "export_model"),
 }
 
-__all__ = [
-    "ConfigError",
-    "DataError",
-    "GeotuneError",
-    "WeightsError",
-    "__version__",
-    *_LAZY,
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        value = getattr(import_module(module), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'geotune' has no attribute {name!r}")
+__getattr__, _, _exported = lazy_exports(__name__, _LAZY)
+__all__ = ["ConfigError", "DataError", "GeotuneError", "WeightsError", "__version__", *_exported]
 
 
 def __dir__() -> list[str]:

@@ -3,8 +3,7 @@
 Names load on first use (PEP 562), so importing one submodule does not import them all.
 """
 
-from importlib import import_module
-from typing import Any
+from geotune.lazy import lazy_exports
 
 _LAZY = {
     "Engine": "geotune.engine.loop",
@@ -25,16 +24,4 @@ _LAZY = {
     "train": "geotune.engine.trainer",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)
