@@ -158,3 +158,42 @@ def test_few_shot_rows_for_every_budget_and_draw(source, water, tmp_path):
     assert all(r["n_test"] == 24 - 2 * r["k"] for r in rows)  # 16 Water + 8 Woods chips
     assert all(0 <= r["heldout_oa"] <= 1 for r in rows)
     assert "| 3 | source + k |" in table.read_text()
+
+
+def test_label_set_switches_off_classes_the_target_cannot_hold(source, water, tmp_path):
+    cmap = tmp_path / "map.yaml"
+    cmap.write_text("Water: [Beach, River]\nWoods: Forest\n")
+    base = dict(target=water, class_map=cmap, output=tmp_path, batch_size=8, unknown_quantile=0)
+    configs = [make_adapt_config(method=m, **base) for m in ("label-set", "label-set+adabn")]
+    summaries, _, _ = adapt_methods(source, configs)
+    only, combined = summaries
+    assert only["method_kept_classes"] == ["Beach", "Forest", "River"]
+    assert combined["method_label-set_masked_classes"] == 1
+    assert combined["method_adabn_bn_layers"] > 0
+    # Predictions of the masked class were wrong by construction; nothing right becomes wrong.
+    assert only["target_oa_after"] >= only["target_oa_before"]
+    model, prep, ckpt = load_classifier(tmp_path / "src-label-set" / "checkpoints" / "best.pt")
+    from geotune.data.decode import decode_folder
+    from geotune.data.folder import scan_folder
+    from geotune.engine.predict import predict
+
+    images = decode_folder(scan_folder(water), prep.size, prep.interpolation)
+    probs, _ = predict(model, prep, images.pixels, np.arange(len(images.pixels)), 64, "cpu")
+    masked = ckpt["classes"].index(
+        next(c for c in ckpt["classes"] if c not in only["method_kept_classes"])
+    )
+    assert (probs.argmax(1) != masked).all() and probs[:, masked].max() < 1e-6
+
+
+def test_label_set_needs_a_class_map_and_methods_compose_by_name(source, tmp_path):
+    from geotune.adapt.run import adapt_run
+    from geotune.errors import ConfigError
+
+    cfg = make_adapt_config(method="label-set+shot", target=AID_TINY, output=tmp_path)
+    assert cfg.steps == ["label-set", "shot"] and cfg.resolved_lr() == 1e-3
+    with pytest.raises(ConfigError, match="label-set needs --class-map"):
+        adapt_run(source, cfg)
+    assert not any(tmp_path.iterdir())
+    for bad in ("label-set+nope", "adabn+adabn"):
+        with pytest.raises(ConfigError, match="nope|twice"):
+            make_adapt_config(method=bad, target=AID_TINY)

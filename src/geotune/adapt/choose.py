@@ -72,7 +72,7 @@ def adapt_methods(
 
 def harm_signals_of_source(summaries: list[dict]) -> dict:
     """The "no adaptation" candidate: the source model's own signals, no warnings."""
-    before = summaries[0]["harm_signals"]["before"]
+    before = summaries[0]["source_signals"]
     return {"before": before, "after": before, "agreement": 1.0, "warnings": []}
 
 

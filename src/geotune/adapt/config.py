@@ -18,7 +18,9 @@ class AdaptConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: str = Field(
-        "adabn", description="adaptation method; on the command line several, comma-separated"
+        "adabn",
+        description="adaptation method, or several applied in order joined by '+' (e.g. "
+        "label-set+shot); on the command line several, comma-separated",
     )
     target: Path = Field(description="unlabelled target chips (class folders allowed, ignored)")
     eval_data: Path | None = Field(
@@ -73,12 +75,25 @@ class AdaptConfig(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        if v not in ADAPT_METHODS:
-            raise ValueError(f"unknown method '{v}'; use one of {', '.join(ADAPT_METHODS)}")
+        steps = v.split("+")
+        for step in steps:
+            if step not in ADAPT_METHODS:
+                raise ValueError(
+                    f"unknown method '{step}'; use one of {', '.join(ADAPT_METHODS)}, or "
+                    "several joined by '+'"
+                )
+        if len(set(steps)) < len(steps):
+            raise ValueError(f"'{v}' names a method twice; name each step once")
         return v
 
+    @property
+    def steps(self) -> list[str]:
+        """The methods applied in order (one, or several joined by '+')."""
+        return self.method.split("+")
+
     def resolved_lr(self) -> float | None:
-        return self.lr if self.lr is not None else ADAPT_METHODS[self.method].default_lr
+        """``--lr``, or the default of the (single) method this config is a step of."""
+        return self.lr if self.lr is not None else ADAPT_METHODS[self.steps[-1]].default_lr
 
 
 def make_adapt_config(**values) -> AdaptConfig:

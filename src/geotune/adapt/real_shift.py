@@ -6,6 +6,13 @@
   of the chips as stored) the zoom that shows target objects at the size the model was trained
   on is computed; without them it is searched among ``--zooms`` by the mean confidence of the
   model on the target chips (label-free). The zoom becomes part of the classifier.
+- ``label-set``: the target's own label set, declared by the class map (the model classes its
+  classes pair with), not read from any chip: the model's other outputs are switched off by
+  folding a large negative bias into the head. Scene datasets share only part of their legends
+  (RSSCN7's 7 classes pair with 10 of AID's 30), and a source model spreads many target chips
+  over classes the target cannot contain; label-shift estimators that infer the label set from
+  the predictions (EM on the class priors, Saerens et al. 2002) follow the model's own
+  confusions instead. Combine it with the others: ``label-set+shot`` adapts within that set.
 - ``shot`` (Liang et al., ICML 2020): the head is kept; the backbone is trained with information
   maximisation (confident per-chip predictions, balanced over the classes in use) plus
   cross-entropy on pseudo-labels refined by feature clustering, on random rotation/flip views
@@ -22,6 +29,7 @@ from geotune.adapt.registry import AdaptContext, AdaptMethod, register_adapt_met
 from geotune.adapt.signals import view_probabilities
 from geotune.data.augment import tta_view
 from geotune.data.batches import iterate_batches
+from geotune.data.classmap import load_class_map
 from geotune.data.raster import chip_side
 from geotune.engine.loop import gradient_steps
 from geotune.errors import ConfigError
@@ -63,6 +71,52 @@ def adapt_rescale(ctx: AdaptContext) -> dict:
         "zoom": float(best),
         "zoom_from": "searched: highest mean confidence on the target chips",
         "mean_confidence_by_zoom": {str(z): s for z, s in scores.items()},
+    }
+
+
+# Added to the logits of classes outside the label set: their probability underflows to 0, while
+# the value stays finite in float16 (ONNX export, mixed precision).
+MASKED_LOGIT = -1.0e4
+
+
+def declared_label_set(class_map_path, classes: list[str]) -> np.ndarray:
+    """Boolean over the model's classes: those the class map pairs a target class with."""
+    mapping = load_class_map(class_map_path)
+    if mapping is None:
+        raise ConfigError(
+            "label-set needs --class-map MAP.yaml pairing the target's classes with the "
+            "model's (it declares which model classes the target can hold)"
+        )
+    kept = {c for values in mapping.values() for c in values}
+    unknown = sorted(kept - set(classes))
+    if unknown:
+        raise ConfigError(
+            f"class map pairs onto {', '.join(unknown[:4])}, not a class of the model "
+            f"(it knows: {', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''})"
+        )
+    return np.array([c in kept for c in classes])
+
+
+def restrict_views(views: list[np.ndarray], allowed: np.ndarray) -> list[np.ndarray]:
+    """Probabilities renormalised over the allowed classes (what label-set makes of them)."""
+    out = []
+    for p in views:
+        q = np.where(allowed, p, 0.0)
+        out.append(q / np.maximum(q.sum(1, keepdims=True), 1e-12))
+    return out
+
+
+def adapt_label_set(ctx: AdaptContext) -> dict:
+    """Switch off the model classes the target cannot hold (folded into the head's bias)."""
+    allowed = declared_label_set(ctx.config.class_map, ctx.classes)
+    last = [layer for layer in ctx.model.head.modules() if isinstance(layer, nn.Linear)]
+    if not last or last[-1].bias is None or last[-1].out_features != len(allowed):
+        raise ConfigError("label-set folds into the head's output layer; this head has none")
+    with torch.no_grad():
+        last[-1].bias[torch.from_numpy(~allowed)] += MASKED_LOGIT
+    return {
+        "kept_classes": [c for c, a in zip(ctx.classes, allowed, strict=True) if a],
+        "masked_classes": int((~allowed).sum()),
     }
 
 
@@ -147,6 +201,14 @@ register_adapt_method(
         "match the ground resolution: zoom target chips (from --source-gsd/--target-gsd, or "
         "searched label-free)",
         adapt_rescale,
+    )
+)
+register_adapt_method(
+    AdaptMethod(
+        "label-set",
+        "keep only the model classes the class map pairs with the target's (no target labels "
+        "read); combine, e.g. label-set+shot",
+        adapt_label_set,
     )
 )
 register_adapt_method(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ class AdaptContext:
         source: the source run's (pixels, labels, training indices), loaded when first called.
         source_example: (data root, relative path) of one of the source run's chips.
         target_native_size: the target chips' own size in pixels (before resizing).
+        classes: the model's class names, in its output order.
     """
 
     model: SceneClassifier
@@ -40,6 +41,7 @@ class AdaptContext:
     source: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
     source_example: Callable[[], tuple[Path, str]] = lambda: (Path("."), "")
     target_native_size: int = 0
+    classes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

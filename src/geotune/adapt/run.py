@@ -31,10 +31,11 @@ import torch
 from rich.console import Console
 
 import geotune.adapt.methods  # noqa: F401 - registers the built-in methods
-import geotune.adapt.real_shift  # noqa: F401 - registers rescale and shot
+import geotune.adapt.real_shift  # noqa: F401 - registers rescale, label-set and shot
 from geotune.adapt.config import AdaptConfig
+from geotune.adapt.real_shift import declared_label_set, restrict_views
 from geotune.adapt.registry import ADAPT_METHODS, AdaptContext
-from geotune.adapt.signals import harm_signals, unknown_threshold, view_probabilities
+from geotune.adapt.signals import harm_signals, summarize, unknown_threshold, view_probabilities
 from geotune.data.bands import BandRequest
 from geotune.data.batches import image_batches
 from geotune.data.classmap import label_remap, load_class_map, pair_classes, scored_labels
@@ -105,6 +106,8 @@ def adapt_run(
         raise ConfigError(f"run {run} keeps no classifier checkpoint (kNN); adapt a trained run")
     device = resolve_device(config.device)
     model, prep, ckpt = load_classifier(ckpt_path)
+    if "label-set" in config.steps:
+        declared_label_set(config.class_map, ckpt["classes"])  # a bad class map fails first
     model.to(device)
     t0 = time.perf_counter()
     target, t_idx = _target_chips(config, prep)
@@ -125,15 +128,15 @@ def adapt_run(
             f"before {config.method}: OA {100 * before['overall_accuracy']:.2f}% on "
             f"{len(evaluation.idx)} chips of {evaluation.root}"
         )
-    ctx = _context(run, config, model, prep, device, t_pix, target)
-    method_info = ADAPT_METHODS[config.method].adapt(ctx)
-    harm = harm_signals(source_views, view_probabilities(model, prep.normalize, all_pix, device))
+    method_info = _apply_steps(run, config, model, prep, device, t_pix, target, ckpt["classes"])
+    harm = _harm(config, ckpt["classes"], source_views, model, prep, all_pix, device)
     summary = _summary(run, config, t_idx, method_info, time.perf_counter() - t0)
     summary["open_set"] = {
         "confidence_threshold": threshold,
         "unknown_chips_left_out": int((~known).sum()),
     }
     summary["harm_signals"] = harm
+    summary["source_signals"] = summarize(source_views)  # the "no adaptation" candidate
     if harm["warnings"]:
         console.log(f"warning: {config.method} may have hurt: {'; '.join(harm['warnings'])}")
     scores = None
@@ -158,7 +161,27 @@ def _known(run: Path, config: AdaptConfig, probs: np.ndarray) -> tuple[np.ndarra
     return probs.max(1) >= threshold, threshold
 
 
-def _context(run, config, model, prep, device, t_pix, target) -> AdaptContext:
+def _harm(config, classes, source_views, model, prep, pixels, device) -> dict:
+    """Label-free harm signals of the adapted model against the source model; with label-set
+    they judge what the adaptation learnt within the declared set."""
+    compared = source_views
+    if "label-set" in config.steps:
+        compared = restrict_views(source_views, declared_label_set(config.class_map, classes))
+    return harm_signals(compared, view_probabilities(model, prep.normalize, pixels, device))
+
+
+def _apply_steps(run, config, model, prep, device, t_pix, target, classes) -> dict:
+    """Each method of ``config.method`` in order ('a+b'); what each records, keyed by step."""
+    info: dict = {}
+    for step in config.steps:
+        step_config = config.model_copy(update={"method": step})
+        ctx = _context(run, step_config, model, prep, device, t_pix, target, classes)
+        out = ADAPT_METHODS[step].adapt(ctx)
+        info.update(out if len(config.steps) == 1 else {f"{step}_{k}": v for k, v in out.items()})
+    return info
+
+
+def _context(run, config, model, prep, device, t_pix, target, classes) -> AdaptContext:
     def target_batches(shuffle: bool = False):
         gen = torch.Generator().manual_seed(config.seed)
         return image_batches(
@@ -172,7 +195,16 @@ def _context(run, config, model, prep, device, t_pix, target) -> AdaptContext:
     native = chip_side(target.folder.root / target.folder.paths[0])  # any band count
     source = functools.cache(lambda: _source_chips(run, prep))
     return AdaptContext(
-        model, config, device, prep.normalize, t_pix, target_batches, source, source_example, native
+        model,
+        config,
+        device,
+        prep.normalize,
+        t_pix,
+        target_batches,
+        source,
+        source_example,
+        native,
+        list(classes),
     )
 
 
