@@ -227,6 +227,9 @@ MATRIX = [
     (T, "unknown strategy", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "magic"], "unknown strategy 'magic'"),
     (T, "unknown bn policy", lambda w: [T, "--data", w.data, *w.stub, "--bn-policy", "x"], "unknown bn_policy"),
     (T, "zero epochs", lambda w: [T, "--data", w.data, *w.stub, "--epochs", "0"], "'epochs'"),
+    (T, "unknown class weights", lambda w: [T, "--data", w.data, *w.stub, "--class-weights", "inverse"], "'class_weights'"),
+    (T, "class weights with knn", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "knn", "--class-weights", "balanced"], "knn votes by neighbours"),
+    (T, "sampler with a probe", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "linear-probe", "--sampler", "balanced"], "sampler applies to trained strategies"),
     (T, "negative lr", lambda w: [T, "--data", w.data, *w.stub, "--lr", "-1"], "'lr'"),
     (T, "train fraction > 1", lambda w: [T, "--data", w.data, *w.stub, "--train-fraction", "1.5"], "train_fraction"),
     (T, "epochs not a number", lambda w: [T, "--data", w.data, *w.stub, "--epochs", "many"], "epochs"),
@@ -291,6 +294,7 @@ MATRIX = [
     # adapt
     ("adapt", "run missing", lambda w: ["adapt", w.runs / "never", "--target", w.data], "not found"),
     ("adapt", "unknown method", lambda w: ["adapt", w.run, "--target", w.data, "--method", "adabn,magic"], "unknown method 'magic'"),
+    ("adapt", "label-set without class map", lambda w: ["adapt", w.run, "--target", w.data, "--method", "label-set", "--output", w.tmp / "ad"], "label-set needs --class-map"),
     ("adapt", "target missing", lambda w: ["adapt", w.run, "--target", w.tmp / "nope", "--output", w.tmp / "ad"], "not found"),
     ("adapt", "batch size 1", lambda w: ["adapt", w.run, "--target", w.data, "--batch-size", "1"], "batch_size"),
     ("adapt", "no target given", lambda w: ["adapt", w.run], "target"),

@@ -216,3 +216,72 @@ def test_bad_multispectral_chips_are_listed_with_skip_bad_images(ms_small, tmp_p
     assert "NaN" in reasons["River/zz_nan.tif"]
     assert "has 4 bands" in reasons["River/zz_four.tif"]
     assert images.pixels.shape == (24, 13, 64, 64)
+
+
+def test_composite_views_follow_the_preset_and_cover_every_band():
+    from geotune.data.bands import BandLayout
+
+    names = BAND_NAMES_S2
+    every = BandLayout(13, "uint16", names, tuple(range(13)), S2)
+    views = [[names[i] for i in v] for v in every.composites()]
+    assert views[0] == ["B04", "B03", "B02"] and ["B08", "B04", "B03"] in views
+    assert {b for v in views for b in v} == set(names)
+    four = BandLayout(
+        13, "uint16", names, tuple(names.index(b) for b in ("B04", "B03", "B02", "B08")), S2
+    )
+    assert four.composites() == [(0, 1, 2), (3, 0, 1)]  # true colour, colour infrared
+    odd = BandLayout(5, "uint16", ("red", "green", "blue", "x1", "x2"), tuple(range(5)), None)
+    assert odd.composites() == [(0, 1, 2), (3, 4, 4)]  # unseen bands three at a time
+
+
+BAND_NAMES_S2 = (
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+    "B8A",
+)
+
+
+def test_composites_run_the_rgb_weights_on_each_view(ms_small, tmp_path):
+    import timm
+
+    from geotune.engine.trainer import train
+    from geotune.evaluation.evaluate import evaluate_run
+    from geotune.models.classifier import load_classifier
+
+    rgb_weights = tmp_path / "rgb.pth"
+    torch.save(timm.create_model(STUB_BACKBONE, num_classes=0).state_dict(), rgb_weights)
+    args = stub_args(ms_small, tmp_path, weights=str(rgb_weights), band_names=S2,
+                     bands=["B04", "B03", "B02", "B08"], band_init="composites")  # fmt: skip
+    result = train(make_config(**args, strategy="linear-probe", name="lp"))
+    stem = result.summary["bands"]["stem"]
+    assert stem["composites"] == [["B04", "B03", "B02"], ["B08", "B04", "B03"]]
+    model, prep, _ = load_classifier(result.run_dir / "checkpoints" / "best.pt")
+    width = model.backbone.net.num_features
+    assert result.summary["feature_dim"] == 2 * width
+    # The first view is the RGB network on the true-colour composite, normalised as RGB.
+    x = prep.normalize(torch.from_numpy(np.asarray(prep_pixels(ms_small, prep)[:2], np.int32)))
+    mean, std = torch.tensor(stem["rgb_mean"]), torch.tensor(stem["rgb_std"])
+    model.eval()
+    with torch.no_grad():
+        by_hand = model.backbone.net((x[:, [0, 1, 2]] - mean[:, None, None]) / std[:, None, None])
+        assert torch.allclose(model.backbone(x)[:, :width], by_hand, atol=1e-5)
+    again, _ = evaluate_run(result.run_dir)
+    assert again["overall_accuracy"] == pytest.approx(result.test_metrics["overall_accuracy"])
+    # Trained strategies see the RGB network's layer groups behind the views.
+    tuned = train(make_config(**args, strategy="partial", unfreeze_last=1, name="ft"))
+    assert tuned.summary["phases"][0]["trainable_groups"][-1] == "head"
+
+
+def prep_pixels(root, prep):
+    bands = BandRequest.for_run(prep.bands, "test")
+    return decode_folder(scan_folder(root), prep.size, prep.interpolation, bands=bands).pixels

@@ -138,6 +138,16 @@ class TrainConfig(BaseModel):
         None, ge=0, description="warmup length in optimizer steps (overrides warmup_epochs)"
     )
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    class_weights: Literal["none", "balanced"] = Field(
+        "none",
+        description="balanced: loss (and linear-probe) weights n / (k * n_class), for "
+        "imbalanced labels; validation then chooses on average accuracy",
+    )
+    sampler: Literal["shuffle", "balanced"] = Field(
+        "shuffle",
+        description="balanced: draw training chips so every class is equally likely (with "
+        "replacement; same epoch length)",
+    )
     accumulate: int = Field(
         1, ge=1, description="gradient accumulation: batches per optimizer step"
     )
@@ -222,6 +232,13 @@ class TrainConfig(BaseModel):
             raise ValueError("give either freeze_until or unfreeze_last, not both")
         if spec.check is not None:
             spec.check(self)
+        if spec.probe_kind == "knn" and self.class_weights != "none":
+            raise ValueError("knn votes by neighbours and takes no class weights; use linear-probe")
+        if spec.probe_kind is not None and self.sampler != "shuffle":
+            raise ValueError(
+                f"sampler applies to trained strategies, not '{self.strategy}' (it fits on "
+                "every labelled chip once); use class_weights=balanced"
+            )
         if any(c <= 0 for c in self.probe_c) or any(k < 1 for k in self.knn_k):
             raise ValueError("probe_c values must be > 0 and knn_k values >= 1")
         if any(not 0 < a <= 1 for a in self.probe_power):

@@ -22,6 +22,8 @@ class BandPreset:
     names: tuple[str, ...]  # band names in the files' order
     rgb: tuple[str, str, str]  # the names of the red, green and blue bands
     note: str
+    # Standard false-colour composites of the sensor (--band-init composites), after true colour.
+    composites: tuple[tuple[str, str, str], ...] = ()
 
 
 BAND_PRESETS: dict[str, BandPreset] = {
@@ -29,10 +31,21 @@ BAND_PRESETS: dict[str, BandPreset] = {
         ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A"),
         ("B04", "B03", "B02"),
         "Sentinel-2 L1C, 13 bands in EuroSAT MS file order (B8A last)",
+        (
+            ("B08", "B04", "B03"),  # colour infrared: vegetation
+            ("B12", "B8A", "B04"),  # short-wave infrared: moisture, bare soil, built-up
+            ("B11", "B08", "B02"),  # agriculture
+            ("B07", "B06", "B05"),  # red edge: crop type and vigour
+            ("B12", "B11", "B8A"),  # SWIR and narrow NIR: water, burn scars
+            ("B10", "B09", "B01"),  # atmospheric bands (cirrus, water vapour, aerosol)
+        ),
     ),
     "rgb": BandPreset(("R", "G", "B"), ("R", "G", "B"), "red, green, blue (any bit depth)"),
     "rgbn": BandPreset(
-        ("R", "G", "B", "N"), ("R", "G", "B"), "NAIP: red, green, blue, near infrared"
+        ("R", "G", "B", "N"),
+        ("R", "G", "B"),
+        "NAIP: red, green, blue, near infrared",
+        (("N", "R", "G"),),  # colour infrared
     ),
 }
 
@@ -80,6 +93,29 @@ class BandLayout:
             next((i for i, s in enumerate(lowered) if s in aliases), None)
             for aliases in COLOUR_ALIASES
         )
+
+    def composites(self) -> list[tuple[int, int, int]]:
+        """Three-band views of the selected bands for RGB weights (``--band-init composites``):
+        true colour first, then the preset's false-colour composites whose bands are all
+        selected, then any band still unseen, three at a time in order (the last group
+        repeats its final band). Positions among the selected bands."""
+        rgb = self.rgb_positions()
+        if rgb is None or None in rgb:
+            raise ConfigError(
+                "--band-init composites starts from the true-colour view, so it needs bands "
+                f"named red, green and blue; {presets_hint()}"
+            )
+        sel = self.selected or ()
+        views = [tuple(rgb)]
+        preset = BAND_PRESETS.get(self.band_names or "")
+        for names in preset.composites if preset else ():
+            if all(n in sel for n in names):
+                views.append(tuple(sel.index(n) for n in names))
+        unseen = [i for i in range(self.channels) if not any(i in v for v in views)]
+        for start in range(0, len(unseen), 3):
+            group = unseen[start : start + 3]
+            views.append(tuple(group + [group[-1]] * (3 - len(group))))
+        return views  # type: ignore[return-value]
 
     def describe(self) -> str:
         names = ",".join(self.selected) if self.selected else f"{self.channels} unnamed bands"

@@ -18,7 +18,7 @@ from geotune.config import TrainConfig
 from geotune.data.bands import BandLayout, band_statistics, presets_hint
 from geotune.errors import ConfigError, WeightsError
 from geotune.models.backbones import Preprocessing, resolve_source
-from geotune.models.classifier import SceneClassifier, build_classifier
+from geotune.models.classifier import SceneClassifier, build_classifier, wrap_composites
 from geotune.models.pretrained import HUB_WEIGHTS
 from geotune.transfer.stem import DEFAULT_BAND_INIT, adapt_stem
 
@@ -82,8 +82,25 @@ def _adapted(built, config: TrainConfig, layout: BandLayout):
             "or blue, so no band needs initialising; leave --band-init out"
         )
     policy = config.band_init or DEFAULT_BAND_INIT
+    if policy == "composites":
+        return model, prep, weights, _composites(model, prep, layout, config)
     stem = adapt_stem(model.backbone, rgb, layout.channels, policy, layout.selected or ())
     return model, prep, weights, stem
+
+
+def _composites(model: SceneClassifier, prep: Preprocessing, layout: BandLayout, config) -> dict:
+    """Wrap the RGB backbone to run on three-band composites (a new, wider head)."""
+    views = layout.composites()
+    names = layout.selected or ()
+    record = {
+        "band_init": "composites",
+        "composites": [[names[i] for i in v] for v in views],
+        "positions": [list(v) for v in views],
+        "rgb_mean": [float(v) for v in prep.mean],
+        "rgb_std": [float(v) for v in prep.std],
+    }
+    wrap_composites(model, record, config.head, config.head_dropout)
+    return record
 
 
 def band_preprocessing(
@@ -109,7 +126,9 @@ def band_preprocessing(
         )
     low, high, mean, std = band_statistics(pixels, train_idx)
     mean, std = [float(v) for v in mean], [float(v) for v in std]
-    if stem is not None:
+    if stem is not None and stem.get("band_init") == "composites":
+        mean, std = [0.0] * n, [1.0] * n  # [0, 1] bands; each composite is normalised inside
+    elif stem is not None:
         for colour, pos in enumerate(layout.rgb_positions() or ()):
             if pos is not None:  # seen by pretrained RGB kernels: the weights' own statistics
                 mean[pos], std[pos] = float(prep.mean[colour]), float(prep.std[colour])

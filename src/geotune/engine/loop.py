@@ -19,6 +19,7 @@ from rich.console import Console
 from torch import nn
 
 from geotune.data.augment import augment_batch, build_augment
+from geotune.data.balance import balanced_class_weights, balanced_draw
 from geotune.data.batches import index_batches, load_batch, prefetch, shard
 from geotune.engine.fabric import make_fabric, resolve_precision
 from geotune.engine.predict import predict
@@ -103,12 +104,33 @@ class Engine:
         self.augment = build_augment(
             prep.preprocessing.size, config.flips, config.rot90, config.crop_scale
         ).to(self.device)
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="sum")
+        self.loss_fn = nn.CrossEntropyLoss(
+            weight=self._class_weights(),
+            label_smoothing=config.label_smoothing,
+            reduction="sum",
+        )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.eval_batch = max(64, config.batch_size)
         n_train = len(prep.indices("train"))
         self.batches_per_epoch = max(1, math.ceil(n_train / config.batch_size))
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.accumulate)
+
+    def _class_weights(self) -> torch.Tensor | None:
+        if self.config.class_weights == "none":
+            return None
+        p = self.prep
+        labels = p.images.folder.labels[p.indices("train")]
+        w = balanced_class_weights(labels, len(p.classes))
+        return torch.as_tensor(w, dtype=torch.float32, device=self.device)
+
+    def _epoch_batches(self) -> list[np.ndarray]:
+        """This epoch's global batches of chip indices (shuffled, or class-balanced draws)."""
+        p, cfg = self.prep, self.config
+        train = p.indices("train")
+        if cfg.sampler == "balanced":
+            drawn = balanced_draw(train, p.images.folder.labels, self.generator)
+            return index_batches(drawn, cfg.batch_size)
+        return index_batches(train, cfg.batch_size, True, self.generator)
 
     # -- state --------------------------------------------------------------------------------
     def restore(self, state: TrainState) -> None:
@@ -177,7 +199,7 @@ class Engine:
         loss_sum = 0.0
         lr_now = optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
-        batches = index_batches(p.indices("train"), cfg.batch_size, True, self.generator)
+        batches = self._epoch_batches()
         sizes = [len(b) for b in batches]
         mine = [shard(b, self.rank, self.world) for b in batches]
         loaded = prefetch(
@@ -236,10 +258,19 @@ class Engine:
             self.fabric,
         )
         yv = torch.from_numpy(np.asarray(p.images.folder.labels)[val_idx])
+        hit = (logits.argmax(1) == yv).float()
+        per_class = [hit[yv == c].mean() for c in torch.unique(yv)]
         return {
             "val_loss": float(nn.functional.cross_entropy(logits, yv)),
-            "val_accuracy": float((logits.argmax(1) == yv).float().mean()),
+            "val_accuracy": float(hit.mean()),
+            "val_average_accuracy": float(torch.stack(per_class).mean()),
         }
+
+    @property
+    def selection_metric(self) -> str:
+        """What picks the best epoch: average accuracy when the run balances its classes."""
+        balanced = self.config.class_weights != "none" or self.config.sampler != "shuffle"
+        return "val_average_accuracy" if balanced else "val_accuracy"
 
     def test(self, tta: str) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Test probabilities (with ``tta``), plain-view logits, and the seconds it took."""

@@ -113,13 +113,23 @@ def cached_features(
     return feats, False, per_chip
 
 
-def _fit_logistic(X, y, C: float):
+def _fit_logistic(X, y, C: float, class_weight: str | None = None):
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(X)
-    clf = LogisticRegression(C=C, max_iter=2000).fit(scaler.transform(X), y)
-    return scaler, clf
+    clf = LogisticRegression(C=C, max_iter=2000, class_weight=class_weight)
+    return scaler, clf.fit(scaler.transform(X), y)
+
+
+def _val_score(config, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Validation accuracy; with balanced class weights, average accuracy (the small classes
+    count as much as the large ones, which is what the weights are for)."""
+    if config.class_weights == "balanced":
+        from sklearn.metrics import balanced_accuracy_score
+
+        return float(balanced_accuracy_score(y_true, y_pred))
+    return float((y_true == y_pred).mean())
 
 
 def _fit_knn(X, y, k: int):
@@ -228,21 +238,22 @@ def _logistic_probe(prep: Prepared, feats: np.ndarray) -> ProbeFit:
     # Regularisation and power normalisation are chosen together on validation data.
     cands = [(a, c) for a in config.probe_power for c in config.probe_c]
     powered = {a: signed_power(torch.from_numpy(feats), a).numpy() for a in config.probe_power}
+    weight = None if config.class_weights == "none" else config.class_weights
     if len(va):
         best, scores = _select(
             cands,
-            lambda ac: _fit_logistic(powered[ac[0]][tr], y[tr], ac[1]),
-            lambda m: float((m[1].predict(m[0].transform(m[2][va])) == y[va]).mean()),
+            lambda ac: _fit_logistic(powered[ac[0]][tr], y[tr], ac[1], weight),
+            lambda m: _val_score(config, y[va], m[1].predict(m[0].transform(m[2][va]))),
             fit_with=lambda ac: powered[ac[0]],
         )
     else:
         best, scores = (1.0, config.probe_c[len(config.probe_c) // 2]), {}
     power, C = best
     Z = powered[power]
-    scaler, clf = _fit_logistic(Z[lab], y[lab], C)  # refit on all labelled chips
+    scaler, clf = _fit_logistic(Z[lab], y[lab], C, weight)  # refit on all labelled chips
     val_probs = None
     if len(va):  # for the temperature (see ProbeFit.val_probs)
-        held_scaler, held = _fit_logistic(Z[tr], y[tr], C)
+        held_scaler, held = _fit_logistic(Z[tr], y[tr], C, weight)
         val_probs = _all_classes(
             prep, held.predict_proba(held_scaler.transform(Z[va])), held.classes_
         )

@@ -193,7 +193,7 @@ def _end_epoch(
         f"epoch {row['epoch']}/{sum(p.epochs for p in engine.prep.phases)} ({row['phase']}): loss {row['train_loss']:.3f} "
         f"acc {row['train_accuracy']:.1%}{val} ({row['epoch_time_s']:.0f}s)"
     )
-    score = row.get("val_accuracy", float(row["epoch"]))  # no validation: the last epoch
+    score = row.get(engine.selection_metric, float(row["epoch"]))  # no validation: the last
     if score > state.best_acc:
         state.best_acc, state.best_epoch, state.stale = score, row["epoch"], 0
         if run is not None:

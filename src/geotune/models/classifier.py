@@ -101,6 +101,18 @@ def build_classifier(
     return SceneClassifier(net, num_classes, head, dropout), prep, source
 
 
+def wrap_composites(model: SceneClassifier, record: dict, head: str, dropout: float) -> None:
+    """Put ``model``'s RGB backbone behind composite views (``--band-init composites``) and give
+    it a head as wide as their concatenated features."""
+    from geotune.models.composites import CompositeBackbone
+
+    num_classes = [m for m in model.head.modules() if isinstance(m, nn.Linear)][-1].out_features
+    model.backbone = CompositeBackbone(
+        model.backbone, record["positions"], record["rgb_mean"], record["rgb_std"]
+    )
+    model.head = build_head(model.backbone.num_features, num_classes, head, dropout)
+
+
 def save_classifier(path: Path, model: SceneClassifier, meta: dict) -> None:
     """A self-describing checkpoint: weights plus what is needed to rebuild and preprocess."""
 
@@ -123,7 +135,10 @@ def load_classifier(path: Path) -> tuple[SceneClassifier, Preprocessing, dict]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != "geotune-classifier-v1":
         raise WeightsError(f"{path} is not a geotune classifier checkpoint")
     bands = ckpt.get("bands") or {}  # multispectral runs: the stem takes that many bands
-    net, _, _ = create_backbone(ckpt["backbone"], "random", int(bands.get("channels", 3)))
+    stem = bands.get("stem") or {}
+    composites = stem.get("band_init") == "composites"  # an RGB stem behind composite views
+    channels = 3 if composites else int(bands.get("channels", 3))
+    net, _, _ = create_backbone(ckpt["backbone"], "random", channels)
     model = SceneClassifier(
         net,
         len(ckpt["classes"]),
@@ -131,6 +146,8 @@ def load_classifier(path: Path) -> tuple[SceneClassifier, Preprocessing, dict]:
         ckpt.get("head_dropout", 0.0),
         ckpt.get("feature_power", 1.0),
     )
+    if composites:
+        wrap_composites(model, stem, ckpt["head"], ckpt.get("head_dropout", 0.0))
     model.input_zoom = float(ckpt.get("input_zoom", 1.0))
     load_into(
         model,

@@ -40,7 +40,9 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
     """
     from timm.models import group_modules
 
-    backbone = model.backbone
+    backbone, prefix = model.backbone, "backbone."
+    if hasattr(backbone, "net") and not hasattr(backbone, "group_matcher"):
+        backbone, prefix = backbone.net, "backbone.net."  # CompositeBackbone: the RGB network
     matcher = backbone.group_matcher(coarse=True)
     grouped = group_modules(backbone, matcher)
     groups: list[LayerGroup] = []
@@ -60,7 +62,7 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
                     seen.add(id(p))
                     params.append(p)
         groups.append(
-            LayerGroup(_group_name(index, names[0]), [f"backbone.{n}" for n in names], params)
+            LayerGroup(_group_name(index, names[0]), [f"{prefix}{n}" for n in names], params)
         )
     leftover = [p for p in backbone.parameters() if id(p) not in seen]
     if leftover:  # anything the matcher missed (e.g. a final norm) joins the last group

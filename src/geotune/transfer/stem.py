@@ -24,6 +24,8 @@ BAND_INITS: dict[str, str] = {
     "repeat-scale": "timm's adapt_input_conv: the R, G, B kernels repeated over the bands in "
     "turn, all x 3/N",
     "random": "other bands drawn like a new convolution (Kaiming uniform); R, G, B kept",
+    "composites": "stem untouched: the RGB backbone sees true colour and the sensor's "
+    "false-colour composites (CIR, SWIR, ...), features concatenated (one pass per composite)",
 }
 DEFAULT_BAND_INIT = "mean"
 
