@@ -32,14 +32,14 @@ def test_balanced_draw_sees_every_class_equally_often_and_is_seeded():
 
 
 def test_weighted_probe_raises_minority_recall():
-    from geotune.engine.probe import _fit_logistic
+    from geotune.engine.probe import fit_logistic
 
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(0, 1, (900, 5)), rng.normal(1.0, 1, (100, 5))])
     y = np.array([0] * 900 + [1] * 100)
     recall = {}
     for weight in (None, "balanced"):
-        scaler, clf = _fit_logistic(X, y, 1.0, weight)
+        scaler, clf = fit_logistic(X, y, 1.0, weight)
         recall[weight] = (clf.predict(scaler.transform(X[900:])) == 1).mean()
     assert recall["balanced"] > recall[None] + 0.2
 

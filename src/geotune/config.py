@@ -76,7 +76,9 @@ class TrainConfig(BaseModel):
     head: Literal["linear", "mlp"] = Field("linear", description="classification head")
     head_dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the head")
     # --- strategy -------------------------------------------------------------------------
-    strategy: str = Field("full", description="transfer strategy")
+    strategy: str = Field(
+        "full", description="transfer strategy, or auto: chosen from the data (README)"
+    )
     freeze_until: str | None = Field(
         None, description="freeze layer groups up to and including this one"
     )
@@ -208,11 +210,6 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"crop_scale must satisfy 0 < min <= max <= 1, got {list(self.crop_scale)}"
             )
-        spec = STRATEGIES.get(self.strategy)
-        if spec is None:
-            raise ValueError(
-                f"unknown strategy '{self.strategy}'; use one of {', '.join(STRATEGIES)}"
-            )
         if self.band_init is not None and self.band_init not in BAND_INITS:
             raise ValueError(
                 f"unknown band_init '{self.band_init}'; use one of {', '.join(BAND_INITS)}"
@@ -220,6 +217,25 @@ class TrainConfig(BaseModel):
         if self.bn_policy not in BN_POLICIES:
             raise ValueError(
                 f"unknown bn_policy '{self.bn_policy}'; use one of {', '.join(BN_POLICIES)}"
+            )
+        self._check_strategy()
+        if any(c <= 0 for c in self.probe_c) or any(k < 1 for k in self.knn_k):
+            raise ValueError("probe_c values must be > 0 and knn_k values >= 1")
+        if any(not 0 < a <= 1 for a in self.probe_power):
+            raise ValueError("probe_power values must be in (0, 1]")
+        return self
+
+    def _check_strategy(self) -> None:
+        """The strategy exists, and the options given belong to it."""
+        if self.strategy == "auto":
+            for key in ("freeze_until", "unfreeze_last"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"strategy auto chooses the layers to train; leave out {key}")
+            return
+        spec = STRATEGIES.get(self.strategy)
+        if spec is None:
+            raise ValueError(
+                f"unknown strategy '{self.strategy}'; use auto or one of {', '.join(STRATEGIES)}"
             )
         # Options without a default belong to the strategies that declare them.
         for key in ("freeze_until", "unfreeze_last"):
@@ -239,11 +255,6 @@ class TrainConfig(BaseModel):
                 f"sampler applies to trained strategies, not '{self.strategy}' (it fits on "
                 "every labelled chip once); use class_weights=balanced"
             )
-        if any(c <= 0 for c in self.probe_c) or any(k < 1 for k in self.knn_k):
-            raise ValueError("probe_c values must be > 0 and knn_k values >= 1")
-        if any(not 0 < a <= 1 for a in self.probe_power):
-            raise ValueError("probe_power values must be in (0, 1]")
-        return self
 
     # ------------------------------------------------------------------------------------
     def resolved_lr(self, head_only: bool) -> float:

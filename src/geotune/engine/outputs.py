@@ -77,6 +77,7 @@ def finish_run(
         weights=prep.weights,
         preprocessing=prep.preprocessing.to_dict(),
         bands=prep.band_record(),
+        strategy_auto=prep.auto,
         layer_groups=prep.group_names,
         n_train=len(prep.indices("train")),
         n_val=len(prep.indices("val")),

@@ -37,6 +37,7 @@ class Prepared:
     groups: list[LayerGroup]
     phases: list[Phase]
     stem: dict | None = None  # how an RGB stem was adapted to the bands (engine.bands)
+    auto: dict | None = None  # what --strategy auto chose and why (engine.auto)
 
     @property
     def classes(self) -> list[str]:

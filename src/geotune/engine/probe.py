@@ -113,7 +113,8 @@ def cached_features(
     return feats, False, per_chip
 
 
-def _fit_logistic(X, y, C: float, class_weight: str | None = None):
+def fit_logistic(X, y, C: float, class_weight: str | None = None):
+    """Standardised features and a logistic regression on them: (scaler, classifier)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -242,7 +243,7 @@ def _logistic_probe(prep: Prepared, feats: np.ndarray) -> ProbeFit:
     if len(va):
         best, scores = _select(
             cands,
-            lambda ac: _fit_logistic(powered[ac[0]][tr], y[tr], ac[1], weight),
+            lambda ac: fit_logistic(powered[ac[0]][tr], y[tr], ac[1], weight),
             lambda m: _val_score(config, y[va], m[1].predict(m[0].transform(m[2][va]))),
             fit_with=lambda ac: powered[ac[0]],
         )
@@ -250,10 +251,10 @@ def _logistic_probe(prep: Prepared, feats: np.ndarray) -> ProbeFit:
         best, scores = (1.0, config.probe_c[len(config.probe_c) // 2]), {}
     power, C = best
     Z = powered[power]
-    scaler, clf = _fit_logistic(Z[lab], y[lab], C, weight)  # refit on all labelled chips
+    scaler, clf = fit_logistic(Z[lab], y[lab], C, weight)  # refit on all labelled chips
     val_probs = None
     if len(va):  # for the temperature (see ProbeFit.val_probs)
-        held_scaler, held = _fit_logistic(Z[tr], y[tr], C, weight)
+        held_scaler, held = fit_logistic(Z[tr], y[tr], C, weight)
         val_probs = _all_classes(
             prep, held.predict_proba(held_scaler.transform(Z[va])), held.classes_
         )

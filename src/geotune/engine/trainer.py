@@ -52,7 +52,13 @@ def train(config: TrainConfig, console: Console | None = None) -> RunResult:
         raise DataError(
             f"split file {config.split} not found; pass the split.csv of an earlier run"
         )
+    auto = None
+    if config.strategy == "auto":
+        from geotune.engine.auto import resolve_auto
+
+        config, auto = resolve_auto(config, console or Console(stderr=True))
     prep = prepare(config, console)
+    prep.auto = auto
     if config.uses_cached_features():
         from geotune.engine.probe import fit_probe
 

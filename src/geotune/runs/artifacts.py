@@ -124,6 +124,8 @@ class RunSummary(Artifact):
     note: str | None = None
     # multispectral runs: the bands used and how an RGB stem was adapted (None: 8-bit RGB)
     bands: dict[str, Any] | None = None
+    # --strategy auto: what it chose and why (None: the strategy was given)
+    strategy_auto: dict[str, Any] | None = None
 
     def accuracy_under(self, tta: str) -> float | None:
         """The run's test accuracy under test-time augmentation ``tta``, when it is known."""
