@@ -4,6 +4,7 @@
 # offsets, more noise), before and after unsupervised adaptation (AdaBN, TENT, CORAL, DANN).
 # From the repository root, with a finished run of benchmarks/aid_2080.sh:
 #   bash benchmarks/aid_shift.sh RUN [STRENGTH]     (PER_CLASS=30 test chips per class)
+#   METHODS=adabn,tent,coral,rescale,shot: the methods (default adabn,tent,coral,dann)
 # Writes benchmarks/results/aid-shift-<date>/: the clean and shifted copies, distances, adapted
 # runs, and summary.md.
 set -euo pipefail
@@ -13,7 +14,8 @@ STRENGTH=${2:-0.5}
 PER_CLASS=${PER_CLASS:-30}
 DATA=${DATA:-../shared/datasets/aid150}
 G=.venv/bin/geotune
-OUT=benchmarks/results/aid-shift-$(date +%Y%m%d-%H%M%S)
+METHODS=${METHODS:-adabn,tent,coral,dann}
+OUT=${OUT:-benchmarks/results/aid-shift-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 start=$EPOCHREALTIME
 # The same test chips twice: re-encoded as they are (strength 0), and through the simulated sensor.
@@ -26,7 +28,7 @@ $G evaluate "$RUN" --data "$OUT/test-sensor" | tee "$OUT/eval-sensor.txt"
 $G shift "$OUT/test-clean" "$OUT/test-sensor" --run "$RUN" --per-class 0 \
   --output "$OUT" --name distances | tee "$OUT/distances.txt"
 # Adaptation sees the shifted chips without labels (transductive); labels only score it.
-$G adapt "$RUN" --target "$OUT/test-sensor" --method adabn,tent,coral,dann \
+$G adapt "$RUN" --target "$OUT/test-sensor" --method "$METHODS" \
   --output "$OUT/adapted" | tee "$OUT/adapt.txt"
 # The drop and each method's share of it, against the same chips without the shift.
 .venv/bin/python - "$RUN" "$OUT" <<'PY' | tee "$OUT/summary.md"

@@ -23,14 +23,14 @@ mkdir -p "$OUT"
 target_opts=(--target "$TARGET")
 if [ "${HOLDOUT:-0}" = 1 ]; then
   # Even-numbered chips of each class (sorted by name) to adapt on, odd-numbered to score on.
-  for part in adapt score; do
+  for part in rsscn7-adapt rsscn7-score; do
     for cls in "$TARGET"/*/; do
       c=$(basename "$cls"); mkdir -p "$OUT/$part/$c"
-      ls "$cls" | sort | awk -v p="$part" '(NR % 2 == 1) == (p == "adapt")' |
+      ls "$cls" | sort | awk -v p="$part" '(NR % 2 == 1) == (p == "rsscn7-adapt")' |
         while read -r f; do ln -sf "$(realpath "$cls$f")" "$OUT/$part/$c/$f"; done
     done
   done
-  target_opts=(--target "$OUT/adapt" --eval-data "$OUT/score")
+  target_opts=(--target "$OUT/rsscn7-adapt" --eval-data "$OUT/rsscn7-score")
 fi
 fewshot_opts=()
 [ -n "$FEWSHOT" ] && fewshot_opts=(--target-labels-per-class "$FEWSHOT" --few-shot-seeds 3)
