@@ -254,3 +254,38 @@ def test_compare_backbones_ranks_pretrainings_with_paired_statistics(tmp_path):
     }
     assert any("best pretraining" in line for line in results["recommendation"])
     assert "Pretrainings, ranked" in (sweep / "report.md").read_text()
+
+
+def test_backbone_ensemble_concatenates_members_normalised_their_own_way(tmp_path):
+    from conftest import stub_args
+
+    from geotune.config import make_config
+    from geotune.engine.trainer import train
+    from geotune.evaluation.evaluate import evaluate_run
+    from geotune.models.classifier import load_classifier
+
+    pair = f"{STUB_BACKBONE}+test_resnet"
+    net, prep, source = create_backbone(pair, "random")
+    assert prep.mean == (0.0, 0.0, 0.0) and prep.std == (1.0, 1.0, 1.0)  # members normalise
+    assert source == "random+random"
+    first, second = net.members
+    x = torch.rand(2, 3, 32, 32)
+    net.eval()
+    with torch.no_grad():
+        feats = net(x)
+        m0 = torch.tensor(first.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+        s0 = torch.tensor(first.pretrained_cfg["std"]).view(1, 3, 1, 1)
+        assert torch.allclose(feats[:, : first.num_features], first((x - m0) / s0), atol=1e-5)
+    assert feats.shape[1] == first.num_features + second.num_features
+    run = train(
+        make_config(**stub_args(AID_TINY, tmp_path, backbone=pair, strategy="linear-probe"))
+    )
+    assert run.summary["feature_dim"] == net.num_features
+    again, _ = evaluate_run(run.run_dir)  # the checkpoint rebuilds the ensemble
+    assert again["overall_accuracy"] == pytest.approx(run.test_metrics["overall_accuracy"])
+    model, _, _ = load_classifier(run.run_dir / "checkpoints" / "best.pt")
+    assert len(model.backbone.members) == 2
+    with pytest.raises(ConfigError, match="serves linear-probe and knn"):
+        make_config(**stub_args(AID_TINY, tmp_path, backbone=pair, strategy="full"))
+    with pytest.raises(WeightsError, match="fits one backbone"):
+        create_backbone(pair, str(tmp_path / "w.pth"))

@@ -66,7 +66,11 @@ class TrainConfig(BaseModel):
         (0.5, 1.0), description="random resized crop area range; [1, 1] disables it"
     )
     # --- backbone and weights -------------------------------------------------------------
-    backbone: str = Field("tf_efficientnet_lite0", description="any timm model name")
+    backbone: str = Field(
+        "tf_efficientnet_lite0",
+        description="any timm model name; a+b+c: an ensemble of frozen backbones (features "
+        "concatenated; linear-probe and knn)",
+    )
     weights: str = Field(
         "auto", description="auto | offline | hub | random | PATH to .pth/.pt/.safetensors"
     )
@@ -248,6 +252,11 @@ class TrainConfig(BaseModel):
             raise ValueError("give either freeze_until or unfreeze_last, not both")
         if spec.check is not None:
             spec.check(self)
+        if "+" in self.backbone and spec.trains_network:
+            raise ValueError(
+                f"a backbone ensemble ({self.backbone}) serves linear-probe and knn; fine-tune "
+                "one backbone"
+            )
         if spec.probe_kind == "knn" and self.class_weights != "none":
             raise ValueError("knn votes by neighbours and takes no class weights; use linear-probe")
         if spec.probe_kind is not None and self.sampler != "shuffle":

@@ -1,6 +1,7 @@
 """``--strategy auto``: the transfer strategy chosen from the data, with the reason recorded.
 
-The rule (README, "Choosing a strategy"), from geotune's own benchmarks (BENCHMARKS.md):
+The rule (README, "Strategies"), from geotune's own benchmarks (BENCHMARKS.md); a backbone
+ensemble (``a+b``) always gets ``linear-probe``, the strategy it exists for:
 
 1. Multispectral chips through an RGB stem rewired to more bands -> ``lp-ft``: the frozen
    features of a rewired stem fell below true colour alone on EuroSAT MS; the stem has to learn.
@@ -57,6 +58,8 @@ def choose_strategy(prep: Prepared) -> tuple[str, dict]:
     counts = np.bincount(labels[prep.indices("train")], minlength=len(prep.classes))
     per_class = float(np.median(counts[counts > 0]))
     record: dict = {"train_chips_per_class_median": per_class}
+    if "+" in prep.config.backbone:
+        return "linear-probe", {**record, "why": "an ensemble of frozen backbones serves probes"}
     stem = prep.stem or {}
     if stem and stem.get("band_init") != "composites":
         why = "an RGB stem rewired to more bands has to learn them"

@@ -417,6 +417,8 @@ def create_backbone(
 
     Returns the model, its preprocessing, and a description of the weights actually loaded.
     """
+    if "+" in name:
+        return _ensemble(name, weights, in_chans)
     source = resolve_source(name, weights)
     if source == "offline":
         return _offline_backbone(name, in_chans)
@@ -436,6 +438,28 @@ def create_backbone(
         )
     model = _load_file(name, path, in_chans)
     return model, Preprocessing.from_timm_cfg(model.pretrained_cfg), f"file:{path.resolve()}"
+
+
+def _ensemble(name: str, weights: str, in_chans: int) -> tuple[nn.Module, Preprocessing, str]:
+    """``a+b+c``: each member with its own weights; [0, 1] input at the first member's size."""
+    from geotune.models.ensemble import BackboneEnsemble
+
+    if weights not in WEIGHT_SOURCES:
+        raise WeightsError(
+            f"backbone ensemble '{name}' takes --weights {', '.join(WEIGHT_SOURCES)} for every "
+            f"member; '{weights}' fits one backbone"
+        )
+    names = name.split("+")
+    if len(set(names)) < len(names) or not all(names):
+        raise WeightsError(f"backbone ensemble '{name}' must name different backbones, e.g. a+b")
+    built = [create_backbone(n, weights, in_chans) for n in names]
+    nets, preps, sources = zip(*built, strict=True)
+    ensemble = BackboneEnsemble(list(nets), [p.mean for p in preps], [p.std for p in preps])
+    first = preps[0]
+    unit = Preprocessing(
+        first.size, (0.0,) * len(first.mean), (1.0,) * len(first.std), first.interpolation
+    )
+    return ensemble, unit, "+".join(sources)
 
 
 def _offline_backbone(name: str, in_chans: int) -> tuple[nn.Module, Preprocessing, str]:

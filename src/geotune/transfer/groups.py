@@ -43,6 +43,12 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
     backbone, prefix = model.backbone, "backbone."
     if hasattr(backbone, "net") and not hasattr(backbone, "group_matcher"):
         backbone, prefix = backbone.net, "backbone.net."  # CompositeBackbone: the RGB network
+    if hasattr(backbone, "members"):  # BackboneEnsemble (probes only): one group per member
+        groups = [
+            LayerGroup(f"member{i}", [f"{prefix}members.{i}"], list(m.parameters()))
+            for i, m in enumerate(backbone.members)
+        ]
+        return [*groups, LayerGroup("head", ["head"], list(model.head.parameters()))]
     matcher = backbone.group_matcher(coarse=True)
     grouped = group_modules(backbone, matcher)
     groups: list[LayerGroup] = []
