@@ -294,6 +294,11 @@ MATRIX = [
     # adapt
     ("adapt", "run missing", lambda w: ["adapt", w.runs / "never", "--target", w.data], "not found"),
     ("adapt", "unknown method", lambda w: ["adapt", w.run, "--target", w.data, "--method", "adabn,magic"], "unknown method 'magic'"),
+    ("pretrain", "no images", lambda w: ["pretrain", w.runs / "done" / "checkpoints", "--output", w.tmp / "p.pt"], "holds no images"),
+    ("pretrain", "fewer chips than a batch", lambda w: ["pretrain", w.data, "--output", w.tmp / "p.pt", "--batch-size", "4096", "--backbone", STUB_BACKBONE, "--weights", "random"], "fewer than one batch"),
+    ("pretrain", "mae on a CNN", lambda w: ["pretrain", w.data, "--output", w.tmp / "p.pt", "--method", "mae"], "use simclr, byol or dino"),
+    ("pretrain", "nothing to resume", lambda w: ["pretrain", w.data, "--output", w.tmp / "p.pt", "--resume"], "nothing to resume"),
+    ("pretrain", "output exists", lambda w: ["pretrain", w.data, "--output", w.run / "checkpoints" / "best.pt"], "exists"),
     ("adapt", "label-set without class map", lambda w: ["adapt", w.run, "--target", w.data, "--method", "label-set", "--output", w.tmp / "ad"], "label-set needs --class-map"),
     ("adapt", "target missing", lambda w: ["adapt", w.run, "--target", w.tmp / "nope", "--output", w.tmp / "ad"], "not found"),
     ("adapt", "batch size 1", lambda w: ["adapt", w.run, "--target", w.data, "--batch-size", "1"], "batch_size"),

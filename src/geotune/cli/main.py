@@ -26,6 +26,7 @@ from geotune.cli.use import register
 from geotune.config import TrainConfig, build_config
 from geotune.errors import ConfigError, GeotuneError
 from geotune.evaluation.evaluate import EvaluateConfig
+from geotune.pretrain.config import PretrainConfig
 from geotune.shift.measure import ShiftConfig
 from geotune.shift.simulate import SimulateConfig
 from geotune.sweep.compare import CompareConfig
@@ -249,6 +250,41 @@ def _adapt_signature():
 
 
 app.command("adapt")(with_signature(adapt_command, _adapt_signature()))
+
+
+# ---------------------------------------------------------------------------------------------
+# pretrain
+# ---------------------------------------------------------------------------------------------
+def pretrain_command(**kwargs: Any) -> None:
+    """Continue a backbone's pretraining on unlabelled chips (self-supervised); writes a
+    checkpoint for `geotune train --weights`."""
+    from geotune.pretrain.run import pretrain
+
+    cfg = build_config(PretrainConfig, **given(kwargs))
+    record = pretrain(cfg, err_console)
+    typer.echo(
+        f"checkpoint: {cfg.output} ({record['method']}, {record['steps']} steps on "
+        f"{record['chips']} chips)"
+    )
+    typer.echo(
+        f"use it: geotune train --data DATA --backbone {cfg.backbone} --weights {cfg.output}"
+    )
+
+
+def _pretrain_methods_help() -> str:
+    from geotune.pretrain.methods import SSL_METHODS
+
+    return "; ".join(f"{k}: {m.description}" for k, m in SSL_METHODS.items())
+
+
+app.command("pretrain")(
+    with_signature(
+        pretrain_command,
+        model_signature(
+            PretrainConfig, positional=["data"], help_overrides={"method": _pretrain_methods_help()}
+        ),
+    )
+)
 
 
 # ---------------------------------------------------------------------------------------------

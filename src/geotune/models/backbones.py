@@ -437,7 +437,20 @@ def create_backbone(
             "or a checkpoint path"
         )
     model = _load_file(name, path, in_chans)
-    return model, Preprocessing.from_timm_cfg(model.pretrained_cfg), f"file:{path.resolve()}"
+    prep = recorded_preprocessing(path) or Preprocessing.from_timm_cfg(model.pretrained_cfg)
+    return model, prep, f"file:{path.resolve()}"
+
+
+def recorded_preprocessing(path: Path) -> Preprocessing | None:
+    """The preprocessing a `geotune pretrain` checkpoint records (None for other files)."""
+    if path.suffix.lower() not in (".pt", ".pth"):
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - read_checkpoint already reported unreadable files
+        return None
+    record = ckpt.get("geotune_pretrain") if isinstance(ckpt, dict) else None
+    return Preprocessing.from_dict(record["preprocessing"]) if record else None
 
 
 def _ensemble(name: str, weights: str, in_chans: int) -> tuple[nn.Module, Preprocessing, str]:
