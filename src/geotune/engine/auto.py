@@ -65,7 +65,7 @@ def choose_strategy(prep: Prepared) -> tuple[str, dict]:
         why = "an RGB stem rewired to more bands has to learn them"
         return "lp-ft", {**record, "why": why}
     if per_class < FEW_LABELS:
-        why = f"{per_class:g} training chips per class (< {FEW_LABELS}): fine-tuning would overfit"
+        why = f"median {per_class:g} training chips per class (< {FEW_LABELS}): fine-tuning would overfit"
         return "linear-probe", {**record, "why": why}
     accuracy = quick_probe_accuracy(prep)
     record["quick_probe_val_accuracy"] = accuracy
