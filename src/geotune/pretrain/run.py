@@ -72,7 +72,8 @@ def pretrain(config: PretrainConfig, console: Console | None = None) -> dict:
     t0 = time.perf_counter()
     for epoch in range(first_epoch, config.epochs):
         run = _epoch(fabric, module, model, optimizer, views, prep, images.pixels, config,
-                     generator, epoch * steps_per_epoch, config.epochs * steps_per_epoch)  # fmt: skip
+                     generator, epoch * steps_per_epoch, config.epochs * steps_per_epoch,
+                     console)  # fmt: skip
         losses.append(run)
         if fabric.is_global_zero:
             _save_state(state_file(output), model, optimizer, generator, epoch + 1, losses)
@@ -140,14 +141,18 @@ def _views(size: int, crop_scale) -> torch.nn.Sequential:
     return torch.nn.Sequential(*geometric, jitter)
 
 
-def _epoch(fabric, module, model, optimizer, views, prep, pixels, config, generator, step, total):
-    """One pass; returns the mean loss. Batches are global and sharded, as in training."""
+def _epoch(
+    fabric, module, model, optimizer, views, prep, pixels, config, generator, step, total, console
+):
+    """One pass; returns the mean loss. Batches are global and sharded, as in training; the
+    lead process logs the running loss every tenth of the epoch."""
     rank, world = fabric.global_rank, fabric.world_size
     labels = np.zeros(len(pixels), dtype=np.int64)
     batches = index_batches(np.arange(len(pixels)), config.batch_size, True, generator, True)
     module.train()
     total_loss = 0.0
-    for idx in batches:
+    every = max(1, len(batches) // 10)
+    for i, idx in enumerate(batches, 1):
         x, _ = load_batch(pixels, labels, shard(idx, rank, world))
         x = x.to(fabric.device)
         a, b = (
@@ -163,6 +168,8 @@ def _epoch(fabric, module, model, optimizer, views, prep, pixels, config, genera
         step += 1
         model.momentum_step(step / max(1, total))
         total_loss += float(loss.detach())
+        if i % every == 0 and fabric.is_global_zero:
+            console.log(f"step {i}/{len(batches)}: loss {total_loss / i:.4f}")
     return total_loss / max(1, len(batches))
 
 
