@@ -7,7 +7,7 @@ ensemble (``a+b``) always gets ``linear-probe``, the strategy it exists for:
    features of a rewired stem fell below true colour alone on EuroSAT MS; the stem has to learn.
 2. Fewer than ``FEW_LABELS`` training chips per class (median over classes) -> ``linear-probe``:
    at 5 and 20 labels per class on AID it beat feature extraction and lp-ft, in a fraction of
-   their time; fine-tuning that few chips mostly overfits.
+   their time; at 32 per class on RSSCN7 full fine-tuning already beat it by 3 points.
 3. Otherwise a quick probe: a logistic regression on frozen features of at most
    ``PROBE_CHIPS`` training chips per class, scored on the validation chips. At or above
    ``CLOSE_DOMAIN`` the pretrained features already separate the classes (the data is close to
@@ -23,7 +23,7 @@ from rich.console import Console
 from geotune.config import TrainConfig
 from geotune.engine.prepare import Prepared, prepare
 
-FEW_LABELS = 50
+FEW_LABELS = 30
 PROBE_CHIPS = 20
 CLOSE_DOMAIN = 0.97
 
