@@ -356,8 +356,10 @@ def test_gradient_accumulation_equals_a_larger_batch(aid_small, tmp_path):
     acc = train(make_config(name="b4x2", batch_size=4, accumulate=2, **base))
     w8 = torch.load(big.run_dir / "checkpoints" / "best.pt", weights_only=True)["state_dict"]
     w4 = torch.load(acc.run_dir / "checkpoints" / "best.pt", weights_only=True)["state_dict"]
+    # The summation order differs (two half-batch gradients added vs one batch), so float32
+    # rounding differs a little; the tolerance leaves room for it at the default backbone LR.
     for k in w8:
-        torch.testing.assert_close(w4[k], w8[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(w4[k], w8[k], rtol=1e-4, atol=5e-5)
     assert [r["val_accuracy"] for r in big.history] == [r["val_accuracy"] for r in acc.history]
 
 
