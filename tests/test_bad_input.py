@@ -270,6 +270,7 @@ MATRIX = [
     ("evaluate", "class map not a mapping", lambda w: ["evaluate", w.run, "--data", _unknown_classes(w), "--class-map", _file(w, "list-map.yaml", b"- a\n- b\n")], "must be a mapping"),
     ("evaluate", "the run's data changed", lambda w: ["evaluate", _run_on_changed_data(w)], "not the data run"),
     # compare
+    ("compare", "auto among strategies", lambda w: ["compare", "--data", w.data, "--strategies", "auto,linear-probe", "--output", w.tmp / "sw"], "auto picks one of them"),
     ("compare", "unknown strategy", lambda w: ["compare", "--data", w.data, "--strategies", "knn,magic", "--output", w.tmp / "sw"], "unknown strategy 'magic'"),
     ("compare", "label budget 0", lambda w: ["compare", "--data", w.data, "--labels-per-class", "0", "--output", w.tmp / "sw"], "budgets"),
     ("compare", "label budget not a number", lambda w: ["compare", "--data", w.data, "--labels-per-class", "few", "--output", w.tmp / "sw"], "budgets"),

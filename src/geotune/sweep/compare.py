@@ -115,6 +115,11 @@ def make_compare_config(**values: Any) -> CompareConfig:
         raise ConfigError(
             format_validation_error(err).replace("config key", "compare option")
         ) from None
+    if "auto" in config.strategies:
+        raise ConfigError(
+            "compare measures strategies side by side and auto picks one of them; compare "
+            "the ones auto chooses among (linear-probe, lp-ft) instead"
+        )
     # Validate the per-run options once, up front, with the same messages as `geotune train`.
     for p in pretrainings(config):
         extra = {} if p is None else p.train_options()
