@@ -29,7 +29,7 @@ from geotune.adapt.registry import AdaptContext, AdaptMethod, register_adapt_met
 from geotune.adapt.signals import view_probabilities
 from geotune.data.augment import tta_view
 from geotune.data.batches import iterate_batches
-from geotune.data.classmap import load_class_map
+from geotune.data.classmap import check_model_classes, load_class_map
 from geotune.data.raster import chip_side
 from geotune.engine.loop import gradient_steps
 from geotune.errors import ConfigError
@@ -87,13 +87,8 @@ def declared_label_set(class_map_path, classes: list[str]) -> np.ndarray:
             "label-set needs --class-map MAP.yaml pairing the target's classes with the "
             "model's (it declares which model classes the target can hold)"
         )
+    check_model_classes(mapping, classes)
     kept = {c for values in mapping.values() for c in values}
-    unknown = sorted(kept - set(classes))
-    if unknown:
-        raise ConfigError(
-            f"class map pairs onto {', '.join(unknown[:4])}, not a class of the model "
-            f"(it knows: {', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''})"
-        )
     return np.array([c in kept for c in classes])
 
 

@@ -106,8 +106,12 @@ def adapt_run(
         raise ConfigError(f"run {run} keeps no classifier checkpoint (kNN); adapt a trained run")
     device = resolve_device(config.device)
     model, prep, ckpt = load_classifier(ckpt_path)
-    if "label-set" in config.steps:
-        declared_label_set(config.class_map, ckpt["classes"])  # a bad class map fails first
+    # The declared legend (label-set): read once; a bad class map fails before any work.
+    allowed = (
+        declared_label_set(config.class_map, ckpt["classes"])
+        if "label-set" in config.steps
+        else None
+    )
     model.to(device)
     t0 = time.perf_counter()
     target, t_idx = _target_chips(config, prep)
@@ -129,7 +133,7 @@ def adapt_run(
             f"{len(evaluation.idx)} chips of {evaluation.root}"
         )
     method_info = _apply_steps(run, config, model, prep, device, t_pix, target, ckpt["classes"])
-    harm = _harm(config, ckpt["classes"], source_views, model, prep, all_pix, device)
+    harm = _harm(allowed, source_views, model, prep, all_pix, device)
     summary = _summary(run, config, t_idx, method_info, time.perf_counter() - t0)
     summary["open_set"] = {
         "confidence_threshold": threshold,
@@ -161,12 +165,10 @@ def _known(run: Path, config: AdaptConfig, probs: np.ndarray) -> tuple[np.ndarra
     return probs.max(1) >= threshold, threshold
 
 
-def _harm(config, classes, source_views, model, prep, pixels, device) -> dict:
+def _harm(allowed, source_views, model, prep, pixels, device) -> dict:
     """Label-free harm signals of the adapted model against the source model; with label-set
-    they judge what the adaptation learnt within the declared set."""
-    compared = source_views
-    if "label-set" in config.steps:
-        compared = restrict_views(source_views, declared_label_set(config.class_map, classes))
+    (``allowed``: the declared classes) they judge what the adaptation learnt within that set."""
+    compared = source_views if allowed is None else restrict_views(source_views, allowed)
     return harm_signals(compared, view_probabilities(model, prep.normalize, pixels, device))
 
 

@@ -73,16 +73,21 @@ def pair_classes(
             f"class map names {', '.join(unknown_keys[:4])}, not a class of {where} "
             f"(its classes: {', '.join(theirs[:6])}{', ...' if len(theirs) > 6 else ''})"
         )
-    unknown_values = sorted({v for vs in class_map.values() for v in vs if v not in ours})
-    if unknown_values:
-        raise ConfigError(
-            f"class map pairs onto {', '.join(unknown_values[:4])}, not a class of the model "
-            f"(it knows: {', '.join(ours[:6])}{', ...' if len(ours) > 6 else ''})"
-        )
+    check_model_classes(class_map, ours)
     mapped = {k: v for k, v in class_map.items()}
     if not mapped:
         raise ConfigError("the class map leaves no shared class; pair at least one class")
     return mapped, [c for c in theirs if c not in class_map]
+
+
+def check_model_classes(class_map: ClassMap, ours: list[str]) -> None:
+    """Every class the map pairs onto is one of the model's (one-line ConfigError otherwise)."""
+    unknown = sorted({v for vs in class_map.values() for v in vs if v not in ours})
+    if unknown:
+        raise ConfigError(
+            f"class map pairs onto {', '.join(unknown[:4])}, not a class of the model "
+            f"(it knows: {', '.join(ours[:6])}{', ...' if len(ours) > 6 else ''})"
+        )
 
 
 def label_remap(theirs: list[str], ours: list[str], mapping: ClassMap) -> np.ndarray:

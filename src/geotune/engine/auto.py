@@ -18,6 +18,7 @@ ensemble (``a+b``) always gets ``linear-probe``, the strategy it exists for:
 from __future__ import annotations
 
 import numpy as np
+import torch
 from rich.console import Console
 
 from geotune.config import TrainConfig
@@ -83,6 +84,7 @@ def quick_probe_accuracy(prep: Prepared) -> float | None:
     per class (the cheap measure of how far the data is from the backbone's pretraining)."""
     from geotune.engine.fabric import resolve_device
     from geotune.engine.probe import fit_logistic, run_backbone
+    from geotune.models.classifier import signed_power
 
     val = prep.indices("val")
     if not len(val):
@@ -99,7 +101,7 @@ def quick_probe_accuracy(prep: Prepared) -> float | None:
     feats = run_backbone(
         prep.model.backbone.to(device), prep.preprocessing, prep.images.pixels[chips], 64, device
     )
-    feats = np.sign(feats) * np.sqrt(np.abs(feats))  # the probe's usual power normalisation
+    feats = signed_power(torch.from_numpy(feats), 0.5).numpy()  # the probe's usual choice
     at = {c: i for i, c in enumerate(chips)}
     tr, va = [at[c] for c in few], [at[c] for c in val]
     scaler, clf = fit_logistic(feats[tr], labels[few], 1.0)

@@ -445,8 +445,8 @@ def recorded_preprocessing(path: Path) -> Preprocessing | None:
     """The preprocessing a `geotune pretrain` checkpoint records (None for other files)."""
     if path.suffix.lower() not in (".pt", ".pth"):
         return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # mmap: the tensors were read once already; only the small record is needed here
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - read_checkpoint already reported unreadable files
         return None
     record = ckpt.get("geotune_pretrain") if isinstance(ckpt, dict) else None

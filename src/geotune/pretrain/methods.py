@@ -30,7 +30,7 @@ class SimCLR(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.criterion(self.head(self.backbone(a)), self.head(self.backbone(b)))
 
-    def momentum_step(self, progress: float) -> None:
+    def momentum_step(self, step: int, total: int) -> None:
         """No momentum network."""
 
 
@@ -45,11 +45,11 @@ class _MomentumPair(nn.Module):
             deactivate_requires_grad(m)
         return out
 
-    def momentum_step(self, progress: float) -> None:
+    def momentum_step(self, step: int, total: int) -> None:
         from lightly.models.utils import update_momentum
+        from lightly.utils.scheduler import cosine_schedule
 
-        # lightly's cosine schedule from 0.99 to 1 over the run, as in BYOL and DINO.
-        m = 1 - (1 - 0.99) * (torch.cos(torch.tensor(progress * torch.pi)).item() + 1) / 2
+        m = cosine_schedule(step, total, 0.99, 1.0)  # 0.99 -> 1 over the run (BYOL, DINO)
         for online, target in self.pairs():
             update_momentum(online, target, m=m)
 

@@ -166,7 +166,7 @@ def _epoch(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        model.momentum_step(step / max(1, total))
+        model.momentum_step(step, max(1, total))
         total_loss += float(loss.detach())
         if i % every == 0 and fabric.is_global_zero:
             console.log(f"step {i}/{len(batches)}: loss {total_loss / i:.4f}")
