@@ -229,6 +229,8 @@ MATRIX = [
     (T, "zero epochs", lambda w: [T, "--data", w.data, *w.stub, "--epochs", "0"], "'epochs'"),
     (T, "unknown class weights", lambda w: [T, "--data", w.data, *w.stub, "--class-weights", "inverse"], "'class_weights'"),
     (T, "class weights with knn", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "knn", "--class-weights", "balanced"], "knn votes by neighbours"),
+    (T, "auto with layer options", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "auto", "--unfreeze-last", "2"], "auto chooses the layers"),
+    (T, "backbone ensemble fine-tuned", lambda w: [T, "--data", w.data, *w.stub, "--backbone", f"{STUB_BACKBONE}+test_resnet", "--strategy", "full"], "serves linear-probe and knn"),
     (T, "sampler with a probe", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "linear-probe", "--sampler", "balanced"], "sampler applies to trained strategies"),
     (T, "negative lr", lambda w: [T, "--data", w.data, *w.stub, "--lr", "-1"], "'lr'"),
     (T, "train fraction > 1", lambda w: [T, "--data", w.data, *w.stub, "--train-fraction", "1.5"], "train_fraction"),
