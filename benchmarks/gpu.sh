@@ -8,6 +8,9 @@
 # rest still run. Writes nvidia-smi output, the exact commands, logs, the runs' small files and
 # summary.json / summary.md to $OUT when set (the device tool collects it), else
 # benchmarks/results/gpu-DATE/. From the repository root:  bash benchmarks/gpu.sh
+# Environment: GEOTUNE_PYTHON (a Python that has geotune's dependencies; default .venv/bin/python,
+# installed by scripts/install.sh when missing), DATA, TRAIN_FRACTION (0.2), EPOCHS (2).
+# On the lent device (no network, its own Python with torch): see benchmarks/gpu_device.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
@@ -26,6 +29,9 @@ elif [ -d ../shared/datasets/aid150 ]; then DATA=../shared/datasets/aid150
 else DATA=shared/datasets/aid150
 fi
 FAILED=()
+PY=${GEOTUNE_PYTHON:-.venv/bin/python}
+TRAIN_FRACTION=${TRAIN_FRACTION:-0.2}
+EPOCHS=${EPOCHS:-2}
 
 left() { echo $((BUDGET_S - (SECONDS - START))); }
 
@@ -63,21 +69,22 @@ timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm
   free -g
 } >"$OUT/machine.txt" 2>&1 || true
 
-if [ ! -x .venv/bin/geotune ]; then
+if [ -z "${GEOTUNE_PYTHON:-}" ] && [ ! -x .venv/bin/geotune ]; then
   step install 330 bash scripts/install.sh
 fi
-step versions 60 .venv/bin/python -c "import torch, timm, lightning_fabric as lf, geotune; \
+step versions 60 "$PY" -c "import torch, timm, lightning_fabric as lf, geotune; \
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available(), \
 torch.cuda.get_device_name() if torch.cuda.is_available() else ''); print('timm', timm.__version__, \
 'fabric', lf.__version__, 'threads', torch.get_num_threads())"
 
-common=(--data "$DATA" --train-fraction 0.2 --val-fraction 0.2 --seed 0
+common=(--data "$DATA" --train-fraction "$TRAIN_FRACTION" --val-fraction 0.2 --seed 0
   --backbone tf_efficientnet_lite0 --weights offline --tta none --output "$RUNS")
 # The first run decodes the JPEG files into the cache (its wall time includes that); later runs reuse it.
-step full-b32 180 .venv/bin/geotune train "${common[@]}" --strategy full --epochs 2 --name full-b32
-step linear-probe 120 .venv/bin/geotune train "${common[@]}" --strategy linear-probe \
+geotune=("$PY" -m geotune.cli)
+step full-b32 180 "${geotune[@]}" train "${common[@]}" --strategy full --epochs "$EPOCHS" --name full-b32
+step linear-probe 120 "${geotune[@]}" train "${common[@]}" --strategy linear-probe \
   --name linear-probe
-step full-b128 120 .venv/bin/geotune train "${common[@]}" --strategy full --epochs 2 \
+step full-b128 120 "${geotune[@]}" train "${common[@]}" --strategy full --epochs "$EPOCHS" \
   --batch-size 128 --name full-b128
 
 # Small files of each run (no checkpoints, no cache) and one summary of the figures.
@@ -88,7 +95,7 @@ for run in "$RUNS"/*/; do
   cp "$run"/*.json "$run"/*.csv "$run"/*.yaml "$dest"/ 2>/dev/null || true
   rm -f "$dest/test_predictions.csv"
 done
-timeout 60 .venv/bin/python - "$OUT" <<'EOF' || FAILED+=("summary")
+timeout 60 "$PY" - "$OUT" <<'EOF' || FAILED+=("summary")
 import json, sys
 from pathlib import Path
 

@@ -232,6 +232,7 @@ MATRIX = [
     (T, "auto with layer options", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "auto", "--unfreeze-last", "2"], "auto chooses the layers"),
     (T, "backbone ensemble fine-tuned", lambda w: [T, "--data", w.data, *w.stub, "--backbone", f"{STUB_BACKBONE}+test_resnet", "--strategy", "full"], "serves linear-probe and knn"),
     (T, "sampler with a probe", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "linear-probe", "--sampler", "balanced"], "sampler applies to trained strategies"),
+    (T, "unknown cudnn benchmark", lambda w: [T, "--data", w.data, *w.stub, "--cudnn-benchmark", "sometimes"], "cudnn_benchmark"),
     (T, "negative lr", lambda w: [T, "--data", w.data, *w.stub, "--lr", "-1"], "'lr'"),
     (T, "train fraction > 1", lambda w: [T, "--data", w.data, *w.stub, "--train-fraction", "1.5"], "train_fraction"),
     (T, "epochs not a number", lambda w: [T, "--data", w.data, *w.stub, "--epochs", "many"], "epochs"),

@@ -74,6 +74,7 @@ def test_cli_run_folder_is_complete(cli_run):
     summary = json.loads((cli_run / "summary.json").read_text())
     assert summary["phases"][0]["trainable_groups"] == ["blocks.5", "blocks.6", "head"]
     assert 0 < summary["trainable_params"] < summary["total_params"]
+    assert summary["cudnn_benchmark"] is False  # never on CPU
     rows = (cli_run / "metrics.csv").read_text().strip().splitlines()
     assert (
         rows[0].startswith("epoch,phase,lr,train_loss,train_accuracy,val_loss,val_accuracy")
@@ -200,6 +201,19 @@ def test_killed_run_leaves_no_run_folder(tmp_path, aid_small):
     assert json.loads((staging / "status.json").read_text())["state"] == "running"
     proc = run_cli("evaluate", out / "killed", check=False)
     assert proc.returncode == 2 and "did not finish" in proc.stderr
+
+
+def test_cudnn_autotuning_only_where_it_pays_back():
+    from geotune.engine.fabric import BENCHMARK_PAYS_BACK_IMAGES, resolve_cudnn_benchmark
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    long_run, short_run = BENCHMARK_PAYS_BACK_IMAGES, BENCHMARK_PAYS_BACK_IMAGES - 1
+    assert resolve_cudnn_benchmark("auto", cuda, long_run)
+    assert not resolve_cudnn_benchmark("auto", cuda, short_run)
+    assert resolve_cudnn_benchmark("on", cuda, 1) and not resolve_cudnn_benchmark(
+        "off", cuda, 10**9
+    )
+    assert not resolve_cudnn_benchmark("on", cpu, 10**9)
 
 
 def test_metrics_agree_with_scikit_learn():

@@ -179,6 +179,11 @@ class TrainConfig(BaseModel):
     deterministic: bool = Field(
         False, description="deterministic algorithms: bit-identical reruns and resumes"
     )
+    cudnn_benchmark: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="CUDA: cuDNN autotuning (faster steps after a one-off warm-up); auto = on "
+        "when epochs x training chips >= 100,000",
+    )
     output: Path = Field(Path("runs"), description="folder that holds run folders")
     name: str | None = Field(None, description="run folder name (default: generated)")
 

@@ -46,6 +46,20 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+# cudnn.benchmark times every candidate kernel the first time it meets a convolution shape, and
+# cuDNN 9 compiles some of them at runtime (NVIDIA/cudnn-frontend#1066). Measured on an H200
+# (benchmarks/gpu_warmup.py, tf_efficientnet_lite0, bf16, 224 px): 46 s more warm-up than without
+# it, then 1.58x the training images/s: it pays back after ~110,000 training images.
+BENCHMARK_PAYS_BACK_IMAGES = 100_000
+
+
+def resolve_cudnn_benchmark(setting: str, device: torch.device, planned_images: int) -> bool:
+    """Whether to autotune cuDNN: never off CUDA; ``auto`` only for runs long enough to repay it."""
+    if device.type != "cuda" or setting == "off":
+        return False
+    return setting == "on" or planned_images >= BENCHMARK_PAYS_BACK_IMAGES
+
+
 def make_fabric(config: TrainConfig) -> Fabric:
     """A launched Fabric for a training config (DDP when more than one process)."""
     from lightning_fabric import Fabric

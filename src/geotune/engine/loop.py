@@ -21,7 +21,7 @@ from torch import nn
 from geotune.data.augment import augment_batch, build_augment
 from geotune.data.balance import balanced_class_weights, balanced_draw
 from geotune.data.batches import index_batches, load_batch, prefetch, shard
-from geotune.engine.fabric import make_fabric, resolve_precision
+from geotune.engine.fabric import make_fabric, resolve_cudnn_benchmark, resolve_precision
 from geotune.engine.predict import predict
 from geotune.engine.prepare import Prepared
 from geotune.errors import DataError
@@ -88,7 +88,6 @@ class Engine:
         torch.manual_seed(config.seed)
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
         self.fabric = make_fabric(config)
         self.precision = resolve_precision(config.precision, self.fabric.device)
         self.rank, self.world = self.fabric.global_rank, self.fabric.world_size
@@ -97,8 +96,11 @@ class Engine:
         self.device = self.fabric.device
         # channels_last: 1.5x (train) to 4x (inference) faster on CPU (oneDNN) as well as GPU.
         self.raw = prep.model.to(device=self.device, memory_format=torch.channels_last)
-        if self.device.type == "cuda" and not config.deterministic:
-            torch.backends.cudnn.benchmark = True
+        n_train = len(prep.indices("train"))
+        self.cudnn_benchmark = not config.deterministic and resolve_cudnn_benchmark(
+            config.cudnn_benchmark, self.device, config.epochs * n_train
+        )
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
         self.forward_module = torch.compile(self.raw) if config.compile else self.raw
         self.module: nn.Module = self.forward_module
         self.augment = build_augment(
@@ -111,7 +113,6 @@ class Engine:
         )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.eval_batch = max(64, config.batch_size)
-        n_train = len(prep.indices("train"))
         self.batches_per_epoch = max(1, math.ceil(n_train / config.batch_size))
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.accumulate)
 

