@@ -5,6 +5,8 @@
 #   bash benchmarks/defaults.sh [DATA] [SEEDS]
 # DATA defaults to ../shared/datasets/rsscn7_dev200; SEEDS to "0 1". Every run uses
 # --train-fraction 0.2 (the AID 20/80 protocol); results: OUT/summary.tsv.
+# CELLS (default "lp full-0.1 full-0.5"): "lp", or STRATEGY-SCALE for --strategy STRATEGY
+# --backbone-lr-scale SCALE; "default" is `geotune train` with no option but the data and split.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/datasets/rsscn7_dev200}
@@ -13,10 +15,11 @@ OUT=${OUT:-benchmarks/results/defaults-$(basename "$DATA")-$(date +%Y%m%d-%H%M%S
 mkdir -p "$OUT"
 printf "cell\tseed\ttest_oa\tbest_val\twall_s\n" > "$OUT/summary.tsv"
 for seed in $SEEDS; do
-  for cell in "lp" "full-0.1" "full-0.5"; do
+  for cell in ${CELLS:-lp full-0.1 full-0.5}; do
     case $cell in
       lp) opts=(--strategy linear-probe) ;;
-      full-*) opts=(--backbone-lr-scale "${cell#full-}") ;;
+      default) opts=() ;;
+      *-*) opts=(--strategy "${cell%-*}" --backbone-lr-scale "${cell##*-}") ;;
     esac
     start=$EPOCHREALTIME
     .venv/bin/geotune train --data "$DATA" --train-fraction 0.2 --seed "$seed" \
