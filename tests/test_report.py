@@ -142,6 +142,28 @@ def test_recommendation_follows_the_numbers():
     assert "use linear-probe" in line and "highest" not in line
 
 
+def test_reports_cite_what_auto_would_choose(sweep):
+    from geotune.sweep.compare import auto_lines
+
+    results = json.loads((sweep / "results.json").read_text())
+    # 2 labels per class is far below the rule's threshold: auto would probe.
+    (two,) = [line for line in results["recommendation"] if line.startswith("With 2 labels")
+              and "auto would choose" in line]  # fmt: skip
+    assert "--strategy auto would choose linear-probe" in two
+    # Enough labels: the probe's validation accuracy decides, and the report says if it agrees.
+    table, _ = _table({"linear-probe": (0.80, 10.0), "lp-ft": (0.90, 500.0)})
+    rows = [
+        {"strategy": s, "transfer_strategy": s, "labels_per_class": 5, "n_train": 150,
+         "n_classes": 3, "probe_val_accuracy": acc if s == "linear-probe" else None}
+        for s in ("linear-probe", "lp-ft") for acc in (0.80,)
+    ]  # fmt: skip
+    (line,) = auto_lines(rows, table)
+    assert "would choose lp-ft" in line and "80.0% on validation" in line and "agrees" in line
+    rows[0]["probe_val_accuracy"] = 0.99
+    (line,) = auto_lines(rows, table)
+    assert "would choose linear-probe" in line and "differs from" in line
+
+
 def test_bad_compare_options():
     with pytest.raises(ConfigError, match="label budgets are positive integers or 'all'"):
         make_compare_config(data=".", labels_per_class="5,many")

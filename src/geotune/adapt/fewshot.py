@@ -77,7 +77,7 @@ def few_shot(
     net, _, weights = create_backbone(
         ckpt["backbone"], w[5:] if w.startswith("file:") else w.split(":")[0]
     )
-    feats, _, _ = cached_features(net, ckpt["backbone"], weights, prep, images, device=device)
+    feats = cached_features(net, ckpt["backbone"], weights, prep, images, device=device).values
     rows = []
     for k in budgets:
         for seed in range(seeds):

@@ -66,17 +66,36 @@ def choose_strategy(prep: Prepared) -> tuple[str, dict]:
         why = "an RGB stem rewired to more bands has to learn them"
         return "lp-ft", {**record, "why": why}
     if per_class < FEW_LABELS:
-        why = f"median {per_class:g} training chips per class (< {FEW_LABELS}): fine-tuning would overfit"
-        return "linear-probe", {**record, "why": why}
+        return _ruled(per_class, None, record)
     accuracy = quick_probe_accuracy(prep)
     record["quick_probe_val_accuracy"] = accuracy
-    if accuracy is None:
-        return "lp-ft", {**record, "why": "enough labels, and no validation chips to probe with"}
-    if accuracy >= CLOSE_DOMAIN:
-        why = f"frozen features already reach {accuracy:.1%} on validation (>= {CLOSE_DOMAIN:.0%})"
-        return "linear-probe", {**record, "why": why}
-    why = f"enough labels and frozen features at {accuracy:.1%} on validation: fine-tune"
-    return "lp-ft", {**record, "why": why}
+    return _ruled(per_class, accuracy, record)
+
+
+def _ruled(per_class: float, accuracy: float | None, record: dict) -> tuple[str, dict]:
+    strategy, why = label_rule(per_class, accuracy)
+    return strategy, {**record, "why": why}
+
+
+def label_rule(per_class: float, probe_val_accuracy: float | None) -> tuple[str, str]:
+    """The rule's label and domain part: (strategy, why) from the median training chips per class
+    and a probe's validation accuracy (None: not measured). `compare` cites it beside its results."""
+    if per_class < FEW_LABELS:
+        return "linear-probe", (
+            f"median {per_class:g} training chips per class (< {FEW_LABELS}): "
+            "fine-tuning would overfit"
+        )
+    if probe_val_accuracy is None:
+        return "lp-ft", "enough labels, and no validation chips to probe with"
+    if probe_val_accuracy >= CLOSE_DOMAIN:
+        return "linear-probe", (
+            f"frozen features already reach {probe_val_accuracy:.1%} on validation "
+            f"(>= {CLOSE_DOMAIN:.0%})"
+        )
+    return (
+        "lp-ft",
+        f"enough labels and frozen features at {probe_val_accuracy:.1%} on validation: fine-tune",
+    )
 
 
 def quick_probe_accuracy(prep: Prepared) -> float | None:

@@ -31,7 +31,8 @@ from geotune.engine.fabric import resolve_device
 from geotune.engine.outputs import finish_run, write_run_header
 from geotune.engine.prepare import Prepared, RunResult
 from geotune.models.backbones import Preprocessing
-from geotune.models.classifier import save_classifier, signed_power
+from geotune.models.classifier import save_classifier, signed_power, wrap_stages
+from geotune.models.stages import StagePooling, stage_width
 from geotune.runs.metering import peak_memory_mb, reset_peak_memory
 from geotune.runs.rundir import new_run
 from geotune.transfer.strategies import get_strategy
@@ -39,41 +40,95 @@ from geotune.transfer.strategies import get_strategy
 FEATURE_CACHE_VERSION = 1
 
 
-def feature_key(
-    backbone: str, weights: str, prep: Preprocessing, images: DecodedImages, views: str, seed: int
-) -> str:
-    parts = [
-        f"v{FEATURE_CACHE_VERSION}",
-        backbone,
-        weights,
-        json.dumps(prep.to_dict(), sort_keys=True),
-        images.key,
-        views,
-    ]
+def _model_parts(backbone: str, weights: str, prep: Preprocessing, seed: int) -> list[str]:
+    """What fixes the backbone's function: name, weights (and the file's identity), preprocessing."""
+    parts = [backbone, weights, json.dumps(prep.to_dict(), sort_keys=True)]
     if weights.startswith("file:"):
         st = os.stat(weights[5:])
         parts.append(f"{st.st_size}:{st.st_mtime_ns}")
     if weights == "random":
         parts.append(f"seed={seed}")  # random weights differ per seed
+    return parts
+
+
+def feature_key(
+    backbone: str,
+    weights: str,
+    prep: Preprocessing,
+    images: DecodedImages,
+    views: str,
+    seed: int,
+    stages: int = 1,
+) -> str:
+    model = _model_parts(backbone, weights, prep, seed)
+    parts = [f"v{FEATURE_CACHE_VERSION}", *model[:3], images.key, views, *model[3:]]
+    if stages > 1:  # (one stage keeps the keys of caches written before stages existed)
+        parts.append(f"stages={stages}")
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
 
 
 @torch.inference_mode()
 def run_backbone(
-    backbone: nn.Module, prep: Preprocessing, pixels, batch_size: int, device, views: str = "none"
+    backbone: nn.Module,
+    prep: Preprocessing,
+    pixels,
+    batch_size: int,
+    device,
+    views: str = "none",
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> np.ndarray:
-    """Pooled features of every chip, averaged over ``views`` (see augment.TTA_VIEWS)."""
+    """Pooled features of every chip, averaged over ``views`` (see augment.TTA_VIEWS).
+
+    The views of a batch go through the network as one batch (one call instead of one per view).
+    ``forward`` replaces ``backbone(x)`` (ONNX Runtime, see onnx_features).
+    """
     backbone.eval()
+    forward = forward or backbone
+    chosen = TTA_VIEWS[views]
     out = []
     dummy = np.zeros(len(pixels), dtype=np.int64)
     for x, _ in iterate_batches(pixels, dummy, np.arange(len(pixels)), batch_size):
         x = prep.normalize(x.to(device))
-        f = sum(
-            backbone(tta_view(x, k, flip).contiguous(memory_format=torch.channels_last)).float()
-            for k, flip in TTA_VIEWS[views]
-        ) / len(TTA_VIEWS[views])
-        out.append(f.cpu().numpy())
+        stacked = torch.cat([tta_view(x, k, flip) for k, flip in chosen])
+        f = forward(stacked.contiguous(memory_format=torch.channels_last)).float()
+        out.append(f.view(len(chosen), len(x), -1).mean(0).cpu().numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+@dataclass
+class Features:
+    """Pooled features of every chip and how they were obtained."""
+
+    values: np.ndarray
+    from_cache: bool
+    seconds_per_chip: float  # what computing them cost (read from the cache on a hit)
+    engine: str  # torch | onnxruntime (the engine that computed them)
+    export_s: float = 0.0  # the one-off ONNX export, when it happened in this call
+
+
+def _onnx_or_torch(backbone, prep, images, model_key, log):
+    """ONNX Runtime's forward function (and export seconds), or (None, 0) to use PyTorch: when
+    the export or runtime fails, or its features of two chips differ from PyTorch's."""
+    from geotune.engine.onnx_features import onnx_forward
+
+    example = prep.normalize(torch.from_numpy(np.array(images.pixels[:2])))
+    example = example.contiguous(memory_format=torch.channels_last)
+    try:
+        forward, export_s = onnx_forward(
+            backbone, example, f"{model_key}|{tuple(example.shape[1:])}"
+        )
+        with torch.inference_mode():
+            expected = backbone.eval()(example).float()
+        gap = float((forward(example) - expected).abs().max())
+        if not gap <= 1e-3 * max(1.0, float(expected.abs().max())):
+            raise ValueError(f"features differ from PyTorch's by {gap:.2g}")
+        return forward, export_s
+    except Exception as err:  # noqa: BLE001 - any export/runtime gap: PyTorch gives the same
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        log(
+            f"ONNX Runtime not used for this backbone ({type(err).__name__}: {first}); using PyTorch"
+        )
+        return None, 0.0
 
 
 def cached_features(
@@ -86,18 +141,32 @@ def cached_features(
     seed: int = 0,
     batch_size: int = 64,
     device: torch.device | None = None,
-) -> tuple[np.ndarray, bool, float]:
-    """Features of all chips, from the cache when present.
+    engine: str = "auto",
+    log: Callable[[str], None] = lambda message: None,
+    stages: int = 1,
+) -> Features:
+    """Features of all chips, from the cache when present; on a miss computed with ``engine``
+    (``auto``: ONNX Runtime for long CPU passes, see onnx_features.resolve_feature_engine)."""
+    from geotune.engine.onnx_features import resolve_feature_engine
 
-    Returns (features, from_cache, seconds per chip it took to compute them).
-    """
-    key = feature_key(backbone_name, weights, prep, images, views, seed)
+    key = feature_key(backbone_name, weights, prep, images, views, seed, stages)
     cache = ArrayCache(cache_root() / "features")
     hit = cache.load(key, mmap=False)
     if hit is not None and len(hit[0]) == len(images.pixels):
-        return np.asarray(hit[0]), True, hit[1]["seconds_per_chip"]
+        meta = hit[1]
+        return Features(
+            np.asarray(hit[0]), True, meta["seconds_per_chip"], meta.get("engine", "torch")
+        )
     device = device or torch.device("cpu")
+    engine = resolve_feature_engine(engine, device, len(images.pixels) * len(TTA_VIEWS[views]))
     t0 = time.perf_counter()
+    forward, export_s = None, 0.0
+    if engine == "onnxruntime":
+        model_key = "|".join(
+            [*_model_parts(backbone_name, weights, prep, seed), f"stages={stages}"]
+        )
+        forward, export_s = _onnx_or_torch(backbone, prep, images, model_key, log)
+        engine = "onnxruntime" if forward else "torch"
     feats = run_backbone(
         backbone.to(device=device, memory_format=torch.channels_last),
         prep,
@@ -105,12 +174,13 @@ def cached_features(
         batch_size,
         device,
         views,
+        forward,
     )
     per_chip = (time.perf_counter() - t0) / max(len(feats), 1)
     # The cost of computing them, so a cached run still reports what the strategy costs.
-    meta = {"seconds_per_chip": per_chip, "n": len(feats), "device": str(device)}
+    meta = {"seconds_per_chip": per_chip, "n": len(feats), "device": str(device), "engine": engine}
     cache.save(key, feats.shape, feats.dtype, lambda out: out.__setitem__(..., feats), meta)
-    return feats, False, per_chip
+    return Features(feats, False, per_chip, engine, export_s)
 
 
 def fit_logistic(X, y, C: float, class_weight: str | None = None):
@@ -151,7 +221,9 @@ def _select(candidates, fit, score, fit_with=None) -> tuple[object, dict]:
     best = max(scores, key=lambda c: (scores[c], -candidates.index(c)))
 
     def name(c):
-        return f"power={c[0]:g},C={c[1]:g}" if isinstance(c, tuple) else str(c)
+        if not isinstance(c, tuple):
+            return str(c)
+        return f"power={c[0]:g},C={c[1]:g}" + (f",stages={c[2]}" if c[2] != 1 else "")
 
     return best, {name(c): s for c, s in scores.items()}
 
@@ -176,8 +248,10 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
     device = resolve_device(config.device)
     reset_peak_memory(device)
     t0 = time.perf_counter()
-    feats, from_cache, per_chip = cached_features(
-        prep.model.backbone,
+    stages = max(config.probe_stages)
+    backbone = prep.model.backbone if stages == 1 else StagePooling(prep.model.backbone, stages)
+    computed = cached_features(
+        backbone,
         config.backbone,
         prep.weights,
         prep.preprocessing,
@@ -186,15 +260,28 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
         config.seed,
         max(64, config.batch_size),
         device,
+        config.feature_engine,
+        console.log,
+        stages,
     )
+    feats, from_cache, per_chip = computed.values, computed.from_cache, computed.seconds_per_chip
     feat_time = time.perf_counter() - t0
+    how = f"{computed.engine}" + (
+        f", ONNX export {computed.export_s:.1f}s" if computed.export_s else ""
+    )
     console.log(
         f"features {feats.shape} ({config.tta} views) "
-        + ("from cache" if from_cache else f"computed in {feat_time:.1f}s and cached")
+        + ("from cache" if from_cache else f"computed in {feat_time:.1f}s ({how}) and cached")
     )
     t1 = time.perf_counter()
     kind = get_strategy(config.strategy).probe_kind
-    fitted = (_logistic_probe if kind == "logistic" else _knn_probe)(prep, feats)
+    if kind == "logistic":
+        widths = {1: feats.shape[1]}
+        if stages > 1:  # each candidate's features are a prefix of the widest (models/stages.py)
+            widths = {k: stage_width(backbone, k) for k in sorted(set(config.probe_stages))}
+        fitted = _logistic_probe(prep, feats, widths)
+    else:
+        fitted = _knn_probe(prep, feats)
     fit_time = time.perf_counter() - t1
     n_labelled = len(prep.indices("train")) + len(prep.indices("val"))
     summary = {
@@ -202,6 +289,7 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
         "features_from_cache": from_cache,
         "train_accuracy": fitted.train_accuracy,
         "feature_time_s": feat_time,
+        "feature_engine": computed.engine,
         "fit_time_s": fit_time,
         # The cost with a cold cache: the backbone once over the labelled chips, then the fit.
         "train_time_s": per_chip * n_labelled + fit_time,
@@ -232,25 +320,30 @@ def _all_classes(prep: Prepared, probs: np.ndarray, present: np.ndarray) -> torc
     return torch.from_numpy(full)
 
 
-def _logistic_probe(prep: Prepared, feats: np.ndarray) -> ProbeFit:
+def _logistic_probe(prep: Prepared, feats: np.ndarray, widths: dict[int, int]) -> ProbeFit:
+    """``widths``: stage count -> width of its feature prefix (see models/stages.py)."""
     config, y = prep.config, prep.images.folder.labels
     tr, va, te = prep.indices("train"), prep.indices("val"), prep.indices("test")
     lab = np.concatenate([tr, va])
-    # Regularisation and power normalisation are chosen together on validation data.
-    cands = [(a, c) for a in config.probe_power for c in config.probe_c]
+    # Regularisation, power normalisation and stages are chosen together on validation data.
+    cands = [(a, c, k) for k in widths for a in config.probe_power for c in config.probe_c]
     powered = {a: signed_power(torch.from_numpy(feats), a).numpy() for a in config.probe_power}
+
+    def features(cand):
+        return powered[cand[0]][:, : widths[cand[2]]]
+
     weight = None if config.class_weights == "none" else config.class_weights
     if len(va):
         best, scores = _select(
             cands,
-            lambda ac: fit_logistic(powered[ac[0]][tr], y[tr], ac[1], weight),
+            lambda cand: fit_logistic(features(cand)[tr], y[tr], cand[1], weight),
             lambda m: _val_score(config, y[va], m[1].predict(m[0].transform(m[2][va]))),
-            fit_with=lambda ac: powered[ac[0]],
+            fit_with=features,
         )
     else:
-        best, scores = (1.0, config.probe_c[len(config.probe_c) // 2]), {}
-    power, C = best
-    Z = powered[power]
+        best, scores = (1.0, config.probe_c[len(config.probe_c) // 2], min(widths)), {}
+    power, C, stages = best
+    Z = features(best)
     scaler, clf = fit_logistic(Z[lab], y[lab], C, weight)  # refit on all labelled chips
     val_probs = None
     if len(va):  # for the temperature (see ProbeFit.val_probs)
@@ -262,9 +355,14 @@ def _logistic_probe(prep: Prepared, feats: np.ndarray) -> ProbeFit:
     return ProbeFit(
         _all_classes(prep, probs, clf.classes_),
         float(clf.score(scaler.transform(Z[lab]), y[lab])),
-        {"C": C, "feature_power": power, "val_accuracy_by_power_and_C": scores},
+        {
+            "C": C,
+            "feature_power": power,
+            "probe_stages": stages,
+            "val_accuracy_by_power_and_C": scores,
+        },  # fmt: skip
         # Fold the scaler into one nn.Linear: the run's checkpoint is an ordinary classifier.
-        lambda path: _save_linear_head(path, prep, scaler, clf, power),
+        lambda path: _save_linear_head(path, prep, scaler, clf, power, stages),
         val_probs,
     )
 
@@ -291,8 +389,10 @@ def _knn_probe(prep: Prepared, feats: np.ndarray) -> ProbeFit:
     )
 
 
-def _save_linear_head(path: Path, prep, scaler, clf, power: float) -> None:
+def _save_linear_head(path: Path, prep, scaler, clf, power: float, stages: int = 1) -> None:
     model = prep.model
+    if stages > 1:  # the checkpoint computes the same concatenated stage features
+        wrap_stages(model, stages, prep.config.head, prep.config.head_dropout)
     W = clf.coef_ / scaler.scale_[None, :]
     b = clf.intercept_ - (clf.coef_ * (scaler.mean_ / scaler.scale_)[None, :]).sum(1)
     weight = torch.zeros(len(prep.classes), W.shape[1])
@@ -308,4 +408,5 @@ def _save_linear_head(path: Path, prep, scaler, clf, power: float) -> None:
         linear.weight.copy_(weight)
         linear.bias.copy_(bias)
     model.feature_power = power
-    save_classifier(path, model, {**prep.checkpoint_meta(), "feature_power": power, "epoch": 0})
+    meta = {**prep.checkpoint_meta(), "feature_power": power, "epoch": 0}
+    save_classifier(path, model, {**meta, **({"probe_stages": stages} if stages > 1 else {})})

@@ -113,6 +113,16 @@ def wrap_composites(model: SceneClassifier, record: dict, head: str, dropout: fl
     model.head = build_head(model.backbone.num_features, num_classes, head, dropout)
 
 
+def wrap_stages(model: SceneClassifier, stages: int, head: str, dropout: float) -> None:
+    """Give ``model`` the pooled features of its last stages (a linear probe's ``probe_stages``)
+    and a head as wide as them."""
+    from geotune.models.stages import StagePooling
+
+    num_classes = [m for m in model.head.modules() if isinstance(m, nn.Linear)][-1].out_features
+    model.backbone = StagePooling(model.backbone, stages)
+    model.head = build_head(model.backbone.num_features, num_classes, head, dropout)
+
+
 def save_classifier(path: Path, model: SceneClassifier, meta: dict) -> None:
     """A self-describing checkpoint: weights plus what is needed to rebuild and preprocess."""
 
@@ -148,6 +158,8 @@ def load_classifier(path: Path) -> tuple[SceneClassifier, Preprocessing, dict]:
     )
     if composites:
         wrap_composites(model, stem, ckpt["head"], ckpt.get("head_dropout", 0.0))
+    if ckpt.get("probe_stages", 1) > 1:
+        wrap_stages(model, ckpt["probe_stages"], ckpt["head"], ckpt.get("head_dropout", 0.0))
     model.input_zoom = float(ckpt.get("input_zoom", 1.0))
     load_into(
         model,

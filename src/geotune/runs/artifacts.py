@@ -115,11 +115,13 @@ class RunSummary(Artifact):
     # cached-feature strategies (linear-probe, knn)
     C: float | None = None
     feature_power: float | None = None
+    probe_stages: int | None = None  # stages the probe's features pool (1 = the final ones)
     val_accuracy_by_power_and_C: dict[str, float] | None = None
     k: int | None = None
     val_accuracy_by_k: dict[str, float] | None = None
     features_from_cache: bool | None = None
     feature_time_s: float | None = None
+    feature_engine: str | None = None  # torch | onnxruntime: what computed the cached features
     fit_time_s: float | None = None
     feature_dim: int | None = None
     note: str | None = None

@@ -27,7 +27,7 @@ def _features_of(folder: SceneFolder, backbone, backbone_id: str, weights_id: st
     bands = BandRequest.for_run(prep.bands, "the model")  # the bands it takes, or an error
     images = decode_folder(folder, prep.size, prep.interpolation, workers, bands=bands)
     device = resolve_device("auto")
-    feats, _, _ = cached_features(backbone, backbone_id, weights_id, prep, images, device=device)
+    feats = cached_features(backbone, backbone_id, weights_id, prep, images, device=device).values
     return images.folder, feats
 
 

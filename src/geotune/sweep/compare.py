@@ -176,6 +176,11 @@ def cell_row(
         "n_train": s.n_train,
         "n_val": s.n_val,
         "n_test": s.n_test,
+        "n_classes": len(metrics.classes),
+        # A probe's best validation accuracy: the cheap distance-to-pretraining that auto reads.
+        "probe_val_accuracy": max(s.val_accuracy_by_power_and_C.values())
+        if s.val_accuracy_by_power_and_C
+        else None,
         "epochs": s.epochs,
         "overall_accuracy": oa,
         "oa_ci_low": lo,
@@ -466,6 +471,29 @@ def recommend(table: list[dict], pairs: list[dict]) -> list[str]:
     return lines
 
 
+def auto_lines(rows: list[dict], table: list[dict]) -> list[str]:
+    """What `--strategy auto`'s rule (engine/auto.py, README) picks at each label budget, from the
+    same runs, beside what the measurements favour: the rule, checked on the user's data."""
+    from geotune.engine.auto import label_rule
+
+    lines = []
+    for b in dict.fromkeys(t["labels_per_class"] for t in table):
+        cells = [r for r in rows if r["labels_per_class"] == b]
+        per_class = cells[0]["n_train"] / max(cells[0].get("n_classes") or 1, 1)
+        probes = [r["probe_val_accuracy"] for r in cells if r.get("probe_val_accuracy") is not None]
+        accuracy = float(np.mean(probes)) if probes else None
+        strategy, why = label_rule(per_class, accuracy)
+        best = max((t for t in table if t["labels_per_class"] == b), key=lambda t: t["oa_mean"])
+        budget = "all labelled chips" if b == ALL else f"{b} labels per class"
+        measured = next(r["transfer_strategy"] for r in cells if r["strategy"] == best["strategy"])
+        agree = "agrees with" if measured == strategy else "differs from"
+        lines.append(
+            f"With {budget}, --strategy auto would choose {strategy} ({why}); this {agree} the "
+            f"highest measured accuracy here ({best['strategy']}, {_pct(best['oa_mean'])})."
+        )
+    return lines
+
+
 def pair_of(pairs: list[dict], budget, a: str, b: str) -> dict | None:
     for p in pairs:
         if p["labels_per_class"] == budget and {p["a"], p["b"]} == {a, b}:
@@ -495,7 +523,7 @@ def write_results(sweep: Path, rows: list[dict]) -> dict:
         "cells": rows,
         "strategies": table,
         "paired": pairs,
-        "recommendation": recommend(table, pairs),
+        "recommendation": recommend(table, pairs) + auto_lines(rows, table),
     }
     if len({r["pretraining"] for r in rows}) > 1:  # several pretrainings: rank them
         results["backbones"] = rank_pretrainings(table, pairs, rows)

@@ -134,7 +134,7 @@ register_strategy(
     StrategySpec(
         "linear-probe",
         "logistic regression on cached frozen features, C chosen on validation",
-        options=("probe_c", "probe_power"),
+        options=("probe_c", "probe_power", "probe_stages", "feature_engine"),
         probe_kind="logistic",
     )
 )
@@ -142,7 +142,7 @@ register_strategy(
     StrategySpec(
         "knn",
         "cosine k-nearest neighbours on cached frozen features, k chosen on validation",
-        options=("knn_k",),
+        options=("knn_k", "feature_engine"),
         probe_kind="knn",
     )
 )

@@ -1,0 +1,49 @@
+"""Frozen features from more than the last stage: the final pooled features and the globally
+average-pooled outputs of the stages before it, concatenated.
+
+Earlier stages keep texture and layout at a finer scale than the last one, which an ImageNet
+network tunes to object categories; for scene classification, intermediate CNN layers often
+transfer better than the last (Yosinski et al., 2014; Hu et al., Remote Sensing 2015). timm's
+``forward_intermediates`` gives the stage outputs of every family (CNNs and ViTs) in one pass.
+
+Layout of the features, so that fewer stages are a prefix of more (a probe chooses the number on
+validation from one cached pass): [final pooled | last stage | the one before | ...].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from geotune.errors import ConfigError
+
+
+class StagePooling(nn.Module):
+    """``net``'s pooled features followed by the pooled outputs of its last ``stages - 1`` stages."""
+
+    def __init__(self, net: nn.Module, stages: int):
+        super().__init__()
+        available = len(getattr(net, "feature_info", [])) + 1
+        if not hasattr(net, "forward_intermediates") or stages > available:
+            raise ConfigError(
+                f"probe_stages {stages} is more than {type(net).__name__} offers "
+                f"({available} with its final features); use at most {available}"
+            )
+        self.net, self.stages = net, stages
+        widths = [f["num_chs"] for f in net.feature_info][-(stages - 1) :] if stages > 1 else []
+        self.widths = [net.num_features, *reversed(widths)]
+        self.num_features = sum(self.widths)
+        self.pretrained_cfg = getattr(net, "pretrained_cfg", {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stages == 1:
+            return self.net(x)
+        final, inter = self.net.forward_intermediates(x, indices=self.stages - 1)
+        pooled = [self.net.forward_head(final, pre_logits=True)]
+        pooled += [t.mean((2, 3)) for t in reversed(inter)]  # NCHW for CNNs and ViTs alike
+        return torch.cat(pooled, 1)
+
+
+def stage_width(net: StagePooling, stages: int) -> int:
+    """Width of the first ``stages`` blocks of ``net``'s features (the prefix for that many)."""
+    return sum(net.widths[:stages])
