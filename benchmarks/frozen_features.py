@@ -1,5 +1,7 @@
 """Stronger frozen features for few labels on AID (issue 13): views and backbone ensembles.
 
+Variants added later: pooled stage outputs (``--probe-stages``) and all eight D4 views.
+
 Protocol: 5 and 20 labels per class (80% train / 20% validation of them, as geotune splits),
 seeds 0-2, every other AID chip is test; the same split for every variant of a seed, so the
 differences are paired. Variants: today's linear probe (offline Lite0, 224 px), the same with
@@ -32,6 +34,10 @@ VARIANTS = {
     "lp-rot2": {"tta": "rot2"},
     "ensemble": {"backbone": ENSEMBLE},
     "ensemble-rot2": {"backbone": ENSEMBLE, "tta": "rot2"},
+    # Pooled stage outputs (models/stages.py): forced to 3, or 1-3 chosen on validation.
+    "lp-stages3": {"probe_stages": [3]},
+    "lp-stages": {"probe_stages": [1, 2, 3]},
+    "lp-d4": {"tta": "d4"},
 }
 BUDGETS, SEEDS = (5, 20), (0, 1, 2)
 
@@ -52,6 +58,8 @@ def run_cell(data: Path, runs: Path, variant: str, budget: int, seed: int) -> di
         "features_from_cache": s["features_from_cache"],
         "feature_time_s": s["feature_time_s"],
         "feature_dim": s["feature_dim"],
+        "feature_engine": s.get("feature_engine"),
+        "probe_stages": s.get("probe_stages"),
     }
 
 
