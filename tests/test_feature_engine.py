@@ -10,7 +10,12 @@ from conftest import STUB_BACKBONE
 from torch import nn
 
 from geotune.data import decode_folder, scan_folder
-from geotune.engine.onnx_features import ORT_MIN_PASSES, onnx_path, resolve_feature_engine
+from geotune.engine.onnx_features import (
+    ORT_MIN_PASSES,
+    module_key,
+    onnx_path,
+    resolve_feature_engine,
+)
 from geotune.engine.probe import cached_features
 from geotune.models.backbones import create_backbone
 
@@ -39,6 +44,12 @@ def test_onnxruntime_features_equal_pytorch_features_and_the_graph_is_cached(aid
     assert ort.values.shape == (len(images.pixels), net.num_features)
     graphs = list((cache / "onnx").glob("*.onnx"))
     assert len(graphs) == 1 and ort.export_s > 0
+    # The graph is keyed by the module's content: other weights, another graph.
+    example = prep.normalize(torch.from_numpy(np.array(images.pixels[:2])))
+    other, _, _ = create_backbone(STUB_BACKBONE, "random")
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    assert module_key(net, example) != module_key(other, example)
     for f in (cache / "features").iterdir():
         f.unlink()
     again = cached_features(*args, engine="onnxruntime")
@@ -66,7 +77,7 @@ def test_a_backbone_the_exporter_cannot_take_falls_back_to_pytorch(aid_small, ca
     )  # fmt: skip
     assert feats.engine == "torch" and feats.values.shape == (len(images.pixels), 3)
     assert len(said) == 1 and "using PyTorch" in said[0] and "\n" not in said[0]
-    assert not onnx_path("x").parent.exists() or not list(onnx_path("x").parent.glob("*.tmp"))
+    assert not list(onnx_path("x").parent.glob("*.tmp"))  # no half-written graph left behind
 
 
 def test_engine_rule():

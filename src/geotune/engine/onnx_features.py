@@ -38,8 +38,18 @@ def resolve_feature_engine(setting: str, device: torch.device, n_passes: int) ->
     return "torch"
 
 
-def onnx_path(model_key: str) -> Path:
-    return cache_root() / "onnx" / f"{hashlib.sha1(model_key.encode()).hexdigest()[:20]}.onnx"
+def module_key(module: nn.Module, example: torch.Tensor) -> str:
+    """A content key of the graph to export: every parameter and buffer (non-persistent ones too,
+    such as a composite's band index), the wrapper classes, and the input's shape past the batch."""
+    h = hashlib.sha1(f"{type(module).__name__}|{tuple(example.shape[1:])}".encode())
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def onnx_path(key: str) -> Path:
+    return cache_root() / "onnx" / f"{key}.onnx"
 
 
 def _export(backbone: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -55,13 +65,13 @@ def _export(backbone: nn.Module, example: torch.Tensor, path: Path) -> None:
 
 
 def onnx_forward(
-    backbone: nn.Module, example: torch.Tensor, model_key: str
+    backbone: nn.Module, example: torch.Tensor
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], float]:
     """A function computing ``backbone(x)`` with ONNX Runtime on CPU, and the export seconds
     (0 when the graph was cached). Raises what the exporter or runtime raised."""
     import onnxruntime as ort
 
-    path = onnx_path(model_key)
+    path = onnx_path(module_key(backbone, example))
     export_s = 0.0
     if not path.is_file():
         t0 = time.perf_counter()

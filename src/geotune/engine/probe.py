@@ -106,7 +106,7 @@ class Features:
     export_s: float = 0.0  # the one-off ONNX export, when it happened in this call
 
 
-def _onnx_or_torch(backbone, prep, images, model_key, log):
+def _onnx_or_torch(backbone, prep, images, log):
     """ONNX Runtime's forward function (and export seconds), or (None, 0) to use PyTorch: when
     the export or runtime fails, or its features of two chips differ from PyTorch's."""
     from geotune.engine.onnx_features import onnx_forward
@@ -114,9 +114,7 @@ def _onnx_or_torch(backbone, prep, images, model_key, log):
     example = prep.normalize(torch.from_numpy(np.array(images.pixels[:2])))
     example = example.contiguous(memory_format=torch.channels_last)
     try:
-        forward, export_s = onnx_forward(
-            backbone, example, f"{model_key}|{tuple(example.shape[1:])}"
-        )
+        forward, export_s = onnx_forward(backbone, example)
         with torch.inference_mode():
             expected = backbone.eval()(example).float()
         gap = float((forward(example) - expected).abs().max())
@@ -162,10 +160,7 @@ def cached_features(
     t0 = time.perf_counter()
     forward, export_s = None, 0.0
     if engine == "onnxruntime":
-        model_key = "|".join(
-            [*_model_parts(backbone_name, weights, prep, seed), f"stages={stages}"]
-        )
-        forward, export_s = _onnx_or_torch(backbone, prep, images, model_key, log)
+        forward, export_s = _onnx_or_torch(backbone, prep, images, log)
         engine = "onnxruntime" if forward else "torch"
     feats = run_backbone(
         backbone.to(device=device, memory_format=torch.channels_last),
