@@ -136,3 +136,12 @@ def test_a_probe_on_stage_features_saves_a_model_that_reproduces_it(aid_small, t
     assert ckpt["probe_stages"] == 3 and model.head[-1].in_features == model.backbone.num_features
     metrics, _ = evaluate_run(run.run_dir)
     assert metrics["confusion_matrix"] == run.test_metrics["confusion_matrix"]
+
+
+def test_probe_fits_cap_blas_threads():
+    from threadpoolctl import threadpool_info
+
+    from geotune.engine.probe import FIT_THREADS, fit_threads
+
+    with fit_threads():
+        assert all(pool["num_threads"] <= FIT_THREADS for pool in threadpool_info())
