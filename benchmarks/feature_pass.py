@@ -30,7 +30,9 @@ def one_run(data: str, engine: str, decoded: Path, out: Path, name: str, extra: 
            "linear-probe", "--feature-engine", engine, "--train-fraction", "0.2", "--seed", "0",
            "--output", str(out), "--name", name, *extra]  # fmt: skip
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     wall = time.perf_counter() - t0
     s = json.loads((out / name / "summary.json").read_text())
     n = s["n_train"] + s["n_val"] + s["n_test"]
