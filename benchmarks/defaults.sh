@@ -7,6 +7,7 @@
 # --train-fraction 0.2 (the AID 20/80 protocol); results: OUT/summary.tsv.
 # CELLS (default "lp full-0.1 full-0.5"): "lp", or STRATEGY-SCALE for --strategy STRATEGY
 # --backbone-lr-scale SCALE; "default" is `geotune train` with no option but the data and split.
+# OPTS: more options for every run (partial needs one: OPTS="--unfreeze-last 2").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/datasets/rsscn7_dev200}
@@ -23,7 +24,7 @@ for seed in $SEEDS; do
     esac
     start=$EPOCHREALTIME
     .venv/bin/geotune train --data "$DATA" --train-fraction 0.2 --seed "$seed" \
-      --output "$OUT/runs" --name "$cell-s$seed" "${opts[@]}" > "$OUT/$cell-s$seed.log" 2>&1
+      --output "$OUT/runs" --name "$cell-s$seed" "${opts[@]}" ${OPTS:-} > "$OUT/$cell-s$seed.log" 2>&1
     wall=$(awk "BEGIN{print $EPOCHREALTIME - $start}")
     .venv/bin/python - "$OUT/runs/$cell-s$seed" "$cell" "$seed" "$wall" >> "$OUT/summary.tsv" <<'PY'
 import json, sys
