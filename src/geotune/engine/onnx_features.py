@@ -1,9 +1,10 @@
 """The frozen backbone's forward pass on CPU through ONNX Runtime.
 
 A linear probe's first run is nearly all one forward pass of the frozen backbone over every chip.
-On CPU, ONNX Runtime ran EfficientNet-Lite0 4.8x faster than PyTorch eager (channels-last, oneDNN)
-on the same 2 cores, with features equal to 1e-5 (benchmarks/feature_pass.py, BENCHMARKS.md). The
-graph is exported once per backbone, weights, preprocessing and image size with geotune's own
+On CPU, ONNX Runtime ran EfficientNet-Lite0 4.7-4.9x faster than PyTorch eager (channels-last,
+oneDNN) on the same 2 cores, and the probe's whole feature pass over AID 3.1x faster with its
+export included, with features equal to 1e-5 (benchmarks/feature_pass.py, BENCHMARKS.md). The
+graph is exported once per module content (parameters, buffers, input shape) with geotune's own
 ONNX exporter (`geotune export` uses the same one) and kept in the cache beside the features.
 Anything the exporter or runtime cannot take (an unusual architecture, a missing operator) falls
 back to PyTorch with one log line: the features are the same either way.
@@ -22,7 +23,6 @@ from torch import nn
 
 from geotune.data.folder import cache_root
 
-FEATURE_ENGINES = ("auto", "torch", "onnxruntime")
 # The export took 8-9 s for Lite0 on 2 cores and saves ~0.05 s per image: below a few hundred
 # forward passes PyTorch finishes first.
 ORT_MIN_PASSES = 512

@@ -177,7 +177,8 @@ def cell_row(
         "n_val": s.n_val,
         "n_test": s.n_test,
         "n_classes": len(metrics.classes),
-        # A probe's best validation accuracy: the cheap distance-to-pretraining that auto reads.
+        # A probe's best validation accuracy: the distance-to-pretraining that auto reads (auto's
+        # own quick probe uses at most 20 chips per class; this one all the cell's chips).
         "probe_val_accuracy": max(s.val_accuracy_by_power_and_C.values())
         if s.val_accuracy_by_power_and_C
         else None,
