@@ -191,16 +191,22 @@ def fit_threads():
     return threadpool_limits(min(FIT_THREADS, os.cpu_count() or 1))
 
 
+def new_logistic(class_weight: str | None = None, warm_start: bool = False):
+    """The probe's logistic regression (C is set per fit)."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=2000, class_weight=class_weight, warm_start=warm_start)
+
+
 def fit_logistic(X, y, C: float, class_weight: str | None = None, clf=None):
     """Standardised features and a logistic regression on them: (scaler, classifier).
 
     ``clf``: a ``warm_start`` classifier to refit from its last solution (a regularisation path).
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(X)
-    clf = clf or LogisticRegression(max_iter=2000, class_weight=class_weight)
+    clf = clf or new_logistic(class_weight)
     with fit_threads():
         return scaler, clf.set_params(C=C).fit(scaler.transform(X), y)
 
@@ -351,13 +357,10 @@ def _logistic_probe(prep: Prepared, feats: np.ndarray, widths: dict[int, int]) -
     paths: dict = {}
 
     def fit_on_path(cand):
-        from sklearn.linear_model import LogisticRegression
-
-        path = paths.setdefault(
-            (cand[0], cand[2]),
-            LogisticRegression(max_iter=2000, class_weight=weight, warm_start=True),
-        )
-        return fit_logistic(features(cand)[tr], y[tr], cand[1], weight, path)
+        key = (cand[0], cand[2])  # one warm-started path per (power, stages)
+        if key not in paths:
+            paths[key] = new_logistic(weight, warm_start=True)
+        return fit_logistic(features(cand)[tr], y[tr], cand[1], weight, paths[key])
 
     if len(va):
         best, scores = _select(
