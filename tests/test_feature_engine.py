@@ -120,7 +120,9 @@ def test_stage_pooling_shapes_prefixes_and_cache_keys(aid_small):
     np.testing.assert_allclose(d4, np.mean(views, 0), rtol=1e-4, atol=1e-5)
 
 
-def test_a_probe_on_stage_features_saves_a_model_that_reproduces_it(aid_small, tmp_path, cache):
+def test_the_default_probe_pools_three_stages_and_saves_a_model_that_reproduces_it(
+    aid_small, tmp_path, cache
+):
     from geotune.config import make_config
     from geotune.engine import train
     from geotune.evaluation import evaluate_run
@@ -128,7 +130,7 @@ def test_a_probe_on_stage_features_saves_a_model_that_reproduces_it(aid_small, t
 
     run = train(
         make_config(data=aid_small, output=tmp_path, name="stages", strategy="linear-probe",
-                    backbone=STUB_BACKBONE, weights="random", image_size=64, probe_stages=[3],
+                    backbone=STUB_BACKBONE, weights="random", image_size=64,
                     train_fraction=0.5, val_fraction=0.25)
     )  # fmt: skip
     assert run.summary["probe_stages"] == 3
@@ -136,6 +138,17 @@ def test_a_probe_on_stage_features_saves_a_model_that_reproduces_it(aid_small, t
     assert ckpt["probe_stages"] == 3 and model.head[-1].in_features == model.backbone.num_features
     metrics, _ = evaluate_run(run.run_dir)
     assert metrics["confusion_matrix"] == run.test_metrics["confusion_matrix"]
+
+
+def test_default_probe_stages_fall_back_where_a_backbone_has_no_stages():
+    from geotune.models.stages import DEFAULT_PROBE_STAGES, default_probe_stages
+
+    net, _, _ = create_backbone(STUB_BACKBONE, "random")
+    assert default_probe_stages(net) == DEFAULT_PROBE_STAGES == 3
+    pair, _, _ = create_backbone(f"{STUB_BACKBONE}+test_resnet", "random")
+    assert default_probe_stages(pair) == 1  # an ensemble pools each member's final features
+    net.feature_info = net.feature_info[-1:]  # a network with one stage offers 2 at most
+    assert default_probe_stages(net) == 2
 
 
 def test_probe_fits_cap_blas_threads():

@@ -214,7 +214,8 @@ def test_linear_probe_reuses_cached_features(aid_small, tmp_path, monkeypatch):
         and not first.summary["features_from_cache"]
     )
     assert first.test_metrics["overall_accuracy"] > 0.6
-    knn = train(make_config(name="c", **{**base, "strategy": "knn"}))
+    # kNN defaults to the final features; with the probe's default stages it reuses its cache.
+    knn = train(make_config(name="c", **{**base, "strategy": "knn", "probe_stages": [3]}))
     assert len(calls) == 1 and knn.summary["features_from_cache"]
     # Other preprocessing (input size) means other features: the cache is not used.
     train(make_config(name="d", **{**base, "image_size": 72}))
@@ -251,6 +252,7 @@ def test_linear_probe_chooses_power_and_c_on_validation(aid_small, tmp_path):
             strategy="linear-probe",
             probe_power=[1.0, 0.5],
             probe_c=[0.01, 1.0],
+            probe_stages=[1],  # the final features only: the grid's keys carry no stage count
             **FAST,
         )
     )

@@ -110,11 +110,12 @@ class TrainConfig(BaseModel):
         description="signed power normalisation exponents tried on validation "
         "(0.5 = square root, which evens out bursty pooled features; 1 = none)",
     )
-    probe_stages: list[int] = Field(
-        [1],
+    probe_stages: list[int] | None = Field(
+        None,
         min_length=1,
         description="stages whose pooled outputs the probe concatenates, tried on validation "
-        "(1 = the final features; 3 = final + the last two stages)",
+        "(1 = the final features; 3 = final + the last two stages); default: 3 for a linear "
+        "probe on one backbone that exposes its stages, else 1",
     )
     feature_engine: Literal["auto", "torch", "onnxruntime"] = Field(
         "auto",
@@ -245,9 +246,10 @@ class TrainConfig(BaseModel):
             raise ValueError("probe_c values must be > 0 and knn_k values >= 1")
         if any(not 0 < a <= 1 for a in self.probe_power):
             raise ValueError("probe_power values must be in (0, 1]")
-        if any(k < 1 for k in self.probe_stages):
+        stages = self.probe_stages or [1]
+        if any(k < 1 for k in stages):
             raise ValueError("probe_stages values must be >= 1 (1 = the final features)")
-        if max(self.probe_stages) > 1 and ("+" in self.backbone or self.band_init == "composites"):
+        if max(stages) > 1 and ("+" in self.backbone or self.band_init == "composites"):
             raise ValueError(
                 "probe_stages > 1 needs one plain backbone (not an ensemble or composites)"
             )

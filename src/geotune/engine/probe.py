@@ -32,7 +32,7 @@ from geotune.engine.outputs import finish_run, write_run_header
 from geotune.engine.prepare import Prepared, RunResult
 from geotune.models.backbones import Preprocessing
 from geotune.models.classifier import save_classifier, signed_power, wrap_stages
-from geotune.models.stages import StagePooling, stage_width
+from geotune.models.stages import StagePooling, default_probe_stages, stage_width
 from geotune.runs.metering import peak_memory_mb, reset_peak_memory
 from geotune.runs.rundir import new_run
 from geotune.transfer.strategies import get_strategy
@@ -266,7 +266,11 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
     device = resolve_device(config.device)
     reset_peak_memory(device)
     t0 = time.perf_counter()
-    stages = max(config.probe_stages)
+    kind = get_strategy(config.strategy).probe_kind
+    # kNN keeps the final features unless asked: stage features were measured for the probe only.
+    default = default_probe_stages(prep.model.backbone) if kind == "logistic" else 1
+    candidates = config.probe_stages or [default]
+    stages = max(candidates)
     backbone = prep.model.backbone if stages == 1 else StagePooling(prep.model.backbone, stages)
     computed = cached_features(
         backbone,
@@ -292,11 +296,10 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
         + ("from cache" if from_cache else f"computed in {feat_time:.1f}s ({how}) and cached")
     )
     t1 = time.perf_counter()
-    kind = get_strategy(config.strategy).probe_kind
     if kind == "logistic":
         widths = {1: feats.shape[1]}
         if stages > 1:  # each candidate's features are a prefix of the widest (models/stages.py)
-            widths = {k: stage_width(backbone, k) for k in sorted(set(config.probe_stages))}
+            widths = {k: stage_width(backbone, k) for k in sorted(set(candidates))}
         fitted = _logistic_probe(prep, feats, widths)
     else:
         fitted = _knn_probe(prep, feats)
