@@ -2,11 +2,15 @@
 
 1. ``geotune pretrain`` on every AID chip, labels unused: offline ImageNet Lite0 continued with
    SimCLR (1 epoch by default, 128 px, batches of 64), timed.
-2. Linear probes at 5 and 20 labels per class, seeds 0-2, 160 px, from the ImageNet weights and
-   from the continued weights, on the same splits (paired).
-Results: benchmarks/results/pretrain_ssl.json.
+2. Linear probes (and with ``--strategies``, any other strategy at its defaults, e.g. lp-ft) at
+   5 and 20 labels per class, seeds 0-2, 160 px, from the ImageNet weights and from the continued
+   weights, on the same splits (paired).
+Results: benchmarks/results/pretrain_ssl.json, or ``--out`` (a re-run continues where it stopped).
+The checkpoint lives in $GEOTUNE_BENCH_RUNS (default: a new temporary folder, so a run without it
+pretrains again).
 
     .venv/bin/python benchmarks/pretrain_ssl.py [--epochs 1] [--method simclr]
+        [--strategies linear-probe,lp-ft] [--budgets 5,20] [--out FILE]
 """
 
 from __future__ import annotations
@@ -42,10 +46,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--method", default="simclr")
+    ap.add_argument("--strategies", default="linear-probe")
+    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
+    budgets = [int(b) for b in args.budgets.split(",")]
+    strategies = args.strategies.split(",")
+    out = args.out
     work = Path(os.environ.get("GEOTUNE_BENCH_RUNS", tempfile.mkdtemp(prefix="gt-ssl-")))
     work.mkdir(parents=True, exist_ok=True)
-    results = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    results = json.loads(out.read_text()) if out.is_file() else {}
     ckpt = work / f"{args.method}-{args.epochs}ep.pt"
     if not ckpt.is_file():
         t0 = time.perf_counter()
@@ -53,31 +63,37 @@ def main() -> None:
                                        epochs=args.epochs, image_size=128, batch_size=64))  # fmt: skip
         results["pretrain"] = {**record, "wall_s": time.perf_counter() - t0}
     weights = {"imagenet": "auto", args.method: str(ckpt)}
-    for name, w in weights.items():
-        for budget in BUDGETS:
-            for seed in SEEDS:
-                key = f"{name}|{budget}|{seed}"
-                if key not in results:
-                    cfg = make_config(
-                        data=DATA, output=work / "runs", strategy="linear-probe", weights=w,
-                        image_size=160, labels_per_class=budget, seed=seed,
-                        name=f"{name}-{budget}-s{seed}",
-                    )  # fmt: skip
-                    r = train(cfg)
-                    results[key] = {
-                        "oa": r.test_metrics["overall_accuracy"],
-                        "feature_time_s": r.summary["feature_time_s"],
-                    }
-                    OUT.parent.mkdir(parents=True, exist_ok=True)
-                    OUT.write_text(json.dumps(results, indent=1, default=str))
-                print(key, f"{100 * results[key]['oa']:.1f}", flush=True)
-    for budget in BUDGETS:
-        a = [results[f"{args.method}|{budget}|{s}"]["oa"] for s in SEEDS]
-        b = [results[f"imagenet|{budget}|{s}"]["oa"] for s in SEEDS]
-        p = stats.ttest_rel(a, b).pvalue
-        print(f"{budget} labels/class: imagenet {interval(b)}, +{args.method} {interval(a)}, "
-              f"difference {interval(np.subtract(a, b))} (paired t p = {p:.3f})")  # fmt: skip
-    print("pretrain:", {k: results["pretrain"][k] for k in ("steps", "chips", "wall_s")})
+    for strategy in strategies:
+        # The linear probe's keys predate --strategies: "weights|budget|seed".
+        tag = "" if strategy == "linear-probe" else f"{strategy}|"
+        for name, w in weights.items():
+            for budget in budgets:
+                for seed in SEEDS:
+                    key = f"{tag}{name}|{budget}|{seed}"
+                    if key not in results:
+                        cfg = make_config(
+                            data=DATA, output=work / "runs", strategy=strategy, weights=w,
+                            image_size=160, labels_per_class=budget, seed=seed,
+                            name=f"{strategy}-{name}-{budget}-s{seed}",
+                        )  # fmt: skip
+                        t0 = time.perf_counter()
+                        r = train(cfg)
+                        results[key] = {
+                            "oa": r.test_metrics["overall_accuracy"],
+                            "feature_time_s": r.summary.get("feature_time_s"),
+                            "wall_s": time.perf_counter() - t0,
+                        }
+                        out.parent.mkdir(parents=True, exist_ok=True)
+                        out.write_text(json.dumps(results, indent=1, default=str))
+                    print(key, f"{100 * results[key]['oa']:.1f}", flush=True)
+        for budget in budgets:
+            a = [results[f"{tag}{args.method}|{budget}|{s}"]["oa"] for s in SEEDS]
+            b = [results[f"{tag}imagenet|{budget}|{s}"]["oa"] for s in SEEDS]
+            p = stats.ttest_rel(a, b).pvalue
+            print(f"{strategy}, {budget} labels/class: imagenet {interval(b)}, +{args.method} "
+                  f"{interval(a)}, difference {interval(np.subtract(a, b))} (paired t p = {p:.3f})")  # fmt: skip
+    if "pretrain" in results:
+        print("pretrain:", {k: results["pretrain"][k] for k in ("steps", "chips", "wall_s")})
 
 
 if __name__ == "__main__":
