@@ -82,7 +82,7 @@ def test_optimizer_sees_only_trainable_parameters(tmp_path, strategy, extra):
 
 def _train_steps(model, policy, prep, pixels, labels, steps=3, lr=1e-2):
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
-    aug = build_augment(prep.size)
+    aug = build_augment(prep.size, True, True, (0.5, 1.0))
     for i in range(steps):
         policy.train_mode(model)
         x = prep.normalize(augment_batch(aug, torch.from_numpy(pixels[i * 4 : i * 4 + 8])))

@@ -116,7 +116,7 @@ def test_augmentation_and_normalisation_work_on_uint16_bands():
 
     prep = Preprocessing(32, (0.5,) * 13, (0.25,) * 13, "bicubic", (0.0,) * 13, (4000.0,) * 13)
     x = torch.randint(0, 8000, (4, 13, 32, 32)).to(torch.int32)
-    out = augment_batch(build_augment(32), x, to_unit=prep.to_unit)
+    out = augment_batch(build_augment(32, True, True, (0.5, 1.0)), x, to_unit=prep.to_unit)
     assert out.shape == (4, 13, 32, 32) and float(out.min()) >= 0 and float(out.max()) <= 1
     plain = prep.normalize(x)
     assert torch.allclose(plain, (torch.clamp(x / 4000, 0, 1) - 0.5) / 0.25, atol=1e-5)

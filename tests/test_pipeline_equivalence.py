@@ -88,7 +88,7 @@ def test_augmentation_is_reproducible_from_the_seed(aid_small, tmp_path):
     folder = scan_folder(aid_small)
     images = decode_folder(folder, 64, PREP.interpolation, cache_dir=tmp_path)
     x = torch.from_numpy(np.array(images.pixels[:16]))  # a writable copy of the memmap
-    augment = build_augment(64)  # the training default: resized crop, flips, quarter turns
+    augment = build_augment(64, True, True, (0.5, 1.0))  # resized crops, flips, quarter turns
 
     def draw(seed: int) -> torch.Tensor:
         torch.manual_seed(seed)  # kornia draws its parameters from torch's global generator

@@ -1,7 +1,8 @@
 """Training augmentations for overhead imagery, applied to whole batches on the training device.
 
 Overhead chips have no canonical 'up', so flips and 90-degree rotations are label-preserving;
-a random resized crop adds scale variation (ground resolution differs between sensors).
+a random resized crop (optional; ``crop_scale`` (1, 1) = none, the training default) adds scale
+variation but cuts away part of the scene that the label describes.
 kornia (as in torchgeo) draws independent parameters per sample on a batched tensor, so this
 runs on the GPU next to the model instead of on CPU loader workers.
 """
@@ -14,7 +15,7 @@ from torch import nn
 
 
 def build_augment(
-    size: int, flips: bool = True, rot90: bool = True, crop_scale=(0.5, 1.0)
+    size: int, flips: bool, rot90: bool, crop_scale: tuple[float, float]
 ) -> nn.Module:
     ops: list[nn.Module] = []
     if tuple(crop_scale) != (1.0, 1.0):
