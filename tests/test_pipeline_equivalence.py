@@ -99,3 +99,18 @@ def test_augmentation_is_reproducible_from_the_seed(aid_small, tmp_path):
     assert torch.equal(a, b), "same seed, different augmented batch"
     assert not torch.equal(a, c), "different seeds gave the same augmented batch"
     assert not torch.equal(a, x.float() / 255), "augmentation left the batch unchanged"
+
+
+def test_the_training_default_turns_and_flips_whole_chips_without_cropping(aid_small, tmp_path):
+    from geotune.config import make_config
+
+    cfg = make_config(data=aid_small)
+    images = decode_folder(scan_folder(aid_small), 64, PREP.interpolation, cache_dir=tmp_path)
+    raw = torch.from_numpy(np.array(images.pixels[:8]))
+    x = raw.float() / 255
+    torch.manual_seed(0)
+    out = augment_batch(build_augment(64, cfg.flips, cfg.rot90, cfg.crop_scale), raw)
+    # No crop, no resampling: every chip comes back as one of its eight D4 transforms.
+    for chip, got in zip(x, out, strict=True):
+        turns = [torch.rot90(v, k, (-2, -1)) for v in (chip, chip.flip(-1)) for k in range(4)]
+        assert any(torch.allclose(got, t, atol=1e-3) for t in turns)  # kornia warps: ~2e-5
