@@ -22,13 +22,18 @@ from geotune.errors import ConfigError
 DEFAULT_PROBE_STAGES = 3
 
 
-def default_probe_stages(net: nn.Module) -> int:
-    """A linear probe's stages when none are asked for: DEFAULT_PROBE_STAGES where ``net``
-    exposes its stages through timm's forward_intermediates (ensembles and composites do not),
-    else 1."""
+def stages_offered(net: nn.Module) -> int:
+    """How many blocks of stage features ``net`` can give (its final features included): 1 for a
+    network without timm's forward_intermediates (ensembles, composites)."""
     if not hasattr(net, "forward_intermediates"):
         return 1
-    return min(DEFAULT_PROBE_STAGES, len(getattr(net, "feature_info", [])) + 1)
+    return len(getattr(net, "feature_info", [])) + 1
+
+
+def default_probe_stages(net: nn.Module) -> int:
+    """A linear probe's stages when none are asked for: DEFAULT_PROBE_STAGES, or fewer where
+    ``net`` offers fewer."""
+    return min(DEFAULT_PROBE_STAGES, stages_offered(net))
 
 
 class StagePooling(nn.Module):
@@ -36,8 +41,8 @@ class StagePooling(nn.Module):
 
     def __init__(self, net: nn.Module, stages: int):
         super().__init__()
-        available = len(getattr(net, "feature_info", [])) + 1
-        if not hasattr(net, "forward_intermediates") or stages > available:
+        available = stages_offered(net)
+        if stages > available:
             raise ConfigError(
                 f"probe_stages {stages} is more than {type(net).__name__} offers "
                 f"({available} with its final features); use at most {available}"
