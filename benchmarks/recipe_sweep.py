@@ -1,17 +1,22 @@
 """The fine-tuning defaults, one knob at a time (issue 13): which of them are worth changing.
 
-Protocol: `geotune train` with no option but the data and split (full fine-tuning: head LR 1e-3,
-backbone at 0.5x, 10 epochs, 1 warmup epoch, label smoothing 0.1, random resized crops at 0.5-1
-of the area, flips and 90-degree rotations, the weights' 224 px), and the same run with exactly
+Protocol: `geotune train` with no option but the data and split (full fine-tuning; when the
+knob sweep ran, commit d38d74f: head LR 1e-3, backbone at 0.5x, 10 epochs, 1 warmup epoch, label
+smoothing 0.1, random resized crops at 0.5-1 of the area, flips and 90-degree rotations, the
+weights' 224 px; crops are off since), and the same run with exactly
 one knob moved per cell. Same split and seed for every cell of a (dataset, seed), so differences
 are paired. Datasets: RSSCN7 (200 px RGB, 20% labelled: 32 train + 8 validation chips per class,
 1,120 test) and eurosat_ms_dev (64 px, 13-band Sentinel-2, 50% labelled: 80 train + 20
 validation, 99 test); AID's 20/80 defaults were measured separately (BENCHMARKS.md), and
 ``aid-10`` checks single knobs at 10 labels per class. Results:
-benchmarks/results/recipe_sweep.json (a re-run continues where it stopped).
+benchmarks/results/recipe_sweep.json, or ``--out`` (a re-run continues where it stopped).
+
+``--strategies`` runs the cells for other strategies at their defaults; the ``old-default`` cell
+restores what each strategy's defaults were before issue 13 changed them, so ``--cells
+default,old-default`` is the before/after table of every strategy's default, side by side.
 
     .venv/bin/python benchmarks/recipe_sweep.py [--datasets rsscn7,eurosat] [--seeds 0,1]
-        [--cells default,lr-3e-4,...]
+        [--cells default,lr-3e-4,...] [--strategies full,lp-ft,...] [--out FILE]
 """
 
 from __future__ import annotations
@@ -55,19 +60,52 @@ CELLS: dict[str, dict] = {
     "crop-none": {"crop_scale": (1.0, 1.0)},
     "crop-0.25": {"crop_scale": (0.25, 1.0)},
     "size-native": {"image_size": "native"},
+    "old-default": {},  # filled per strategy by old_defaults()
+}
+# Options a strategy needs beyond the data: partial has no default depth.
+STRATEGIES: dict[str, dict] = {
+    "full": {},
+    "lp-ft": {},
+    "gradual": {},
+    "partial": {"unfreeze_last": 2},
+    "feature-extraction": {},
+    "linear-probe": {},
+    "knn": {},
 }
 
 
-def run_cell(dataset: str, cell: str, seed: int, runs: Path) -> dict:
+def old_defaults(strategy: str) -> dict:
+    """The defaults that issue 13 changed, as they were before, for the options `strategy` reads.
+
+    Backbone at 0.1x the head's LR (trained backbones), random resized crops at 0.5-1 of the
+    area (trained strategies), final features only (the linear probe; kNN never changed).
+    """
+    if strategy in ("linear-probe", "knn"):
+        return {"probe_stages": [1]}
+    old = {"crop_scale": (0.5, 1.0)}
+    if strategy != "feature-extraction":
+        old["backbone_lr_scale"] = 0.1
+    return old
+
+
+def cell_key(strategy: str, cell: str) -> str:
+    """The cell's name in the results: the full fine-tuning cells keep their first names."""
+    return cell if strategy == "full" else f"{strategy}:{cell}"
+
+
+def run_cell(dataset: str, strategy: str, cell: str, seed: int, runs: Path) -> dict:
     from geotune.config import make_config
     from geotune.engine.trainer import train
 
     data, base, native = DATASETS[dataset]
-    options = dict(CELLS[cell])
+    options = {**STRATEGIES[strategy], **CELLS[cell]}
+    if cell == "old-default":
+        options.update(old_defaults(strategy))
     if options.get("image_size") == "native":
         options["image_size"] = native
+    name = f"{dataset}-{cell_key(strategy, cell).replace(':', '-')}-s{seed}"
     cfg = make_config(
-        data=data, output=runs, seed=seed, name=f"{dataset}-{cell}-s{seed}", **base, **options
+        data=data, output=runs, seed=seed, name=name, strategy=strategy, **base, **options
     )
     t0 = time.perf_counter()
     result = train(cfg)
@@ -89,10 +127,14 @@ def interval(x) -> str:
     return f"{x.mean():+.1f} ± {half:.1f}"
 
 
-def table(results: dict, datasets: list[str], cells: list[str]) -> None:
+def table(results: dict, datasets: list[str], cells: list[str], strategy: str = "full") -> None:
     """Per dataset: each cell's mean OA and its paired difference to the default."""
+    cells = [cell_key(strategy, c) for c in cells]
+    default = cell_key(strategy, "default")
     for dataset in datasets:
-        print(f"\n{dataset}\n| cell | OA per seed | mean | - default (paired) | wall s |")
+        print(
+            f"\n{dataset}, {strategy}\n| cell | OA per seed | mean | - default (paired) | wall s |"
+        )
         print("|---|---|---|---|---|")
         for cell in cells:
             got = {
@@ -102,9 +144,9 @@ def table(results: dict, datasets: list[str], cells: list[str]) -> None:
                 continue
             seeds = sorted(got)
             oa = [got[s]["oa"] for s in seeds]
-            base = [results.get(f"{dataset}|default|{s}") for s in seeds]
+            base = [results.get(f"{dataset}|{default}|{s}") for s in seeds]
             diff = ""
-            if cell != "default" and all(base):
+            if cell != default and all(base):
                 diff = interval(np.subtract(oa, [b["oa"] for b in base]))
             per_seed = " / ".join(f"{100 * v:.2f}" for v in oa)
             wall = np.mean([got[s]["wall_s"] for s in seeds])
@@ -116,22 +158,27 @@ def main() -> None:
     ap.add_argument("--datasets", default="rsscn7,eurosat")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--cells", default=",".join(CELLS))
+    ap.add_argument("--strategies", default="full", help=f"any of {','.join(STRATEGIES)}")
+    ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--table", action="store_true", help="print the table only")
     args = ap.parse_args()
     datasets, cells = args.datasets.split(","), args.cells.split(",")
-    results = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    strategies = args.strategies.split(",")
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     runs = Path(os.environ.get("GEOTUNE_BENCH_RUNS", tempfile.mkdtemp(prefix="gt-sweep-")))
     for seed in [] if args.table else [int(s) for s in args.seeds.split(",")]:
         for dataset in datasets:
-            for cell in cells:
-                key = f"{dataset}|{cell}|{seed}"
-                if key not in results:
-                    results[key] = run_cell(dataset, cell, seed, runs)
-                    OUT.parent.mkdir(parents=True, exist_ok=True)
-                    OUT.write_text(json.dumps(results, indent=1))
-                r = results[key]
-                print(key, f"{100 * r['oa']:.2f}", f"{r['wall_s']:.0f} s", flush=True)
-    table(results, datasets, cells)
+            for strategy in strategies:
+                for cell in cells:
+                    key = f"{dataset}|{cell_key(strategy, cell)}|{seed}"
+                    if key not in results:
+                        results[key] = run_cell(dataset, strategy, cell, seed, runs)
+                        args.out.parent.mkdir(parents=True, exist_ok=True)
+                        args.out.write_text(json.dumps(results, indent=1))
+                    r = results[key]
+                    print(key, f"{100 * r['oa']:.2f}", f"{r['wall_s']:.0f} s", flush=True)
+    for strategy in strategies:
+        table(results, datasets, cells, strategy)
 
 
 if __name__ == "__main__":
