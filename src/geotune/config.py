@@ -22,6 +22,11 @@ from geotune.transfer.strategies import STRATEGIES
 M = TypeVar("M", bound=BaseModel)
 
 
+def backbone_members(name: str) -> list[str]:
+    """The backbones a ``--backbone`` value names: itself, or each member of an ensemble ``a+b``."""
+    return name.split("+")
+
+
 class TrainConfig(BaseModel):
     """Everything that defines a `geotune train` run."""
 
@@ -253,7 +258,8 @@ class TrainConfig(BaseModel):
         stages = self.probe_stages or [1]
         if any(k < 1 for k in stages):
             raise ValueError("probe_stages values must be >= 1 (1 = the final features)")
-        if max(stages) > 1 and ("+" in self.backbone or self.band_init == "composites"):
+        ensemble = len(backbone_members(self.backbone)) > 1
+        if max(stages) > 1 and (ensemble or self.band_init == "composites"):
             raise ValueError(
                 "probe_stages > 1 needs one plain backbone (not an ensemble or composites)"
             )
@@ -282,7 +288,7 @@ class TrainConfig(BaseModel):
             raise ValueError("give either freeze_until or unfreeze_last, not both")
         if spec.check is not None:
             spec.check(self)
-        if "+" in self.backbone and spec.trains_network:
+        if len(backbone_members(self.backbone)) > 1 and spec.trains_network:
             raise ValueError(
                 f"a backbone ensemble ({self.backbone}) serves linear-probe and knn; fine-tune "
                 "one backbone"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from geotune.config import TrainConfig
+from geotune.config import TrainConfig, backbone_members
 from geotune.engine.prepare import Prepared, prepare
 
 FEW_LABELS = 30
@@ -59,7 +59,7 @@ def choose_strategy(prep: Prepared) -> tuple[str, dict]:
     counts = np.bincount(labels[prep.indices("train")], minlength=len(prep.classes))
     per_class = float(np.median(counts[counts > 0]))
     record: dict = {"train_chips_per_class_median": per_class}
-    if "+" in prep.config.backbone:
+    if len(backbone_members(prep.config.backbone)) > 1:
         return "linear-probe", {**record, "why": "an ensemble of frozen backbones serves probes"}
     stem = prep.stem or {}
     if stem and stem.get("band_init") != "composites":

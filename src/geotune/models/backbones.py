@@ -23,6 +23,7 @@ import timm
 import torch
 from torch import nn
 
+from geotune.config import backbone_members
 from geotune.errors import WeightsError
 from geotune.models import geoembed
 from geotune.models.pretrained import (
@@ -417,7 +418,7 @@ def create_backbone(
 
     Returns the model, its preprocessing, and a description of the weights actually loaded.
     """
-    if "+" in name:
+    if len(backbone_members(name)) > 1:
         return _ensemble(name, weights, in_chans)
     source = resolve_source(name, weights)
     if source == "offline":
@@ -462,7 +463,7 @@ def _ensemble(name: str, weights: str, in_chans: int) -> tuple[nn.Module, Prepro
             f"backbone ensemble '{name}' takes --weights {', '.join(WEIGHT_SOURCES)} for every "
             f"member; '{weights}' fits one backbone"
         )
-    names = name.split("+")
+    names = backbone_members(name)
     if len(set(names)) < len(names) or not all(names):
         raise WeightsError(f"backbone ensemble '{name}' must name different backbones, e.g. a+b")
     built = [create_backbone(n, weights, in_chans) for n in names]
