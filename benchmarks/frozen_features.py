@@ -38,6 +38,8 @@ VARIANTS = {
     "lp-stages3": {"probe_stages": [3]},
     "lp-stages": {"probe_stages": [1, 2, 3]},
     "lp-d4": {"tta": "d4"},
+    # The README's main command: today's default probe (3 stages) with two rotation views.
+    "lp-stages3-rot2": {"probe_stages": [3], "tta": "rot2"},
 }
 BUDGETS, SEEDS = (5, 20), (0, 1, 2)
 
