@@ -51,6 +51,7 @@ CELLS: dict[str, dict] = {
     "default": {},
     "lr-3e-4": {"lr": 3e-4},
     "lr-3e-3": {"lr": 3e-3},
+    "lr-1e-2": {"lr": 1e-2},
     # Layer-wise decay instead of one backbone scale: the top backbone group at the head's rate.
     "layer-decay-0.7": {"backbone_lr_scale": 1.0, "layer_decay": 0.7},
     "epochs-5": {"epochs": 5},
