@@ -66,9 +66,10 @@ def main() -> None:
     for strategy in strategies:
         # The linear probe's keys predate --strategies: "weights|budget|seed".
         tag = "" if strategy == "linear-probe" else f"{strategy}|"
-        for name, w in weights.items():
-            for budget in budgets:
-                for seed in SEEDS:
+        # Both weights for a seed before the next seed: a run stopped early leaves pairs.
+        for budget in budgets:
+            for seed in SEEDS:
+                for name, w in weights.items():
                     key = f"{tag}{name}|{budget}|{seed}"
                     if key not in results:
                         cfg = make_config(
