@@ -75,6 +75,7 @@ def test_cli_run_folder_is_complete(cli_run):
     assert summary["phases"][0]["trainable_groups"] == ["blocks.5", "blocks.6", "head"]
     assert 0 < summary["trainable_params"] < summary["total_params"]
     assert summary["cudnn_benchmark"] is False  # never on CPU
+    assert summary["cudnn"] is False
     rows = (cli_run / "metrics.csv").read_text().strip().splitlines()
     assert (
         rows[0].startswith("epoch,phase,lr,train_loss,train_accuracy,val_loss,val_accuracy")
@@ -214,6 +215,23 @@ def test_cudnn_autotuning_only_where_it_pays_back():
         "off", cuda, 10**9
     )
     assert not resolve_cudnn_benchmark("on", cpu, 10**9)
+
+
+def test_cudnn_off_only_for_short_runs_of_depthwise_models():
+    import timm
+
+    from geotune.engine.fabric import CUDNN_PAYS_BACK_IMAGES, has_depthwise_convs, resolve_cudnn
+
+    lite0 = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    resnet = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    assert has_depthwise_convs(lite0) and not has_depthwise_convs(resnet)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    short, long = CUDNN_PAYS_BACK_IMAGES - 1, CUDNN_PAYS_BACK_IMAGES
+    assert not resolve_cudnn("auto", cuda, lite0, short)
+    assert resolve_cudnn("auto", cuda, lite0, long)
+    assert resolve_cudnn("auto", cuda, resnet, short)
+    assert resolve_cudnn("on", cuda, lite0, 1) and not resolve_cudnn("off", cuda, resnet, 10**9)
+    assert not resolve_cudnn("on", cpu, resnet, 10**9)
 
 
 def test_metrics_agree_with_scikit_learn():

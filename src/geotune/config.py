@@ -205,6 +205,11 @@ class TrainConfig(BaseModel):
         description="CUDA: cuDNN autotuning (faster steps after a one-off warm-up); auto = on "
         "when epochs x training chips >= 100,000",
     )
+    cudnn: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="CUDA: cuDNN convolutions; auto = off for depthwise models (EfficientNet, "
+        "MobileNet) in runs under 20,000 chip passes, which cannot repay its warm-up",
+    )
     output: Path = Field(Path("runs"), description="folder that holds run folders")
     name: str | None = Field(None, description="run folder name (default: generated)")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -58,6 +60,42 @@ def resolve_cudnn_benchmark(setting: str, device: torch.device, planned_images: 
     if device.type != "cuda" or setting == "off":
         return False
     return setting == "on" or planned_images >= BENCHMARK_PAYS_BACK_IMAGES
+
+
+# cuDNN itself costs a warm-up for models with depthwise convolutions (EfficientNet, MobileNet,
+# ConvNeXt): cuDNN 9 compiles a plan for each new depthwise shape, batch sizes included. Measured on
+# an H200 (BENCHMARKS.md "GPU"), Lite0 in geotune, 870 chips x 6 epochs: first epoch 27-42 s with
+# cuDNN, 3 s without; steady 840 vs 370 images/s, so cuDNN pays back after ~20,000 training images.
+# ResNets (no depthwise convolutions) warm up in ~1 s with cuDNN and run 5x slower without it.
+CUDNN_PAYS_BACK_IMAGES = 20_000
+
+
+def has_depthwise_convs(model: torch.nn.Module) -> bool:
+    """Whether any convolution is grouped (depthwise convolutions are the grouped ones in use)."""
+    return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in model.modules())
+
+
+def resolve_cudnn(
+    setting: str, device: torch.device, model: torch.nn.Module, planned_images: int
+) -> bool:
+    """Whether CUDA convolutions go through cuDNN: ``auto`` = yes, except for runs of depthwise
+    models too short to repay cuDNN's per-shape compilation."""
+    if device.type != "cuda" or setting == "off":
+        return False
+    if setting == "on":
+        return True
+    return planned_images >= CUDNN_PAYS_BACK_IMAGES or not has_depthwise_convs(model)
+
+
+@contextmanager
+def cudnn_enabled(enabled: bool) -> Iterator[None]:
+    """``torch.backends.cudnn.enabled`` for one block (the switch is process-wide)."""
+    saved = torch.backends.cudnn.enabled
+    torch.backends.cudnn.enabled = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.enabled = saved
 
 
 def make_fabric(config: TrainConfig) -> Fabric:

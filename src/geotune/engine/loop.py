@@ -21,7 +21,12 @@ from torch import nn
 from geotune.data.augment import augment_batch, build_augment
 from geotune.data.balance import balanced_class_weights, balanced_draw
 from geotune.data.batches import index_batches, load_batch, prefetch, shard
-from geotune.engine.fabric import make_fabric, resolve_cudnn_benchmark, resolve_precision
+from geotune.engine.fabric import (
+    make_fabric,
+    resolve_cudnn,
+    resolve_cudnn_benchmark,
+    resolve_precision,
+)
 from geotune.engine.predict import predict
 from geotune.engine.prepare import Prepared
 from geotune.errors import DataError
@@ -97,8 +102,14 @@ class Engine:
         # channels_last: 1.5x (train) to 4x (inference) faster on CPU (oneDNN) as well as GPU.
         self.raw = prep.model.to(device=self.device, memory_format=torch.channels_last)
         n_train = len(prep.indices("train"))
-        self.cudnn_benchmark = not config.deterministic and resolve_cudnn_benchmark(
-            config.cudnn_benchmark, self.device, config.epochs * n_train
+        planned = config.epochs * n_train
+        # Process-wide switches, like cudnn.benchmark: a training run owns its process.
+        self.cudnn = resolve_cudnn(config.cudnn, self.device, self.raw, planned)
+        torch.backends.cudnn.enabled = self.cudnn or self.device.type != "cuda"
+        self.cudnn_benchmark = (
+            self.cudnn
+            and not config.deterministic
+            and resolve_cudnn_benchmark(config.cudnn_benchmark, self.device, planned)
         )
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
         self.forward_module = torch.compile(self.raw) if config.compile else self.raw

@@ -27,7 +27,7 @@ from geotune.data.batches import iterate_batches
 from geotune.data.cache import ArrayCache
 from geotune.data.decode import DecodedImages
 from geotune.data.folder import cache_root
-from geotune.engine.fabric import resolve_device
+from geotune.engine.fabric import cudnn_enabled, resolve_cudnn, resolve_device
 from geotune.engine.outputs import finish_run, write_run_header
 from geotune.engine.prepare import Prepared, RunResult
 from geotune.models.backbones import Preprocessing
@@ -272,20 +272,23 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
     candidates = config.probe_stages or [default]
     stages = max(candidates)
     backbone = prep.model.backbone if stages == 1 else StagePooling(prep.model.backbone, stages)
-    computed = cached_features(
-        backbone,
-        config.backbone,
-        prep.weights,
-        prep.preprocessing,
-        prep.images,
-        config.tta,
-        config.seed,
-        max(64, config.batch_size),
-        device,
-        config.feature_engine,
-        console.log,
-        stages,
-    )
+    passes = len(prep.images.pixels) * len(TTA_VIEWS[config.tta])
+    cudnn = resolve_cudnn(config.cudnn, device, backbone, passes)
+    with cudnn_enabled(cudnn or device.type != "cuda"):
+        computed = cached_features(
+            backbone,
+            config.backbone,
+            prep.weights,
+            prep.preprocessing,
+            prep.images,
+            config.tta,
+            config.seed,
+            max(64, config.batch_size),
+            device,
+            config.feature_engine,
+            console.log,
+            stages,
+        )
     feats, from_cache, per_chip = computed.values, computed.from_cache, computed.seconds_per_chip
     feat_time = time.perf_counter() - t0
     how = f"{computed.engine}" + (
@@ -322,6 +325,7 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
         "total_params": sum(p.numel() for p in prep.model.parameters()),
         "peak_memory_mb": peak_memory_mb(device),
         "device": str(device),
+        "cudnn": cudnn,
         "note": f"views '{config.tta}' are averaged into every chip's features, "
         "train and test alike",
     }

@@ -245,6 +245,7 @@ def _summary(engine: Engine, state: TrainState, phase_log: list[dict], test_time
         "device": str(engine.device),
         "precision": engine.precision,
         "compile": cfg.compile,
+        "cudnn": engine.cudnn,
         "cudnn_benchmark": engine.cudnn_benchmark,
         "history": history,
     }

@@ -110,6 +110,7 @@ class RunSummary(Artifact):
     test_images_per_s: float | None = None
     precision: str | None = None
     compile: bool = False
+    cudnn: bool = False  # CUDA convolutions through cuDNN (engine/fabric.resolve_cudnn)
     cudnn_benchmark: bool = False  # cuDNN autotuning (CUDA runs long enough to repay it)
     history: list[dict[str, Any]] = []
     # cached-feature strategies (linear-probe, knn)
