@@ -79,11 +79,14 @@ def old_defaults(strategy: str) -> dict:
     """The defaults that issue 13 changed, as they were before, for the options `strategy` reads.
 
     Backbone at 0.1x the head's LR (trained backbones), random resized crops at 0.5-1 of the
-    area (trained strategies), final features only (the linear probe; kNN never changed).
+    area (trained strategies), final features only (the linear probe and feature extraction;
+    kNN never changed).
     """
     if strategy in ("linear-probe", "knn"):
         return {"probe_stages": [1]}
     old = {"crop_scale": (0.5, 1.0)}
+    if strategy == "feature-extraction":
+        old["probe_stages"] = [1]
     if strategy != "feature-extraction":
         old["backbone_lr_scale"] = 0.1
     return old

@@ -151,6 +151,19 @@ def test_strategies_train_and_learn(aid_small, tmp_path, strategy):
     # 4 clearly different scene classes: real pretrained features separate them well above chance.
     assert result.test_metrics["overall_accuracy"] > 0.5
     assert before["classes"] == ["Airport", "Beach", "Forest", "River"]
+    if strategy == "feature-extraction":
+        # The head reads the probe's default pooled stages; the frozen backbone is the pretrained one.
+        from geotune.models.classifier import build_classifier, load_classifier
+        from geotune.models.stages import StagePooling
+
+        assert before["probe_stages"] == 3 and result.summary["probe_stages"] == 3
+        model, _, _ = load_classifier(result.run_dir / "checkpoints" / "best.pt")
+        assert isinstance(model.backbone, StagePooling) and model.backbone.stages == 3
+        fresh, _, _ = build_classifier(config.backbone, config.weights, 4)
+        for name, w in fresh.backbone.state_dict().items():
+            assert torch.equal(model.backbone.net.state_dict()[name], w), name
+    else:
+        assert "probe_stages" not in before and result.summary["probe_stages"] == 1
 
 
 @pytest.mark.slow
@@ -166,6 +179,22 @@ def test_cli_errors_are_one_line(tmp_path, aid_small):
     proc = run_cli("train", "--data", tmp_path / "nope", check=False)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_feature_extraction_head_reads_pooled_stages(tmp_path):
+    from geotune.engine.prepare import pool_stages
+    from geotune.models.classifier import build_classifier
+    from geotune.models.stages import StagePooling
+
+    for stages, width in ((None, 1280 + 320 + 112), ([1], 1280), ([2], 1280 + 320)):
+        config = make_config(data=tmp_path, strategy="feature-extraction", probe_stages=stages)
+        model, _, _ = build_classifier("tf_efficientnet_lite0", "offline", 5)
+        pool_stages(model, config)
+        assert isinstance(model.backbone, StagePooling) == (width != 1280)
+        assert model.head[-1].in_features == width
+        assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 5)
+    with pytest.raises(ConfigError, match="feature-extraction trains one head: give one"):
+        make_config(data=tmp_path, strategy="feature-extraction", probe_stages=[1, 3])
 
 
 def test_bad_config_values_name_the_key(tmp_path):

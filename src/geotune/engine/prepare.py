@@ -18,7 +18,8 @@ from geotune.data.splits import make_split, read_split
 from geotune.engine.bands import band_model, band_preprocessing
 from geotune.errors import ConfigError, DataError
 from geotune.models.backbones import Preprocessing
-from geotune.models.classifier import SceneClassifier, build_classifier
+from geotune.models.classifier import SceneClassifier, build_classifier, wrap_stages
+from geotune.models.stages import default_probe_stages
 from geotune.transfer.groups import LayerGroup, layer_groups
 from geotune.transfer.optim import lr_multipliers
 from geotune.transfer.strategies import Phase, plan_phases
@@ -61,7 +62,13 @@ class Prepared:
             "head_dropout": c.head_dropout,
             "preprocessing": self.preprocessing.to_dict(),
             **({"bands": self.band_record()} if self.images.layout else {}),
+            **({"probe_stages": self.stages} if self.stages > 1 else {}),
         }
+
+    @property
+    def stages(self) -> int:
+        """Pooled stages the head reads (feature extraction; 1 = the final features)."""
+        return getattr(self.model.backbone, "stages", 1)
 
     def band_record(self) -> dict | None:
         """The bands a multispectral run used (checkpoint and summary); None for RGB runs."""
@@ -120,6 +127,8 @@ def prepare(
         )
     else:
         model, prep, weights, stem = band_model(config, layout, len(folder.classes))
+    if config.strategy == "feature-extraction":
+        pool_stages(model, config)
     t0 = time.perf_counter()
     images = decode_folder(
         folder,
@@ -152,6 +161,15 @@ def prepare(
     lr_multipliers(config, groups)  # validates group_lr names before anything is written
     phases = [] if config.uses_cached_features() else plan_phases(config, groups)
     return Prepared(config, images, split, model, prep, weights, groups, phases, stem)
+
+
+def pool_stages(model: SceneClassifier, config: TrainConfig) -> None:
+    """Feature extraction's head reads the same pooled stages as the linear probe's default:
+    the frozen backbone's layers are the probe's, and only the head differs (BENCHMARKS.md)."""
+    stages = config.probe_stages[0] if config.probe_stages else None
+    stages = stages or default_probe_stages(model.backbone)
+    if stages > 1:
+        wrap_stages(model, stages, config.head, config.head_dropout)
 
 
 def _check_split(split: np.ndarray, config: TrainConfig) -> None:

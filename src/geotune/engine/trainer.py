@@ -222,6 +222,7 @@ def _summary(engine: Engine, state: TrainState, phase_log: list[dict], test_time
     return {
         "phases": phase_log,
         "bn_policy": cfg.bn_policy,
+        "probe_stages": engine.prep.stages,  # pooled stages the head reads (feature extraction)
         "bn_note": state.bn_note,
         "trainable_params": max((p["trainable_params"] for p in phase_log), default=trainable),
         "total_params": total,

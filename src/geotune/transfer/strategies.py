@@ -108,6 +108,14 @@ def _check_partial(config: TrainConfig) -> None:
         raise ValueError("strategy 'partial' needs exactly one of freeze_until or unfreeze_last")
 
 
+def _check_feature_extraction(config: TrainConfig) -> None:
+    if config.probe_stages and len(config.probe_stages) > 1:
+        raise ValueError(
+            "feature-extraction trains one head: give one probe_stages value "
+            f"(got {config.probe_stages}); the linear probe tries several"
+        )
+
+
 def _check_lp_ft(config: TrainConfig) -> None:
     if config.head_epochs >= config.epochs:
         raise ValueError(
@@ -149,8 +157,10 @@ register_strategy(
 register_strategy(
     StrategySpec(
         "feature-extraction",
-        "a new head on a frozen backbone, with augmentation",
+        "a new head on a frozen backbone's pooled stages (probe_stages), with augmentation",
         plan=lambda c, g: [Phase("feature-extraction", c.epochs, _frozen_backbone(g))],
+        options=("probe_stages",),
+        check=_check_feature_extraction,
     )
 )
 register_strategy(
