@@ -193,6 +193,13 @@ def test_feature_extraction_head_reads_pooled_stages(tmp_path):
         assert isinstance(model.backbone, StagePooling) == (width != 1280)
         assert model.head[-1].in_features == width
         assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 5)
+    # A backbone whose own `stages` attribute is a module (timm ConvNeXt) reads the final features.
+    from geotune.engine.prepare import Prepared
+
+    convnext, _, _ = build_classifier("convnext_atto", "random", 5)
+    assert Prepared(config, None, None, convnext, None, "random", [], []).stages == 1
+    pooled = Prepared(config, None, None, model, None, "offline", [], [])
+    assert pooled.stages == 2  # the last loop's model pools 2 stages
     with pytest.raises(ConfigError, match="feature-extraction trains one head: give one"):
         make_config(data=tmp_path, strategy="feature-extraction", probe_stages=[1, 3])
 

@@ -19,7 +19,7 @@ from geotune.engine.bands import band_model, band_preprocessing
 from geotune.errors import ConfigError, DataError
 from geotune.models.backbones import Preprocessing
 from geotune.models.classifier import SceneClassifier, build_classifier, wrap_stages
-from geotune.models.stages import default_probe_stages
+from geotune.models.stages import StagePooling, default_probe_stages
 from geotune.transfer.groups import LayerGroup, layer_groups
 from geotune.transfer.optim import lr_multipliers
 from geotune.transfer.strategies import Phase, plan_phases
@@ -68,7 +68,8 @@ class Prepared:
     @property
     def stages(self) -> int:
         """Pooled stages the head reads (feature extraction; 1 = the final features)."""
-        return getattr(self.model.backbone, "stages", 1)
+        net = self.model.backbone  # timm's own `stages` (ConvNeXt, ...) is a module, not a count
+        return net.stages if isinstance(net, StagePooling) else 1
 
     def band_record(self) -> dict | None:
         """The bands a multispectral run used (checkpoint and summary); None for RGB runs."""
