@@ -87,7 +87,7 @@ def old_defaults(strategy: str) -> dict:
     old = {"crop_scale": (0.5, 1.0)}
     if strategy == "feature-extraction":
         old["probe_stages"] = [1]
-    if strategy != "feature-extraction":
+    else:
         old["backbone_lr_scale"] = 0.1
     return old
 

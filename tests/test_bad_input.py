@@ -237,6 +237,7 @@ MATRIX = [
     (T, "probe stages of an ensemble", lambda w: [T, "--data", w.data, *w.stub, "--backbone", f"{STUB_BACKBONE}+test_resnet", "--strategy", "linear-probe", "--probe-stages", "2"], "one plain backbone"),
     (T, "unknown feature engine", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "linear-probe", "--feature-engine", "tensorrt"], "feature_engine"),
     (T, "unknown cudnn benchmark", lambda w: [T, "--data", w.data, *w.stub, "--cudnn-benchmark", "sometimes"], "cudnn_benchmark"),
+    (T, "feature extraction given several probe stages", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "feature-extraction", "--probe-stages", "1,3"], "give one probe_stages value"),
     (T, "unknown cudnn setting", lambda w: [T, "--data", w.data, *w.stub, "--cudnn", "sometimes"], "cudnn"),
     (T, "negative lr", lambda w: [T, "--data", w.data, *w.stub, "--lr", "-1"], "'lr'"),
     (T, "train fraction > 1", lambda w: [T, "--data", w.data, *w.stub, "--train-fraction", "1.5"], "train_fraction"),
