@@ -73,6 +73,7 @@ STRATEGIES: dict[str, dict] = {
     "feature-extraction": {},
     "linear-probe": {},
     "knn": {},
+    "auto": {},  # what `--strategy auto` chooses for the data (engine/auto.py)
 }
 
 

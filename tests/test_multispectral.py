@@ -17,6 +17,7 @@ from geotune.config import make_config
 from geotune.data.bands import BandRequest, band_statistics
 from geotune.data.decode import decode_folder
 from geotune.data.folder import scan_folder
+from geotune.engine import auto
 from geotune.errors import ConfigError, DataError
 
 EUROSAT_MS = REPO.parent / "shared" / "datasets" / "eurosat_ms_dev"
@@ -172,6 +173,33 @@ def test_offline_rgb_weights_are_adapted_to_13_bands(ms_small, tmp_path):
             p.normalize(torch.from_numpy(prep.images.pixels[:4].astype(np.int32)))
         )
     assert torch.isfinite(feats).all()
+
+
+@pytest.mark.slow
+def test_auto_probes_composites_with_few_labels_and_fine_tunes_a_rewired_stem(
+    ms_small, tmp_path, monkeypatch
+):
+    from rich.console import Console
+
+    from geotune.engine.prepare import prepare
+
+    cfg = make_config(
+        data=ms_small, output=tmp_path, band_names=S2, image_size=64, train_fraction=0.5,
+        strategy="auto",
+    )  # fmt: skip
+    # 3 training chips per class: a probe, on composites rather than a rewired stem.
+    chosen, record = auto.resolve_auto(cfg, Console(quiet=True))
+    assert (chosen.strategy, chosen.band_init) == ("linear-probe", "composites")
+    assert "composites" in record["why"] and record["chose"] == "linear-probe"
+    # A --band-init the user gave is kept: the probe reads the rewired stem.
+    rewired = prepare(cfg.model_copy(update={"strategy": "linear-probe", "band_init": "mean"}))
+    assert rewired.stem["band_init"] == "mean"
+    strategy, record = auto.choose_strategy(rewired)
+    assert strategy == "linear-probe" and "band_init" not in record
+    # Enough labels: a rewired stem is fine-tuned with the rest from the first step.
+    monkeypatch.setattr(auto, "FEW_LABELS", 2)
+    strategy, record = auto.choose_strategy(rewired)
+    assert strategy == "full" and "rewired" in record["why"]
 
 
 def _stub_13_band_weights(path: Path) -> Path:
