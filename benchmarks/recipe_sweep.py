@@ -62,6 +62,8 @@ CELLS: dict[str, dict] = {
     "crop-none": {"crop_scale": (1.0, 1.0)},
     "crop-0.25": {"crop_scale": (0.25, 1.0)},
     "size-native": {"image_size": "native"},
+    # kNN reads the final features by default; this cell asks for the probe's three stages.
+    "stages-3": {"probe_stages": [3]},
     "old-default": {},  # filled per strategy by old_defaults()
 }
 # Options a strategy needs beyond the data: partial has no default depth.

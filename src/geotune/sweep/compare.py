@@ -118,7 +118,7 @@ def make_compare_config(**values: Any) -> CompareConfig:
     if "auto" in config.strategies:
         raise ConfigError(
             "compare measures strategies side by side and auto picks one of them; compare "
-            "the ones auto chooses among (linear-probe, lp-ft) instead"
+            "the ones auto chooses among (linear-probe, lp-ft, full) instead"
         )
     # Validate the per-run options once, up front, with the same messages as `geotune train`.
     for p in pretrainings(config):
