@@ -62,7 +62,7 @@ CELLS: dict[str, dict] = {
     "crop-none": {"crop_scale": (1.0, 1.0)},
     "crop-0.25": {"crop_scale": (0.25, 1.0)},
     "size-native": {"image_size": "native"},
-    # kNN reads the final features by default; this cell asks for the probe's three stages.
+    # Three pooled stages asked for explicitly (kNN's default before it became its default).
     "stages-3": {"probe_stages": [3]},
     "old-default": {},  # filled per strategy by old_defaults()
 }
@@ -83,8 +83,8 @@ def old_defaults(strategy: str) -> dict:
     """The defaults that issue 13 changed, as they were before, for the options `strategy` reads.
 
     Backbone at 0.1x the head's LR (trained backbones), random resized crops at 0.5-1 of the
-    area (trained strategies), final features only (the linear probe and feature extraction;
-    kNN never changed).
+    area (trained strategies), final features only (the linear probe, kNN and feature
+    extraction).
     """
     if strategy in ("linear-probe", "knn"):
         return {"probe_stages": [1]}

@@ -214,9 +214,10 @@ def test_linear_probe_reuses_cached_features(aid_small, tmp_path, monkeypatch):
         and not first.summary["features_from_cache"]
     )
     assert first.test_metrics["overall_accuracy"] > 0.6
-    # kNN defaults to the final features; with the probe's default stages it reuses its cache.
-    knn = train(make_config(name="c", **{**base, "strategy": "knn", "probe_stages": [3]}))
+    # kNN reads the probe's default stages, so it reuses the probe's cache.
+    knn = train(make_config(name="c", **{**base, "strategy": "knn"}))
     assert len(calls) == 1 and knn.summary["features_from_cache"]
+    assert knn.summary["probe_stages"] == 3
     # Other preprocessing (input size) means other features: the cache is not used.
     train(make_config(name="d", **{**base, "image_size": 72}))
     assert len(calls) == 2

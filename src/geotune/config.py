@@ -124,7 +124,7 @@ class TrainConfig(BaseModel):
         min_length=1,
         description="stages whose pooled outputs the probe concatenates, tried on validation "
         "(1 = the final features; 3 = final + the last two stages); default: 3 for a linear "
-        "probe or feature extraction (one value: its head's input) on one backbone that "
+        "probe, knn or feature extraction (one value: its head's input) on one backbone that "
         "exposes its stages, else 1",
     )
     feature_engine: Literal["auto", "torch", "onnxruntime"] = Field(
