@@ -191,6 +191,9 @@ def test_auto_probes_composites_with_few_labels_and_fine_tunes_a_rewired_stem(
     chosen, record = auto.resolve_auto(cfg, Console(quiet=True))
     assert (chosen.strategy, chosen.band_init) == ("linear-probe", "composites")
     assert "composites" in record["why"] and record["chose"] == "linear-probe"
+    # Composites pool no stages: asking for three keeps the rewired stem, without an error.
+    staged, _ = auto.resolve_auto(cfg.model_copy(update={"probe_stages": [3]}), Console(quiet=True))
+    assert (staged.strategy, staged.band_init) == ("linear-probe", None)
     # A --band-init the user gave is kept: the probe reads the rewired stem.
     rewired = prepare(cfg.model_copy(update={"strategy": "linear-probe", "band_init": "mean"}))
     assert rewired.stem["band_init"] == "mean"

@@ -73,7 +73,8 @@ def choose_strategy(prep: Prepared) -> tuple[str, dict]:
     stem = prep.stem or {}
     rewired = bool(stem) and stem.get("band_init") != "composites"
     if per_class < FEW_LABELS:
-        if rewired and prep.config.band_init is None:
+        # Composites pool no stages: a user who asked for more keeps the rewired stem.
+        if rewired and prep.config.band_init is None and max(prep.config.probe_stages or [1]) == 1:
             strategy, why = label_rule(per_class, None)
             why += "; multispectral bands as false-colour composites (the stem left as trained)"
             return strategy, {**record, "why": why, "band_init": "composites"}

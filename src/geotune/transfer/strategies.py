@@ -150,7 +150,7 @@ register_strategy(
     StrategySpec(
         "knn",
         "cosine k-nearest neighbours on cached frozen features, k chosen on validation",
-        options=("knn_k", "feature_engine"),
+        options=("knn_k", "probe_stages", "feature_engine"),
         probe_kind="knn",
     )
 )
