@@ -11,8 +11,9 @@
 #   SSL=1 bash benchmarks/gpu_device.sh prepare     # here: every second AID chip at 128 px
 #     (JPEG q80, 5,000 chips, 26 MB) into .devdata/, lightly's wheels into .whl/
 #   bash benchmarks/gpu_device.sh ssl       # there: `geotune pretrain` SimCLR from ImageNet Lite0,
-#     as many epochs as fit in SSL_S seconds (one epoch timed first); the checkpoint comes back
-#     in $OUT for the probes here: benchmarks/pretrain_ssl.py --checkpoint $OUT/simclr-gpu.pt
+#     128 px, batch 256, lr 3e-4, for each of SSL_EPOCHS (default 10; 23 s on an H200); the
+#     checkpoints come back in $OUT for the probes here:
+#     benchmarks/pretrain_ssl.py --checkpoint simclr-gpu-10ep.pt --name simclr-gpu10
 # The subset is the first CHIPS (60) files of every AID class (1,800 chips, 27 MB), so the split is
 # 60/20/20 and the epochs more (6): enough steps per epoch for a steady-state throughput.
 set -euo pipefail
@@ -79,24 +80,21 @@ ssl)
     --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD/src HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
   OUT=${OUT:-benchmarks/results}
-  SSL_S=${SSL_S:-240} python3 - <<'PY' 2>&1 | tee "$OUT/ssl.log"
-import json, os, time
+  SSL_EPOCHS=${SSL_EPOCHS:-10} python3 - <<'PY' 2>&1 | tee "$OUT/ssl.log"
+import json, os
 from pathlib import Path
 
 from geotune.config import build_config
 from geotune.pretrain.config import PretrainConfig
 from geotune.pretrain.run import pretrain
 
-out, budget = Path(os.environ["OUT"]), float(os.environ["SSL_S"])
+out = Path(os.environ["OUT"])
 common = dict(data=".devdata/aid_ssl", method="simclr", image_size=128, batch_size=256, lr=3e-4)
-t0 = time.perf_counter()
-probe = pretrain(build_config(PretrainConfig, output="/tmp/probe.pt", epochs=1, **common))
-epoch_s = probe["seconds_this_run"]
-epochs = max(1, int((budget - (time.perf_counter() - t0)) / (epoch_s * 1.1)))
-print(f"one epoch {epoch_s:.1f} s: {epochs} epochs", flush=True)
-record = pretrain(build_config(PretrainConfig, output=out / "simclr-gpu.pt", epochs=epochs, **common))
-(out / "ssl.json").write_text(json.dumps({"probe": probe, "run": record}, indent=1, default=str))
-print({k: record[k] for k in ("epochs", "steps", "chips", "seconds_this_run")})
+for epochs in map(int, os.environ["SSL_EPOCHS"].split()):
+    ckpt = out / f"simclr-gpu-{epochs}ep.pt"
+    record = pretrain(build_config(PretrainConfig, output=ckpt, epochs=epochs, **common))
+    (out / f"ssl-{epochs}ep.json").write_text(json.dumps(record, indent=1, default=str))
+    print({k: record[k] for k in ("epochs", "steps", "chips", "seconds_this_run")})
 PY
   ;;
 *) echo "usage: bash benchmarks/gpu_device.sh prepare|run|sweep|ssl" >&2; exit 2 ;;
