@@ -19,7 +19,7 @@ from geotune.engine.bands import band_model, band_preprocessing
 from geotune.errors import ConfigError, DataError
 from geotune.models.backbones import Preprocessing
 from geotune.models.classifier import SceneClassifier, build_classifier, wrap_stages
-from geotune.models.stages import StagePooling, default_probe_stages
+from geotune.models.stages import StagePooling, stage_candidates
 from geotune.transfer.groups import LayerGroup, layer_groups
 from geotune.transfer.optim import lr_multipliers
 from geotune.transfer.strategies import Phase, plan_phases
@@ -167,8 +167,7 @@ def prepare(
 def pool_stages(model: SceneClassifier, config: TrainConfig) -> None:
     """Feature extraction's head reads the same pooled stages as the linear probe's default:
     the frozen backbone's layers are the probe's, and only the head differs (BENCHMARKS.md)."""
-    stages = config.probe_stages[0] if config.probe_stages else None
-    stages = stages or default_probe_stages(model.backbone)
+    stages = max(stage_candidates(config.probe_stages, model.backbone))  # one value (checked)
     if stages > 1:
         wrap_stages(model, stages, config.head, config.head_dropout)
 

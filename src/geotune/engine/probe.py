@@ -32,7 +32,7 @@ from geotune.engine.outputs import finish_run, write_run_header
 from geotune.engine.prepare import Prepared, RunResult
 from geotune.models.backbones import Preprocessing
 from geotune.models.classifier import save_classifier, signed_power, wrap_stages
-from geotune.models.stages import StagePooling, default_probe_stages, stage_width
+from geotune.models.stages import StagePooling, stage_candidates, stage_width
 from geotune.runs.metering import peak_memory_mb, reset_peak_memory
 from geotune.runs.rundir import new_run
 from geotune.transfer.strategies import get_strategy
@@ -268,7 +268,7 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
     t0 = time.perf_counter()
     kind = get_strategy(config.strategy).probe_kind
     # kNN too: three pooled stages gained on 8 of 9 seeds over three datasets (BENCHMARKS.md).
-    candidates = config.probe_stages or [default_probe_stages(prep.model.backbone)]
+    candidates = stage_candidates(config.probe_stages, prep.model.backbone)
     stages = max(candidates)
     backbone = prep.model.backbone if stages == 1 else StagePooling(prep.model.backbone, stages)
     passes = len(prep.images.pixels) * len(TTA_VIEWS[config.tta])

@@ -36,6 +36,12 @@ def default_probe_stages(net: nn.Module) -> int:
     return min(DEFAULT_PROBE_STAGES, stages_offered(net))
 
 
+def stage_candidates(requested: list[int] | None, net: nn.Module) -> list[int]:
+    """The stage counts a frozen-feature classifier (probe, kNN, feature extraction) considers:
+    those asked for (``probe_stages``), else ``net``'s default."""
+    return list(requested) if requested else [default_probe_stages(net)]
+
+
 class StagePooling(nn.Module):
     """``net``'s pooled features followed by the pooled outputs of its last ``stages - 1`` stages."""
 
