@@ -6,20 +6,35 @@ one-to-one correspondence: every key is a ``geotune train`` option of the same n
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from geotune.errors import ConfigError
 from geotune.runs.io import atomic_write_text
 from geotune.transfer.batchnorm import BN_POLICIES
 from geotune.transfer.stem import BAND_INITS
 from geotune.transfer.strategies import STRATEGIES
+from geotune.validation import (
+    StrictConfig,
+    build_config,
+    format_validation_error,
+    load_yaml_mapping,
+    path_field,
+    register_config_model,
+)
 
-M = TypeVar("M", bound=BaseModel)
+__all__ = [
+    "TrainConfig",
+    "build_config",
+    "format_validation_error",
+    "load_config",
+    "load_yaml_mapping",
+    "make_config",
+    "register_config_model",
+    "save_config",
+]
 
 
 def backbone_members(name: str) -> list[str]:
@@ -27,14 +42,15 @@ def backbone_members(name: str) -> list[str]:
     return name.split("+")
 
 
-class TrainConfig(BaseModel):
+@register_config_model("train")
+class TrainConfig(StrictConfig):
     """Everything that defines a `geotune train` run."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
-
     # --- data -----------------------------------------------------------------------------
-    data: Path = Field(description="ImageFolder root: DATA/<class>/<image>")
-    split: Path | None = Field(None, description="reuse a split file (split.csv of a run)")
+    data: Path = path_field("input-dir", description="ImageFolder root: DATA/<class>/<image>")
+    split: Path | None = path_field(
+        "input-file", None, description="reuse a split file (split.csv of a run)"
+    )
     train_fraction: float | None = Field(
         0.2, gt=0, lt=1, description="labelled share of each class (the rest is test)"
     )
@@ -56,6 +72,7 @@ class TrainConfig(BaseModel):
     )
     bands: list[str] | None = Field(
         None,
+        min_length=1,
         description="bands to use, by name and in this order, e.g. B04,B03,B02,B08 "
         "(default: all bands of the files)",
     )
@@ -211,35 +228,10 @@ class TrainConfig(BaseModel):
         description="CUDA: cuDNN convolutions; auto = off for depthwise models (EfficientNet, "
         "MobileNet) in runs under 20,000 chip passes, which cannot repay its warm-up",
     )
-    output: Path = Field(Path("runs"), description="folder that holds run folders")
+    output: Path = path_field(
+        "output-dir", Path("runs"), description="folder that holds run folders"
+    )
     name: str | None = Field(None, description="run folder name (default: generated)")
-
-    @field_validator("probe_c", "probe_power", "knn_k", "probe_stages", mode="before")
-    @classmethod
-    def _split_list(cls, v: Any) -> Any:
-        # CLI form: --probe-c 0.01,0.1,1
-        return [x for x in v.split(",") if x.strip()] if isinstance(v, str) else v
-
-    @field_validator("bands", mode="before")
-    @classmethod
-    def _split_bands(cls, v: Any) -> Any:
-        # CLI form: --bands B04,B03,B02
-        if isinstance(v, str):
-            return [x.strip() for x in v.split(",") if x.strip()] or None
-        return v
-
-    @field_validator("group_lr", mode="before")
-    @classmethod
-    def _split_mapping(cls, v: Any) -> Any:
-        # CLI form: --group-lr stem=0.1,layer4=2
-        if isinstance(v, str):
-            pairs = [p.split("=", 1) for p in v.split(",") if p.strip()]
-            if any(len(p) != 2 for p in pairs):
-                raise ValueError(
-                    "use NAME=FACTOR pairs separated by commas, e.g. stem=0.1,layer4=2"
-                )
-            return {k.strip(): val for k, val in pairs}
-        return v
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainConfig:
@@ -332,42 +324,6 @@ class TrainConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
-def format_validation_error(err: ValidationError, what: str = "config key") -> str:
-    """One line from a pydantic error: the key, what is wrong with it, and the value given."""
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "config"
-    if first["type"] == "extra_forbidden":
-        fields = getattr(err, "title", None)
-        model = next((m for m in _MODELS if m.__name__ == fields), TrainConfig)
-        close = difflib.get_close_matches(key, model.model_fields, n=1)
-        command = model.__name__.removesuffix("Config").lower()
-        hint = f"; did you mean '{close[0]}'?" if close else f"; see `geotune {command} --help`"
-        return f"unknown {what} '{key}'{hint}"
-    if first["type"] == "missing":
-        return f"missing required option '{key}' (--{key.replace('_', '-')} on the command line)"
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "value_error" and not first["loc"]:
-        return f"bad config: {msg}"
-    return f"bad value for '{key}': {msg} (got {first.get('input')!r})"
-
-
-_MODELS: list[type[BaseModel]] = []
-
-
-def register_config_model(model: type[BaseModel]) -> type[BaseModel]:
-    """Let error messages suggest close matches among ``model``'s keys."""
-    _MODELS.append(model)
-    return model
-
-
-def build_config(model: type[M], what: str = "option", **values: Any) -> M:
-    """Build and validate any command's config model; one-line ConfigError on bad values."""
-    try:
-        return model(**values)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, what)) from None
-
-
 def make_config(**values: Any) -> TrainConfig:
     """Build and validate a `geotune train` configuration.
 
@@ -380,32 +336,7 @@ def make_config(**values: Any) -> TrainConfig:
     Raises:
         ConfigError: an unknown key or a bad value, in one line.
     """
-    try:
-        return TrainConfig(**values)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
-
-
-def load_yaml_mapping(path: Path) -> dict[str, Any]:
-    """A YAML file of ``option: value`` pairs, with one-line errors."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"config file {path} is a folder; pass a YAML file")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found; pass an existing YAML file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text; pass a YAML file") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path} ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(
-            f"config file {path} is not valid YAML: {' '.join(str(err).split())}"
-        ) from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option: value")
-    return values
+    return build_config(TrainConfig, what="config key", **values)
 
 
 def load_config(path: Path, **overrides: Any) -> TrainConfig:

@@ -4,29 +4,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from geotune.adapt.registry import ADAPT_METHODS
-from geotune.config import format_validation_error, register_config_model
-from geotune.errors import ConfigError
+from geotune.config import build_config, register_config_model
+from geotune.validation import StrictConfig, path_field
 
 
 @register_config_model
-class AdaptConfig(BaseModel):
+class AdaptConfig(StrictConfig):
     """Options of one adaptation; ``geotune adapt``'s flags are generated from these fields."""
-
-    model_config = ConfigDict(extra="forbid")
 
     method: str = Field(
         "adabn",
         description="adaptation method, or several applied in order joined by '+' (e.g. "
         "label-set+shot); on the command line several, comma-separated",
     )
-    target: Path = Field(description="unlabelled target chips (class folders allowed, ignored)")
-    eval_data: Path | None = Field(
-        None, description="labelled target data for before/after (default: target, if labelled)"
+    target: Path = path_field(
+        "input-dir", description="unlabelled target chips (class folders allowed, ignored)"
     )
-    class_map: Path | None = Field(None, description="YAML 'their_class: model_class' pairs")
+    eval_data: Path | None = path_field(
+        "input-dir",
+        None,
+        description="labelled target data for before/after (default: target, if labelled)",
+    )
+    class_map: Path | None = path_field(
+        "input-file", None, description="YAML 'their_class: model_class' pairs"
+    )
     max_target: int | None = Field(None, ge=1, description="use at most this many target chips")
     epochs: int = Field(1, ge=1, description="tent / dann: passes over the target chips")
     lr: float | None = Field(None, gt=0, description="tent: 1e-3; dann: 1e-4 (head x10)")
@@ -57,7 +61,9 @@ class AdaptConfig(BaseModel):
     few_shot_seeds: int = Field(3, ge=1, description="few-shot: draws of the k chips")
     seed: int = Field(0, ge=0)
     device: str = Field("auto", description="auto | cpu | cuda | mps")
-    output: Path | None = Field(None, description="folder for the new run (default: beside RUN)")
+    output: Path | None = path_field(
+        "output-dir", None, description="folder for the new run (default: beside RUN)"
+    )
     name: str | None = Field(None, description="name of the new run (default: RUN-METHOD)")
 
     @field_validator("zooms", "target_labels_per_class", mode="before")
@@ -101,9 +107,4 @@ def make_adapt_config(**values) -> AdaptConfig:
     import geotune.adapt.methods  # noqa: F401 - registers the built-in methods
     import geotune.adapt.real_shift  # noqa: F401
 
-    try:
-        return AdaptConfig(**values)
-    except ValidationError as err:
-        raise ConfigError(
-            format_validation_error(err).replace("config key", "adapt option")
-        ) from None
+    return build_config(AdaptConfig, what="adapt option", **values)

@@ -21,7 +21,14 @@ import typer
 from rich.console import Console
 
 from geotune.adapt.config import AdaptConfig
-from geotune.cli.options import given, model_signature, option, with_signature
+from geotune.cli.options import (
+    config_option,
+    given,
+    model_signature,
+    option,
+    options_from,
+    with_signature,
+)
 from geotune.cli.use import register
 from geotune.config import TrainConfig, build_config
 from geotune.errors import ConfigError, GeotuneError
@@ -98,7 +105,7 @@ def evaluate_command(**kwargs: Any) -> None:
     """Re-evaluate a finished run on its test split, or on another dataset (cross-dataset)."""
     from geotune.evaluation.evaluate import evaluate_run
 
-    cfg = build_config(EvaluateConfig, **given(kwargs))
+    cfg = options_from(EvaluateConfig, kwargs)
     metrics, out = evaluate_run(**cfg.model_dump(), console=err_console)
     typer.echo(
         f"overall accuracy {100 * metrics['overall_accuracy']:.2f}% on {metrics['n']} images"
@@ -111,7 +118,10 @@ def evaluate_command(**kwargs: Any) -> None:
 
 
 app.command("evaluate")(
-    with_signature(evaluate_command, model_signature(EvaluateConfig, positional=["run_dir"]))
+    with_signature(
+        evaluate_command,
+        model_signature(EvaluateConfig, positional=["run_dir"], extra=[config_option()]),
+    )
 )
 
 
@@ -128,11 +138,19 @@ def backbones_command(
     ] = None,
 ) -> None:
     """List backbones, their weight sources, and whether each is usable right now."""
+    from fnmatch import fnmatch
+
     from rich.table import Table
 
     from geotune.models.backbones import backbone_status
 
+    if filter_ is not None and not filter_.strip():
+        raise ConfigError("--filter is empty; give a wildcard pattern, e.g. '*resnet*'")
     rows = backbone_status(all_models=all_models, pattern=filter_)
+    if filter_ is not None and not any(fnmatch(r["backbone"], filter_) for r in rows):
+        raise ConfigError(
+            f"no backbone matches --filter '{filter_}'; try a wider pattern, e.g. '*resnet*'"
+        )
     table = Table(title="backbones (any timm model name works; --weights PATH loads a local file)")
     for col in ("backbone", "weights", "status", "notes"):
         table.add_column(col)
@@ -189,7 +207,7 @@ def simulate_command(**kwargs: Any) -> None:
     """Write a copy of a dataset with a simulated sensor, season or haze shift."""
     from geotune.shift.simulate import simulate_folder
 
-    c = build_config(SimulateConfig, **given(kwargs))
+    c = options_from(SimulateConfig, kwargs)
     out = simulate_folder(
         c.src, c.dst, c.shift, c.strength, c.seed, c.per_class, c.split, c.part,
         console=err_console,
@@ -198,7 +216,10 @@ def simulate_command(**kwargs: Any) -> None:
 
 
 app.command("simulate")(
-    with_signature(simulate_command, model_signature(SimulateConfig, positional=["src", "dst"]))
+    with_signature(
+        simulate_command,
+        model_signature(SimulateConfig, positional=["src", "dst"], extra=[config_option()]),
+    )
 )
 
 
@@ -206,14 +227,16 @@ def shift_command(**kwargs: Any) -> None:
     """Measure the domain shift between two datasets: MMD, Frechet distance, domain classifier."""
     from geotune.shift.measure import describe, measure_shift
 
-    cfg = build_config(ShiftConfig, **given(kwargs))
+    cfg = options_from(ShiftConfig, kwargs)
     result, out = measure_shift(**cfg.run_kwargs(), console=err_console)
     typer.echo(describe(result))
     typer.echo(f"report: {out / 'shift.md'}; embedding: {out / 'embedding.png'}")
 
 
 app.command("shift")(
-    with_signature(shift_command, model_signature(ShiftConfig, positional=["a", "b"]))
+    with_signature(
+        shift_command, model_signature(ShiftConfig, positional=["a", "b"], extra=[config_option()])
+    )
 )
 
 
@@ -225,10 +248,19 @@ def adapt_command(**kwargs: Any) -> None:
     label-free harm signals, and the method to keep without target labels."""
     from geotune.adapt.choose import adapt_methods
     from geotune.adapt.config import make_adapt_config
+    from geotune.validation import load_yaml_mapping
 
-    run_dir = kwargs.pop("run_dir")
-    values = given(kwargs)
-    methods = [m.strip() for m in values.pop("method", "adabn").split(",") if m.strip()]
+    run_dir, config_file = kwargs.pop("run_dir"), kwargs.pop("config")
+    values = load_yaml_mapping(config_file) if config_file is not None else {}
+    values.update(given(kwargs))
+    method = values.pop("method", "adabn")
+    if isinstance(method, str):
+        method = method.split(",")
+    if not isinstance(method, list) or not all(isinstance(m, str) for m in method):
+        raise ConfigError(f"bad value for 'method': expected method names, got {method!r}")
+    methods = [m.strip() for m in method if m.strip()]
+    if not methods:
+        raise ConfigError("bad value for 'method': empty; name a method, e.g. --method adabn")
     configs = [make_adapt_config(method=m, **values) for m in methods]
     summaries, choice, table = adapt_methods(run_dir, configs, err_console)
     for s in summaries:
@@ -245,7 +277,7 @@ def _adapt_signature():
         inspect.Parameter.POSITIONAL_OR_KEYWORD,
         annotation=Annotated[Path, typer.Argument(help="a finished run to adapt")],
     )
-    sig = model_signature(AdaptConfig)
+    sig = model_signature(AdaptConfig, extra=[config_option()])
     return sig.replace(parameters=[run_dir, *sig.parameters.values()])
 
 
@@ -260,7 +292,7 @@ def pretrain_command(**kwargs: Any) -> None:
     checkpoint for `geotune train --weights`."""
     from geotune.pretrain.run import pretrain
 
-    cfg = build_config(PretrainConfig, **given(kwargs))
+    cfg = options_from(PretrainConfig, kwargs)
     record = pretrain(cfg, err_console)
     typer.echo(
         f"checkpoint: {cfg.output} ({record['method']}, {record['steps']} steps on "
@@ -281,7 +313,10 @@ app.command("pretrain")(
     with_signature(
         pretrain_command,
         model_signature(
-            PretrainConfig, positional=["data"], help_overrides={"method": _pretrain_methods_help()}
+            PretrainConfig,
+            positional=["data"],
+            extra=[config_option()],
+            help_overrides={"method": _pretrain_methods_help()},
         ),
     )
 )

@@ -56,6 +56,8 @@ def cli_type(annotation: Any) -> Any:
         return tuple[tuple(args)]
     if origin in (list, dict):
         return str  # comma-separated on the command line; parsed by the config's validators
+    if annotation is Path:
+        return str  # as typed: typer would turn an empty argument into Path("."), the cwd
     return annotation
 
 
@@ -95,7 +97,7 @@ def model_signature(
         arg = typer.Argument(help=field.description or "")
         typ = cli_type(field.annotation)
         if typing.get_origin(field.annotation) is list:
-            typ = field.annotation  # a list argument is variadic: INPUT...
+            typ = list[cli_type(typing.get_args(field.annotation)[0])]  # variadic: INPUT...
         ann = Annotated[typ, arg]
         params.append(
             inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ann)
@@ -120,6 +122,22 @@ def option(name: str, typ: Any, help_text: str) -> inspect.Parameter:
     flag = "--" + name.replace("_", "-")
     ann = Annotated[typ | None, typer.Option(flag, help=help_text)]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=None)
+
+
+CONFIG_HELP = "YAML file of options (the same names as the flags); flags override it"
+
+
+def config_option() -> inspect.Parameter:
+    """--config, which every command that has a config model takes."""
+    return option("config", Path, CONFIG_HELP)
+
+
+def options_from(model: type[BaseModel], kwargs: dict[str, Any]) -> Any:
+    """A command's validated options: its --config file, then the flags the user gave."""
+    from geotune.validation import load_options
+
+    config_file = kwargs.pop("config", None)
+    return load_options(model, config_file, **given(kwargs))
 
 
 def given(values: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from geotune.cli.options import given, model_signature, with_signature
-from geotune.config import build_config
+from geotune.cli.options import config_option, model_signature, options_from, with_signature
 from geotune.inference.config import ExportConfig, PredictConfig
 
 err_console = Console(stderr=True)
@@ -19,7 +18,7 @@ def predict_command(**kwargs: Any) -> None:
     """Predict chips (files, folders, .txt lists) into a CSV, or a GeoTIFF scene into a class map."""
     from geotune.inference.model import load_predictor
 
-    cfg = build_config(PredictConfig, **given(kwargs))
+    cfg = options_from(PredictConfig, kwargs)
     predictor = load_predictor(cfg.run, cfg.device)
     if cfg.scene:
         scene_command(cfg, predictor)
@@ -66,7 +65,7 @@ def export_command(**kwargs: Any) -> None:
     """Export a run's classifier to ONNX or TorchScript with a JSON model card (parity-checked)."""
     from geotune.inference.export import export_model
 
-    cfg = build_config(ExportConfig, **given(kwargs))
+    cfg = options_from(ExportConfig, kwargs)
     r = export_model(**cfg.model_dump(), console=err_console)
     p = r.parity
     typer.echo(
@@ -80,9 +79,13 @@ def register(app: typer.Typer) -> None:
     """Add `predict` and `export` to the geotune command."""
     app.command("predict")(
         with_signature(
-            predict_command, model_signature(PredictConfig, positional=["run", "inputs"])
+            predict_command,
+            model_signature(PredictConfig, positional=["run", "inputs"], extra=[config_option()]),
         )
     )
     app.command("export")(
-        with_signature(export_command, model_signature(ExportConfig, positional=["run"]))
+        with_signature(
+            export_command,
+            model_signature(ExportConfig, positional=["run"], extra=[config_option()]),
+        )
     )

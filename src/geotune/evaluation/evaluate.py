@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
 from rich.console import Console
 
-from geotune.config import register_config_model
 from geotune.data.bands import BandRequest
 from geotune.data.classmap import label_remap, load_class_map, pair_classes, scored_labels
 from geotune.data.decode import decode_folder
@@ -24,27 +23,34 @@ from geotune.evaluation.metrics import classification_metrics, metrics_table, sa
 from geotune.models.classifier import load_classifier
 from geotune.runs.artifacts import SUMMARY_FILE, RunSummary, check_run_data, read_run_config
 from geotune.runs.rundir import RunDir, require_complete_run
+from geotune.validation import StrictConfig, path_field, register_config_model
 
 
 @register_config_model
-class EvaluateConfig(BaseModel):
+class EvaluateConfig(StrictConfig):
     """Options of `geotune evaluate`; its flags are generated from these fields."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    run_dir: Path = Field(description="a run folder written by `geotune train`")
-    data: Path | None = Field(
-        None, description="another ImageFolder dataset (cross-dataset evaluation)"
+    run_dir: Path = path_field("input-dir", description="a run folder written by `geotune train`")
+    data: Path | None = path_field(
+        "input-dir", None, description="another ImageFolder dataset (cross-dataset evaluation)"
     )
     batch_size: int = Field(64, ge=1)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     tta: Literal["none", "flip", "rot2", "rot4", "d4"] = Field(
         "none", description="test-time augmentation"
     )
-    class_map: Path | None = Field(
-        None, description="YAML 'their_class: model_class' pairs for --data (many-to-one ok)"
+    class_map: Path | None = path_field(
+        "input-file",
+        None,
+        description="YAML 'their_class: model_class' pairs for --data (many-to-one ok)",
     )
     workers: int | None = Field(None, ge=1, description="decode workers (default: cores)")
+
+    @model_validator(mode="after")
+    def _class_map_needs_data(self) -> EvaluateConfig:
+        if self.class_map is not None and self.data is None:
+            raise ValueError("class_map pairs the classes of --data with the model's; give --data")
+        return self
 
 
 def evaluate_run(

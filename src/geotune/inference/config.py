@@ -5,29 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from geotune.config import register_config_model
+from geotune.validation import StrictConfig, path_field, register_config_model
 
 TTA = Literal["none", "flip", "rot2", "rot4", "d4"]
 
 
 @register_config_model
-class PredictConfig(BaseModel):
+class PredictConfig(StrictConfig):
     """Options of `geotune predict`; its flags are generated from these fields."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    run: Path = Field(
-        description="a finished run folder, or an exported .onnx / .pt model with its .json card"
+    run: Path = path_field(
+        "input",
+        description="a finished run folder, or an exported .onnx / .pt model with its .json card",
     )
-    inputs: list[Path] = Field(
+    inputs: list[Path] = path_field(
+        "input",
         min_length=1,
         description="chip files, folders (recursive; class sub-folders give accuracy), "
         ".txt lists of paths; or one GeoTIFF with --scene",
     )
-    output: Path | None = Field(
-        None, description="predictions CSV (default predictions.csv) or, with --scene, map.tif"
+    output: Path | None = path_field(
+        "output-file",
+        None,
+        description="predictions CSV (default predictions.csv) or, with --scene, map.tif",
     )
     top_k: int = Field(3, ge=1, description="classes and probabilities listed per chip")
     tta: TTA = Field("none", description="test-time augmentation views averaged per chip/window")
@@ -69,21 +71,25 @@ class PredictConfig(BaseModel):
 
 
 @register_config_model
-class ExportConfig(BaseModel):
+class ExportConfig(StrictConfig):
     """Options of `geotune export`; its flags are generated from these fields."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    run: Path = Field(description="a finished run folder written by `geotune train`")
+    run: Path = path_field(
+        "input-dir", description="a finished run folder written by `geotune train`"
+    )
     format: Literal["onnx", "torchscript"] = Field("onnx", description="graph format")
-    output: Path | None = Field(
-        None, description="model file (default RUN_NAME.onnx / RUN_NAME.pt); card beside it"
+    output: Path | None = path_field(
+        "output-file",
+        None,
+        description="model file (default RUN_NAME.onnx / RUN_NAME.pt); card beside it",
     )
     check_chips: int = Field(
         64, ge=1, description="real chips (the run's test split) the parity check runs on"
     )
-    check_data: Path | None = Field(
-        None, description="chip folder for the parity check when the run's data has moved"
+    check_data: Path | None = path_field(
+        "input-dir",
+        None,
+        description="chip folder for the parity check when the run's data has moved",
     )
     atol: float = Field(
         1e-3, gt=0, description="largest allowed |logit difference| vs PyTorch in the check"

@@ -5,19 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from geotune.config import register_config_model
+from geotune.validation import StrictConfig, path_field, register_config_model
 
 
 @register_config_model
-class PretrainConfig(BaseModel):
+class PretrainConfig(StrictConfig):
     """Options of one continued self-supervised pretraining; the CLI flags come from here."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    data: Path = Field(description="unlabelled 8-bit RGB chips (any depth; class folders ignored)")
-    output: Path = Field(description="checkpoint to write (.pt), for `geotune train --weights`")
+    data: Path = path_field(
+        "input-dir", description="unlabelled 8-bit RGB chips (any depth; class folders ignored)"
+    )
+    output: Path = path_field(
+        "output-file", description="checkpoint to write (.pt), for `geotune train --weights`"
+    )
     method: str = Field("simclr", description="self-supervised method")
     backbone: str = Field("tf_efficientnet_lite0", description="timm model name to start from")
     weights: str = Field("auto", description="its starting weights (auto | offline | hub | PATH)")

@@ -6,10 +6,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from rich.console import Console
 
-from geotune.config import register_config_model
 from geotune.data.bands import BandRequest
 from geotune.data.classmap import load_class_map, pair_classes
 from geotune.data.decode import decode_folder
@@ -21,6 +20,7 @@ from geotune.models.classifier import load_classifier
 from geotune.runs.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from geotune.runs.rundir import RunDir, require_complete_run
 from geotune.shift.distances import feature_distances
+from geotune.validation import StrictConfig, path_field, register_config_model
 
 
 def _features_of(folder: SceneFolder, backbone, backbone_id: str, weights_id: str, prep, workers):
@@ -43,25 +43,29 @@ def _sample(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
 
 
 @register_config_model
-class ShiftConfig(BaseModel):
+class ShiftConfig(StrictConfig):
     """Options of `geotune shift`; its flags are generated from these fields."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    a: Path = Field(description="reference ImageFolder dataset (e.g. the training data)")
-    b: Path = Field(description="the other dataset (e.g. the target)")
-    run: Path | None = Field(None, description="measure in the feature space of this run")
+    a: Path = path_field(
+        "input-dir", description="reference ImageFolder dataset (e.g. the training data)"
+    )
+    b: Path = path_field("input-dir", description="the other dataset (e.g. the target)")
+    run: Path | None = path_field(
+        "input-dir", None, description="measure in the feature space of this run"
+    )
     backbone: str = Field("tf_efficientnet_lite0", description="timm backbone, when no --run")
     weights: str = Field("auto", description="auto | offline | hub | PATH, when no --run")
-    class_map: Path | None = Field(
-        None, description="YAML 'b_class: a_class' pairs (default: same names)"
+    class_map: Path | None = path_field(
+        "input-file", None, description="YAML 'b_class: a_class' pairs (default: same names)"
     )
     per_class: int = Field(100, ge=0, description="chips per class and dataset (0: all)")
     image_size: int | None = Field(
         None, ge=16, description="input size (default: the weights' or the run's)"
     )
     bootstrap: int = Field(200, ge=10, description="bootstrap resamples")
-    output: Path = Field(Path("shifts"), description="folder that holds shift reports")
+    output: Path = path_field(
+        "output-dir", Path("shifts"), description="folder that holds shift reports"
+    )
     name: str | None = Field(None, description="report folder name")
 
     def run_kwargs(self) -> dict:

@@ -9,16 +9,16 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from rich.console import Console
 
-from geotune.config import register_config_model
 from geotune.data.decode import read_rgb
 from geotune.data.folder import scan_folder
 from geotune.data.splits import read_split
 from geotune.errors import ConfigError, DataError
 from geotune.runs.io import atomic_write_json
 from geotune.runs.rundir import RunDir
+from geotune.validation import StrictConfig, path_field, register_config_model
 
 SHIFT_KINDS = ("sensor", "resolution", "blur", "gain", "noise", "season", "haze")
 
@@ -90,18 +90,18 @@ def simulate_shift(x: torch.Tensor, kind: str, strength: float, seed: int = 0) -
 
 
 @register_config_model
-class SimulateConfig(BaseModel):
+class SimulateConfig(StrictConfig):
     """Options of `geotune simulate`; its flags are generated from these fields."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    src: Path = Field(description="ImageFolder dataset to copy")
-    dst: Path = Field(description="new folder for the shifted copy")
+    src: Path = path_field("input-dir", description="ImageFolder dataset to copy")
+    dst: Path = path_field("output-dir", description="new folder for the shifted copy")
     shift: str = Field("sensor", description=" | ".join(SHIFT_KINDS))
     strength: float = Field(0.5, ge=0, le=1, description="0 (none) .. 1 (strong)")
     seed: int = Field(0, ge=0, description="draws the simulated sensor's band gains")
     per_class: int | None = Field(None, ge=1, description="copy at most N chips per class")
-    split: Path | None = Field(None, description="a run's split.csv: copy only the chips of --part")
+    split: Path | None = path_field(
+        "input-file", None, description="a run's split.csv: copy only the chips of --part"
+    )
     part: Literal["train", "val", "test"] | None = Field(None, description="with --split")
 
     @field_validator("shift")

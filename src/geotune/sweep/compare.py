@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from rich.console import Console
 
-from geotune.config import format_validation_error, make_config, register_config_model
+from geotune.config import build_config, make_config, register_config_model
 from geotune.data.folder import scan_folder
 from geotune.data.splits import budget_split, read_split, write_split
 from geotune.engine.trainer import train
@@ -41,17 +41,16 @@ from geotune.sweep.pretrainings import (
     ranking_lines,
 )
 from geotune.transfer.strategies import STRATEGIES
+from geotune.validation import StrictConfig, path_field
 
 ALL = "all"
 
 
 @register_config_model
-class CompareConfig(BaseModel):
+class CompareConfig(StrictConfig):
     """A strategy x label-budget x seed grid; ``train`` holds options for every run."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    data: Path
+    data: Path = path_field("input-dir")
     strategies: list[str] = Field(["linear-probe", "feature-extraction", "lp-ft"], min_length=1)
     backbones: list[str] = Field(
         [],
@@ -76,7 +75,7 @@ class CompareConfig(BaseModel):
         description="train every trained cell for at least this many optimizer steps: small "
         "budgets get more epochs, so they are not compared under-trained",
     )
-    output: Path = Path("sweeps")
+    output: Path = path_field("output-dir", Path("sweeps"))
     name: str | None = None
     train: dict[str, Any] = Field({}, description="geotune train options applied to every run")
 
@@ -109,12 +108,8 @@ def make_compare_config(**values: Any) -> CompareConfig:
     Returns:
         The validated CompareConfig.
     """
-    try:
-        config = CompareConfig(**values)
-    except ValidationError as err:
-        raise ConfigError(
-            format_validation_error(err).replace("config key", "compare option")
-        ) from None
+    config = build_config(CompareConfig, what="compare option", **values)
+    _check_train_options(config)
     if "auto" in config.strategies:
         raise ConfigError(
             "compare measures strategies side by side and auto picks one of them; compare "
@@ -126,6 +121,37 @@ def make_compare_config(**values: Any) -> CompareConfig:
         for s in config.strategies:
             make_config(data=config.data, strategy=s, **{**config.train, **extra})
     return config
+
+
+# Options compare sets for every run itself: in the `train` options they would collide.
+_SET_BY_COMPARE = {
+    "data": "--data",
+    "strategy": "--strategies",
+    "seed": "--seeds (seeds 0..N-1)",
+    "split": "its own split per seed and budget",
+    "labels_per_class": "--labels-per-class",
+    "train_fraction": "--pool-fraction",
+    "val_fraction": "--val-fraction",
+    "output": "--output",
+    "name": "--name",
+}
+
+
+def _check_train_options(config: CompareConfig) -> None:
+    """Refuse train options that compare sets per run, naming the compare option to use."""
+    for key, instead in _SET_BY_COMPARE.items():
+        if key in config.train:
+            raise ConfigError(
+                f"'{key}' in the train options: compare sets it for every run from {instead}; "
+                "remove it from the config file"
+            )
+    if config.backbones:
+        for key in ("backbone", "weights"):
+            if key in config.train:
+                raise ConfigError(
+                    f"'{key}' in the train options conflicts with --backbones, which sets it "
+                    "for each pretraining; give one or the other"
+                )
 
 
 def pretrainings(config: CompareConfig) -> list[Pretraining | None]:
