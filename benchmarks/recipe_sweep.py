@@ -65,6 +65,13 @@ CELLS: dict[str, dict] = {
     # Three pooled stages asked for explicitly (kNN's default before it became its default).
     "stages-3": {"probe_stages": [3]},
     "old-default": {},  # filled per strategy by old_defaults()
+    # Band handling on multispectral chips (issue 27): a rewired stem (mean / zero kernels for
+    # the non-RGB bands), the stem left as trained seeing false-colour composites, or the three
+    # RGB bands alone.
+    "band-mean": {"band_init": "mean"},
+    "band-zero": {"band_init": "zero"},
+    "band-composites": {"band_init": "composites"},
+    "band-rgb": {"bands": ["B04", "B03", "B02"]},
 }
 # Options a strategy needs beyond the data: partial has no default depth.
 STRATEGIES: dict[str, dict] = {

@@ -87,6 +87,8 @@ def _edge_form(annotation: Any, value: Any) -> Any:
     if typ is Path and isinstance(value, str):
         if not value.strip():
             raise ValueError("an empty path; give a file or folder name")
+        if "\x00" in value:
+            raise ValueError("a path with a NUL byte; give a file or folder name")
         return Path(value)
     if origin is list and isinstance(value, str):  # CLI form: --probe-c 0.01,0.1,1
         (item,) = typing.get_args(typ) or (str,)
