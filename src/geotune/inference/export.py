@@ -205,10 +205,12 @@ def export_model(
     from geotune.models.classifier import load_classifier
 
     console = console or Console(stderr=True)
-    ckpt_path = run_checkpoint(run)
     suffix = ".onnx" if format == "onnx" else ".pt"
     output = Path(output or f"{Path(run).resolve().name}{suffix}")
-    outputs = OutputSet([output, card_path(output)], overwrite)
+    outputs = OutputSet(
+        [output, card_path(output)], overwrite, {"RUN": run, "--check-data": check_data}
+    )
+    ckpt_path = run_checkpoint(run)
     model, prep, ckpt = load_classifier(ckpt_path)
     model = model.eval()
     x = prep.normalize(parity_chips(Path(run), prep, ckpt["classes"], check_chips, check_data))
