@@ -109,6 +109,7 @@ def test_ctrl_c_then_sigterm_on_the_resumed_run(tmp):
     assert not final.exists()
 
 
+@pytest.mark.slow
 def test_a_run_killed_outright_reads_as_interrupted(tmp):
     staging = tmp / "runs" / ".k.partial"
     code, out = signal_after(tmp, long_train(tmp, "k"), "epoch 1/500", signal.SIGKILL)
@@ -128,6 +129,27 @@ def test_a_run_killed_outright_reads_as_interrupted(tmp):
     assert run_state(staging)[0] == "interrupted"
 
 
+def test_every_reader_says_a_killed_process_s_run_was_interrupted(tmp, capsys):
+    """A process that dies by SIGKILL while building a run (fast: no training)."""
+    code = (
+        "import os, signal\nfrom geotune.runs.rundir import RunDir\n"
+        f"RunDir({str(tmp / 'runs')!r}, 'k').create()\nos.kill(os.getpid(), signal.SIGKILL)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env(tmp), timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    st = status(tmp / "runs" / ".k.partial")
+    assert st["state"] == "running"
+    from geotune.cli.main import main
+
+    for command in (["evaluate"], ["report"], ["adapt", "--target", tmp / "data"]):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main([command[0], str(tmp / "runs" / "k"), *map(str, command[1:])])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2, err
+        assert f"did not finish (interrupted: process {st['pid']} on {st['host']} is gone" in err
+
+
 def test_a_running_run_reads_as_running(tmp):
     """The other side of the rule: a live process's run is not called interrupted."""
     from geotune.runs.rundir import RunDir, run_state, unfinished_message
@@ -142,6 +164,7 @@ def test_a_running_run_reads_as_running(tmp):
     assert run_state(live.staging)[0] == "interrupted"  # lock released, status still running
 
 
+@pytest.mark.slow
 def test_pretrain_interrupted_says_how_to_resume(tmp):
     out_pt = tmp / "ssl.pt"
     args = ["pretrain", tmp / "data", "--output", out_pt, "--backbone", STUB_BACKBONE,
@@ -153,6 +176,7 @@ def test_pretrain_interrupted_says_how_to_resume(tmp):
     assert "--resume" in line and not out_pt.exists()
 
 
+@pytest.mark.slow
 def test_interrupt_with_nothing_to_keep_says_so(tmp):
     # A stub probe run (no epochs): the staging folder is removed, nothing left to resume.
     prelude = (
@@ -188,6 +212,7 @@ def test_unexpected_error_is_exit_1_and_one_line_naming_the_log(tmp):
     assert "Traceback" in log.read_text() and "ZeroDivisionError" in log.read_text()
 
 
+@pytest.mark.slow
 def test_bad_input_is_exit_2_and_success_is_exit_0(tmp):
     proc = run(tmp, "simulate", tmp / "data", tmp / "data" / "sub")
     assert proc.returncode == 2 and last_line(proc.stderr).startswith("error: output DST ")
