@@ -79,7 +79,8 @@ def run_state(folder: Path) -> tuple[str | None, str]:
         return "interrupted", f"process {pid} on {host} is gone"
     holder = lock.holder()
     if holder is None:
-        return "interrupted", f"process {pid} on {host or 'an unknown host'} left it unlocked"
+        who = f"process {pid} on {host or 'an unknown host'}" if pid else "an unrecorded process"
+        return "interrupted", f"{who} ended without finishing it"
     return "running", f"{holder} is still running it"
 
 
