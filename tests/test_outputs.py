@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,52 @@ def test_an_unshared_cache_keeps_the_umask(umask, tmp_path, monkeypatch):
     atomic_write_json(folder / "sub" / "x.json", {"a": 1}, shared=True)
     assert stat.S_IMODE((folder / "sub" / "x.json").stat().st_mode) == 0o640
     assert stat.S_IMODE((folder / "sub").stat().st_mode) == 0o750
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second user")
+def test_another_member_of_the_group_reads_and_replaces_cache_entries(umask, request, monkeypatch):
+    """Two users, one group: what the first wrote, the second reads, replaces and adds to."""
+    import json
+    import traceback
+
+    from geotune.data.decode import decode_folder
+    from geotune.data.folder import scan_folder
+    from geotune.runs.io import atomic_write_json
+
+    group, other = 54321, 65534  # a group of the two, and a second user (nobody)
+    shared = Path(tempfile.mkdtemp(prefix="geotune-shared-"))  # pytest's tmp is root-only
+    shared.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    cache = shared / "cache"
+    cache.mkdir()
+    os.chown(cache, 0, group)
+    cache.chmod(0o2775)
+    monkeypatch.setenv("GEOTUNE_CACHE", str(cache))
+    umask(0o022)
+    folder = scan_folder(AID_TINY)
+    decode_folder(folder, 32, workers=1)  # the first user fills the cache
+    first = sorted(p.name for p in (cache / "images").iterdir())
+    read_end, write_end = os.pipe()  # the second user's traceback, if any
+    pid = os.fork()
+    if pid == 0:  # the second user, in the same group, with the same umask
+        try:
+            os.setgroups([group])
+            os.setgid(group)
+            os.setuid(other)
+            decode_folder(folder, 32, workers=1)  # reads the first user's entry
+            decode_folder(folder, 24, workers=1)  # adds one in the first user's folder
+            for p in (cache / "images").glob("*.json"):  # replaces every marker
+                atomic_write_json(p, json.loads(p.read_text()), shared=True)
+        except BaseException:
+            os.write(write_end, traceback.format_exc().encode()[-4000:])
+            os._exit(1)
+        os._exit(0)
+    os.close(write_end)
+    _, code = os.waitpid(pid, 0)
+    error = os.read(read_end, 8000).decode()
+    os.close(read_end)
+    assert code == 0, error
+    names = sorted(p.name for p in (cache / "images").iterdir())
+    assert set(first) < set(names) and not [n for n in names if n.startswith(".")]
+    owners = {p.stat().st_uid for p in (cache / "images").glob("*.json")}
+    assert owners == {other}  # every marker was replaced by the second user
