@@ -337,6 +337,16 @@ MATRIX = [
     (T, "bands: a float chip with NaN", lambda w: [T, "--data", _ms(w, "nan", _nan_chip), *_ms_stub(w)], "NaN"),
     (T, "bands: 13-band weights on RGB data", lambda w: [T, "--data", w.data, *w.stub[:2], "--weights", _weights_13(w), *w.stub[4:]], "13-band input"),
     ("evaluate", "13-band run on RGB data", lambda w: ["evaluate", _ms_run(w), "--data", _rgb_like_ms(w)], "8-bit RGB"),
+    # outputs inside inputs (geotune.runs.paths)
+    ("simulate", "copy inside its source", lambda w: ["simulate", w.data, w.data / "sub", "--shift", "haze"], "lies inside input SRC"),
+    (T, "output inside the data", lambda w: [T, "--data", w.data, *w.stub, "--output", w.data / "runs"], "lies inside input --data"),
+    ("compare", "sweep inside the data", lambda w: ["compare", "--data", w.data, "--output", w.data / "sw"], "lies inside input --data"),
+    ("shift", "report inside a dataset", lambda w: ["shift", w.data, w.data, "--output", w.data / "sh"], "lies inside input A"),
+    ("adapt", "new run inside the target", lambda w: ["adapt", w.run, "--target", w.data, "--output", w.data / "ad"], "lies inside input --target"),
+    ("pretrain", "checkpoint inside the chips", lambda w: ["pretrain", w.data, "--output", w.data / "p.pt"], "lies inside input DATA"),
+    ("evaluate", "evaluation inside --data", lambda w: ["evaluate", w.run, "--data", w.runs], "lies inside input --data"),
+    ("predict", "csv inside the chips", lambda w: ["predict", w.run, w.data, "--output", w.data / "p.csv"], "lies inside input INPUTS"),
+    ("export", "model inside the run", lambda w: ["export", w.run, "--output", w.run / "m.onnx"], "lies inside input RUN"),
 ]  # fmt: skip
 
 

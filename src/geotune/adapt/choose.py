@@ -8,7 +8,12 @@ import numpy as np
 from rich.console import Console
 
 from geotune.adapt.config import AdaptConfig
-from geotune.adapt.run import adapt_run, adaptation_markdown, evaluation_data
+from geotune.adapt.run import (
+    adapt_run,
+    adaptation_markdown,
+    evaluation_data,
+    refuse_adapt_outputs_in_inputs,
+)
 from geotune.adapt.signals import choose
 from geotune.errors import ConfigError
 from geotune.runs.io import atomic_write_json, atomic_write_text
@@ -40,6 +45,11 @@ def adapt_methods(
         given, the best method by its labels and whether the two agree.
     """
     console = console or Console(stderr=True)
+    table = Path(configs[0].output or Path(run).parent) / f"{Path(run).name}-adaptation.md"
+    for cfg in configs:  # every output checked before the first method runs
+        refuse_adapt_outputs_in_inputs(
+            run, cfg, **{"--output (table)": table, "--output (record)": table.with_suffix(".json")}
+        )
     summaries, before, source_views = [], None, None
     for cfg in configs:
         summary, out = adapt_run(run, cfg, console, before, source_views)
@@ -62,8 +72,6 @@ def adapt_methods(
         choice.update(best_by_labels=best, matches=best == chosen, accuracy=by_label)
     few = _few_shot(run, configs[0], console)
     text = adaptation_markdown(summaries) + _choice_markdown(choice) + _few_shot_markdown(few)
-    output = configs[0].output or Path(run).parent
-    table = Path(output) / f"{Path(run).name}-adaptation.md"
     atomic_write_text(table, text)
     record = {"methods": summaries, "choice": choice, "few_shot": few}
     atomic_write_json(table.with_suffix(".json"), record)

@@ -40,7 +40,7 @@ from geotune.data.bands import BandRequest
 from geotune.data.batches import image_batches
 from geotune.data.classmap import label_remap, load_class_map, pair_classes, scored_labels
 from geotune.data.decode import DecodedImages, decode_folder
-from geotune.data.folder import has_class_folders, list_unlabelled, scan_folder
+from geotune.data.folder import cache_root, has_class_folders, list_unlabelled, scan_folder
 from geotune.data.raster import chip_side
 from geotune.engine.fabric import resolve_device
 from geotune.engine.predict import predict
@@ -50,6 +50,7 @@ from geotune.evaluation.metrics import classification_metrics, save_metrics
 from geotune.models.classifier import load_classifier, save_classifier
 from geotune.runs.artifacts import TEST_METRICS_FILE, TestMetrics, read_run_config
 from geotune.runs.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from geotune.runs.paths import CACHE, refuse_outputs_in_inputs, staging_of
 from geotune.runs.rundir import RunDir, require_complete_run
 
 
@@ -96,10 +97,10 @@ def adapt_run(
             method already measured them (they do not depend on the method).
         source_views: the unadapted model's target probabilities (``signals.VIEWS``), likewise.
 
-    Returns:
-        The adaptation summary (adaptation.json) and the new run folder.
+    Returns: the adaptation summary (adaptation.json) and the new run folder.
     """
     console = console or Console(stderr=True)
+    refuse_adapt_outputs_in_inputs(run, config)  # before any work (geotune.runs.paths)
     run = require_complete_run(run)
     ckpt_path = run / "checkpoints" / "best.pt"
     if not ckpt_path.is_file():
@@ -157,6 +158,28 @@ def adapt_run(
     return summary, final
 
 
+def adapted_run_folder(run: Path, config: AdaptConfig) -> Path:
+    """Where the adapted run goes: OUTPUT (default: beside RUN) / NAME (default RUN-METHOD)."""
+    run = Path(run)
+    return Path(config.output or run.parent) / (config.name or f"{run.name}-{config.method}")
+
+
+def refuse_adapt_outputs_in_inputs(run: Path, config: AdaptConfig, **more: Path) -> None:
+    """The adapted run (and cache, and ``more`` outputs) must not be, hold or lie inside the
+    source run, the target or the evaluation data (geotune.runs.paths)."""
+    new = adapted_run_folder(run, config)
+    refuse_outputs_in_inputs(
+        {"--output/--name": new, "--output/--name (staging)": staging_of(new), **more},
+        {
+            "RUN_DIR": run,
+            "--target": config.target,
+            "--eval-data": config.eval_data,
+            "--class-map": config.class_map,
+        },
+        {CACHE: cache_root()},
+    )
+
+
 def _known(run: Path, config: AdaptConfig, probs: np.ndarray) -> tuple[np.ndarray, float | None]:
     """Which target chips are of classes the model knows (open-set awareness)."""
     threshold = unknown_threshold(run, config.unknown_quantile) if config.unknown_quantile else None
@@ -212,7 +235,8 @@ def _context(run, config, model, prep, device, t_pix, target, classes) -> AdaptC
 
 def _write_adapted(run, config, model, ckpt, target, t_idx, summary, evaluation, scores) -> Path:
     """The new run folder: an ordinary classifier checkpoint and what the adaptation used."""
-    out = RunDir(config.output or run.parent, config.name or f"{run.name}-{config.method}")
+    new = adapted_run_folder(run, config)
+    out = RunDir(new.parent, new.name)
     out.create()
     try:
         for f in ("config.yaml", "split.csv"):

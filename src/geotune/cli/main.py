@@ -2,14 +2,22 @@
 geotune.sweep, geotune.shift, geotune.adapt, geotune.report).
 
 Every command's options are generated from its config model (geotune.cli.options), and every
-error ends in ``main``: a GeotuneError is one line and exit code 2; anything unexpected is one
-line naming a log file that holds the traceback, and exit code 1.
+error ends in ``main``. Exit codes are a contract:
+
+- 0: success.
+- 2: bad input; one line ``error: ...`` naming the option or file and the fix.
+- 1: unexpected; one line ``error: unexpected ...`` naming a log file that holds the traceback.
+- 130: Ctrl-C; 143: SIGTERM (a scheduler ending the job), handled exactly like Ctrl-C. One
+  line says what was kept and how to continue (``geotune train --resume RUN`` for a run), and
+  every run folder left behind records ``interrupted`` in its status.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -53,7 +61,7 @@ err_console = Console(stderr=True)
 def train_command(**kwargs: Any) -> None:
     """Fine-tune a pretrained backbone on DATA/<class>/<image> chips, evaluate it, write a run folder."""
     from geotune.config import load_config
-    from geotune.engine.trainer import resume, train
+    from geotune.engine.trainer import refuse_train_outputs_in_inputs, resume, train
 
     config_file, resume_dir = kwargs.pop("config"), kwargs.pop("resume")
     values = given(kwargs)
@@ -67,6 +75,7 @@ def train_command(**kwargs: Any) -> None:
             if config_file
             else build_config(TrainConfig, **values)
         )
+        refuse_train_outputs_in_inputs(config, **{"--config": config_file})
         result = train(config, err_console)
     m = result.test_metrics
     if not m:
@@ -175,11 +184,16 @@ def report_command(
 def compare_command(**kwargs: Any) -> None:
     """Run strategies x label budgets x seeds on one dataset; write results, statistics and a report."""
     from geotune.config import load_yaml_mapping
-    from geotune.sweep.compare import make_compare_config, run_compare
+    from geotune.sweep.compare import (
+        make_compare_config,
+        refuse_compare_outputs_in_inputs,
+        run_compare,
+    )
 
     config_file = kwargs.pop("config")
     train_options = load_yaml_mapping(config_file) if config_file is not None else {}
     cfg = make_compare_config(**given(kwargs), train=train_options)
+    refuse_compare_outputs_in_inputs(cfg, **{"--config": config_file})
     sweep = run_compare(cfg, err_console)
     results = json.loads((sweep / "results.json").read_text())
     for line in results["recommendation"]:
@@ -350,10 +364,48 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _terminate(signum, frame) -> None:
+    from geotune.runs.interrupt import Terminated
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one clean-up, even if the signal repeats
+    raise Terminated()
+
+
+def _interrupted() -> None:
+    from geotune.runs.interrupt import kept_note, was_terminated
+
+    terminated = was_terminated()
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
+    note = kept_note() or (
+        "nothing was left half-written (outputs are written only when complete); "
+        "run the command again"
+    )
+    err_console.print(f"{what}: {note}", highlight=False, soft_wrap=True, markup=False)
+    sys.exit(143 if terminated else 130)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; errors end here (one line each, never a bare traceback)."""
+    from geotune.runs.interrupt import clear
+
+    clear()
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread: leave SIGTERM alone
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(args=argv, standalone_mode=False)
+        _run(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None) -> None:
+    try:
+        code = app(args=argv, standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C (and our SIGTERM) into the exit code 130
+            _interrupted()
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except GeotuneError as err:
         _fail(str(err), 2)
     except typer.Exit as err:
@@ -361,11 +413,8 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as err:  # usage errors: unknown option, unparsable value
         message = err.format_message() if hasattr(err, "format_message") else str(err)
         _fail(" ".join(message.split()) + " (see --help)", 2)
-    except (KeyboardInterrupt, typer.Abort):
-        err_console.print(
-            "interrupted; an unfinished run stays in its hidden OUTPUT/.NAME.partial folder"
-        )
-        sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort):  # other typer / click versions
+        _interrupted()
     except SystemExit:
         raise
     except Exception as err:  # noqa: BLE001 - the last line of defence: one line and a log

@@ -5,6 +5,10 @@ into place; the JSON, written last and atomically, is the completion marker and 
 array's shape, dtype and byte size. On every read the entry is checked against it: a truncated,
 short, 0-byte or foreign file is removed and rebuilt, with one warning line. Temporary files
 left by killed processes are removed when their process is gone.
+
+Entries get the umask's mode; in a cache folder its group may write to (a cache shared by a
+group), folders and files are made group-writable too, so every member can read, replace and
+clean up what another wrote (geotune.runs.io).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from geotune.errors import DataError
-from geotune.runs.io import atomic_write_json
+from geotune.runs.io import atomic_write_json, group_shared, make_folder, share_with_group
 
 
 def warn(message: str) -> None:
@@ -86,6 +90,8 @@ class ArrayCache:
         tmp = self.folder / f".{key}.{os.getpid()}.npy"
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            if group_shared(self.folder):
+                share_with_group(tmp)
             fill(out)
             out.flush()
             del out
@@ -99,7 +105,7 @@ class ArrayCache:
             "dtype": np.dtype(dtype).str,
             "bytes": arr_path.stat().st_size,
         }
-        atomic_write_json(meta_path, full)
+        atomic_write_json(meta_path, full, shared=True)
         return np.load(arr_path, mmap_mode="r")
 
     def remove(self, key: str) -> None:
@@ -109,7 +115,7 @@ class ArrayCache:
     def _prepare(self) -> None:
         """Create the folder (or say why not) and clear temporaries of dead processes."""
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            make_folder(self.folder, shared=True)
         except OSError as err:
             raise DataError(
                 f"cannot create cache folder {self.folder} ({err.strerror}); set GEOTUNE_CACHE "

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from geotune.data.folder import cache_root
+from geotune.runs.io import group_shared, make_folder, share_with_group
 
 # The export took 8-9 s for Lite0 on 2 cores and saves ~0.05 s per image: below a few hundred
 # forward passes PyTorch finishes first.
@@ -55,10 +56,12 @@ def onnx_path(key: str) -> Path:
 def _export(backbone: nn.Module, example: torch.Tensor, path: Path) -> None:
     from geotune.inference.export import write_onnx
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, shared=True)
     tmp = path.with_suffix(f".{time.time_ns()}.tmp")
     try:
         write_onnx(backbone, example, tmp, ONNX_OPSET)
+        if group_shared(path.parent):
+            share_with_group(tmp)
         tmp.replace(path)  # atomic: a concurrent run sees the whole file or none
     finally:
         tmp.unlink(missing_ok=True)

@@ -328,7 +328,11 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
         "note": f"views '{config.tta}' are averaged into every chip's features, "
         "train and test alike",
     }
-    with new_run(config).staged() as run:
+    kept = (
+        "nothing of the run was kept (it has no epochs to resume); run the same command again: "
+        "decoded chips and finished feature caches are reused"
+    )
+    with new_run(config).staged(kept=kept, resumable=False) as run:
         write_run_header(run, prep)
         if fitted.save is not None:
             fitted.save(run.path / "checkpoints" / "best.pt")

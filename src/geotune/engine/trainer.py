@@ -18,6 +18,7 @@ import torch
 from rich.console import Console
 
 from geotune.config import TrainConfig
+from geotune.data.folder import cache_root
 from geotune.engine.fabric import resolve_device
 from geotune.engine.loop import Engine, TrainState
 from geotune.engine.outputs import finish_run, write_run_header
@@ -27,6 +28,7 @@ from geotune.models.classifier import save_classifier
 from geotune.runs.artifacts import check_run_data, read_run_config
 from geotune.runs.io import atomic_write_csv
 from geotune.runs.metering import count_params, peak_memory_mb, reset_peak_memory
+from geotune.runs.paths import CACHE, existing_file, refuse_outputs_in_inputs
 from geotune.runs.rundir import RunDir, new_run
 
 
@@ -45,6 +47,7 @@ def train(config: TrainConfig, console: Console | None = None) -> RunResult:
     """
     config = config.with_absolute_paths()
     # Checks that need no data come first: a user should not wait for decoding to learn them.
+    refuse_train_outputs_in_inputs(config)
     resolve_device(config.device)
     if config.name is not None:
         new_run(config).check_available()
@@ -66,6 +69,25 @@ def train(config: TrainConfig, console: Console | None = None) -> RunResult:
     return fit(prep, console)
 
 
+def refuse_train_outputs_in_inputs(config: TrainConfig, **more_inputs: Path | None) -> None:
+    """The run folder (and cache) a training writes must not be, hold or lie inside an input
+    (geotune.runs.paths); ``more_inputs`` adds e.g. the CLI's ``--config`` file."""
+    inputs = {
+        "--data": config.data,
+        "--split": config.split,
+        "--weights": existing_file(config.weights),
+        **more_inputs,
+    }
+    holders: dict[str, Path | None] = {CACHE: cache_root()}
+    outputs: dict[str, Path | None] = {}
+    if config.name is None:
+        holders["--output"] = config.output
+    else:
+        run = new_run(config)
+        outputs = {"--output/--name": run.final, "--output/--name (staging)": run.staging}
+    refuse_outputs_in_inputs(outputs, inputs, holders)
+
+
 def resume(run_dir: Path, console: Console | None = None) -> RunResult:
     """Continue a killed or failed run from its last completed epoch (`geotune train --resume`).
 
@@ -77,6 +99,10 @@ def resume(run_dir: Path, console: Console | None = None) -> RunResult:
         The finished run, as ``train`` returns it.
     """
     run = RunDir.reopen(run_dir)
+    state_was, why = run.previous_state
+    (console or Console(stderr=True)).log(
+        f"resuming {run.final} ({state_was or 'no status'}{f': {why}' if why else ''})"
+    )
     try:
         config = read_run_config(run.path)
         if config.uses_cached_features():

@@ -14,7 +14,7 @@ from rich.console import Console
 from geotune.data.bands import BandRequest
 from geotune.data.classmap import label_remap, load_class_map, pair_classes, scored_labels
 from geotune.data.decode import decode_folder
-from geotune.data.folder import scan_folder
+from geotune.data.folder import cache_root, scan_folder
 from geotune.data.splits import read_split
 from geotune.engine.fabric import resolve_device
 from geotune.engine.predict import predict
@@ -22,6 +22,7 @@ from geotune.errors import ConfigError, DataError
 from geotune.evaluation.metrics import classification_metrics, metrics_table, save_metrics
 from geotune.models.classifier import load_classifier
 from geotune.runs.artifacts import SUMMARY_FILE, RunSummary, check_run_data, read_run_config
+from geotune.runs.paths import CACHE, refuse_outputs_in_inputs
 from geotune.runs.rundir import RunDir, require_complete_run
 from geotune.validation import StrictConfig, path_field, register_config_model
 
@@ -85,6 +86,7 @@ def evaluate_run(
         (metrics, folder of this evaluation).
     """
     console = console or Console(stderr=True)
+    _refuse_outputs_in_inputs(run_dir, data, class_map)
     run = require_complete_run(run_dir)
     if not (run / "checkpoints" / "best.pt").is_file():
         strategy = read_run_config(run).strategy
@@ -128,11 +130,20 @@ def evaluate_run(
             drop_vs_in_domain=None if own is None else own - metrics["overall_accuracy"],
         )
     out = RunDir(run / "evaluations", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.create()
-    save_metrics(metrics, out.path, "eval")
-    final = out.commit()
+    with out.building():  # committed whole, or removed
+        save_metrics(metrics, out.path, "eval")
     _print_evaluation(console, metrics, f"{run.name} on {name}", data is not None)
-    return metrics, final
+    return metrics, out.final
+
+
+def _refuse_outputs_in_inputs(run_dir: Path, data: Path | None, class_map) -> None:
+    """The evaluation goes inside the run it reads, by design (geotune.runs.paths); it and the
+    cache must not lie inside the other data or its class map."""
+    refuse_outputs_in_inputs(
+        {},
+        {"--data": data, "--class-map": None if isinstance(class_map, dict) else class_map},
+        {"RUN_DIR/evaluations": Path(run_dir) / "evaluations", CACHE: cache_root()},
+    )
 
 
 def _print_evaluation(console: Console, metrics: dict, title: str, cross: bool) -> None:

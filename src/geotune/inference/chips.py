@@ -25,7 +25,7 @@ from geotune.data.bands import BandLayout
 from geotune.data.decode import read_chip
 from geotune.data.folder import IGNORED_FILES, IMAGE_EXTENSIONS, default_workers
 from geotune.errors import DataError, GeotuneError
-from geotune.inference.model import Predictor
+from geotune.inference.model import Predictor, card_path
 from geotune.inference.outputs import OutputSet
 from geotune.runs.io import atomic_write_text
 
@@ -178,6 +178,18 @@ def skipped_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.skipped.txt")
 
 
+def predictor_inputs(predictor: Predictor, inputs: list[Path], label: str) -> dict:
+    """What a prediction reads: the model (run folder, or exported file and its card) and the
+    inputs; outputs may be none of them nor lie inside them."""
+    source = Path(predictor.source)
+    found: dict[str, Path] = {"RUN": source}
+    if not source.is_dir():
+        found["RUN (its card)"] = card_path(source)
+    for i, path in enumerate(inputs):
+        found[label if len(inputs) == 1 else f"{label} #{i + 1}"] = Path(path)
+    return found
+
+
 def predict_chips(
     predictor: Predictor,
     inputs: list[Path],
@@ -210,7 +222,9 @@ def predict_chips(
     """
     console = console or Console(stderr=True)
     output = Path(output)
-    outputs = OutputSet([output, skipped_path(output)], overwrite)
+    outputs = OutputSet(
+        [output, skipped_path(output)], overwrite, predictor_inputs(predictor, inputs, "INPUTS")
+    )
     chips = collect_chips(inputs, predictor.classes)
     labelled = any(t is not None for t in chips.true)
     skipped, correct, n_labelled, n_done = list(chips.missing), 0, 0, 0

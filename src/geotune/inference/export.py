@@ -171,6 +171,17 @@ def model_card(run: Path, ckpt: dict, fmt: str, model_file: Path, parity: dict) 
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
 
 
+def _run_data(run: Path) -> Path | None:
+    """The dataset a run was trained on (the parity check reads its chips), if recorded."""
+    import yaml
+
+    try:
+        data = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("data")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return Path(data) if isinstance(data, str) and data else None
+
+
 def export_model(
     run: Path,
     format: str = "onnx",
@@ -205,10 +216,11 @@ def export_model(
     from geotune.models.classifier import load_classifier
 
     console = console or Console(stderr=True)
-    ckpt_path = run_checkpoint(run)
     suffix = ".onnx" if format == "onnx" else ".pt"
     output = Path(output or f"{Path(run).resolve().name}{suffix}")
-    outputs = OutputSet([output, card_path(output)], overwrite)
+    inputs = {"RUN": run, "--check-data": check_data, "the run's data": _run_data(Path(run))}
+    outputs = OutputSet([output, card_path(output)], overwrite, inputs)
+    ckpt_path = run_checkpoint(run)
     model, prep, ckpt = load_classifier(ckpt_path)
     model = model.eval()
     x = prep.normalize(parity_chips(Path(run), prep, ckpt["classes"], check_chips, check_data))

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from geotune.errors import ConfigError
+from geotune.runs.paths import refuse_outputs_in_inputs
 
 
 class OutputSet:
@@ -17,10 +18,22 @@ class OutputSet:
     Args:
         paths: every file the command may write (the first is the main output).
         overwrite: replace existing files instead of refusing.
+        inputs: label -> every file or folder the command reads; an output that is, lies
+            inside or contains one is refused (geotune.runs.paths), before any other check.
     """
 
-    def __init__(self, paths: list[Path], overwrite: bool = False):
+    def __init__(
+        self,
+        paths: list[Path],
+        overwrite: bool = False,
+        inputs: Mapping[str, Path | None] | None = None,
+    ):
         self.paths = [Path(p) for p in paths]
+        labels = ["--output", *(f"--output (its {p.name})" for p in self.paths[1:])]
+        for path in self.paths:  # the plainest problem first; these checks change nothing
+            if path.is_file() and not overwrite:
+                check_output(path, overwrite)
+        refuse_outputs_in_inputs(dict(zip(labels, self.paths, strict=True)), inputs or {})
         for path in self.paths:
             check_output(path, overwrite)
 
@@ -35,7 +48,6 @@ class OutputSet:
         for path in self.paths:
             tmp = self.temp(path)
             if tmp.exists():
-                tmp.chmod(0o644)  # atomic temporary files are private; outputs are not
                 os.replace(tmp, path)
             else:
                 with contextlib.suppress(FileNotFoundError):

@@ -31,7 +31,7 @@ from rich.console import Console
 from geotune.data.decode import resize_chip
 from geotune.data.folder import default_workers
 from geotune.errors import ConfigError, DataError
-from geotune.inference.chips import progress_bar
+from geotune.inference.chips import predictor_inputs, progress_bar
 from geotune.inference.model import Predictor
 from geotune.inference.outputs import OutputSet
 from geotune.inference.scene_files import SceneWriter, scene_outputs, write_preview
@@ -232,7 +232,9 @@ def predict_scene(
     tile = tile or predictor.preprocessing.size
     stride = stride or max(1, tile // 2)
     files = scene_outputs(Path(output), probabilities)
-    outputs = OutputSet(list(files.values()), overwrite)
+    outputs = OutputSet(
+        list(files.values()), overwrite, predictor_inputs(predictor, [scene], "SCENE")
+    )
     src = open_scene(Path(scene), len(predictor.preprocessing.mean), tile, stride)
     # Every pixel is read once, strip by strip: GDAL's block cache (5% of RAM by default) would
     # only make memory grow with the scene.

@@ -354,8 +354,13 @@ def _drop_classifier(sd: dict, model: nn.Module) -> dict:
 def _create(name: str, **kwargs) -> nn.Module:
     try:
         return timm.create_model(name, **kwargs)
-    except RuntimeError as err:
-        if "Unknown model" in str(err) or "Invalid pretrained tag" in str(err):
+    except (RuntimeError, ValueError) as err:
+        # timm raises ValueError for names that look like hub ids or paths ('a/b', '../x').
+        if (
+            isinstance(err, ValueError)
+            or "Unknown model" in str(err)
+            or "Invalid pretrained tag" in str(err)
+        ):
             import difflib
 
             close = difflib.get_close_matches(name, timm.list_models(), n=3)

@@ -20,13 +20,15 @@ from rich.console import Console
 from geotune.data.augment import augment_batch, build_augment
 from geotune.data.batches import index_batches, load_batch, shard
 from geotune.data.decode import decode_folder
-from geotune.data.folder import list_unlabelled
+from geotune.data.folder import cache_root, list_unlabelled
 from geotune.engine.fabric import make_fabric
 from geotune.errors import ConfigError, DataError
 from geotune.models.backbones import Preprocessing, create_backbone
 from geotune.pretrain.config import PretrainConfig
 from geotune.pretrain.methods import SSL_METHODS
+from geotune.runs.interrupt import note_kept
 from geotune.runs.io import atomic_torch_save
+from geotune.runs.paths import CACHE, existing_file, refuse_outputs_in_inputs
 
 FORMAT = "geotune-pretrain-v1"
 
@@ -45,6 +47,11 @@ def pretrain(config: PretrainConfig, console: Console | None = None) -> dict:
     """
     console = console or Console(stderr=True)
     output = config.output.resolve()
+    refuse_outputs_in_inputs(
+        {"--output": config.output, "--output (resumable state)": state_file(output)},
+        {"DATA": config.data, "--weights": existing_file(config.weights)},
+        {CACHE: cache_root()},
+    )
     _check_output(output, config.resume)
     folder = _list_chips(config)  # cheap checks before any weights load
     backbone, prep, source = create_backbone(config.backbone, config.weights)
@@ -70,15 +77,23 @@ def pretrain(config: PretrainConfig, console: Console | None = None) -> dict:
     views = _views(prep.size, config.crop_scale).to(fabric.device)
     steps_per_epoch = len(images.pixels) // config.batch_size
     t0 = time.perf_counter()
-    for epoch in range(first_epoch, config.epochs):
-        run = _epoch(fabric, module, model, optimizer, views, prep, images.pixels, config,
-                     generator, epoch * steps_per_epoch, config.epochs * steps_per_epoch,
-                     console)  # fmt: skip
-        losses.append(run)
-        if fabric.is_global_zero:
-            _save_state(state_file(output), model, optimizer, generator, epoch + 1, losses)
-        fabric.barrier()
-        console.log(f"epoch {epoch + 1}/{config.epochs} done: {config.method} loss {run:.4f}")
+    try:
+        for epoch in range(first_epoch, config.epochs):
+            run = _epoch(fabric, module, model, optimizer, views, prep, images.pixels, config,
+                         generator, epoch * steps_per_epoch, config.epochs * steps_per_epoch,
+                         console)  # fmt: skip
+            losses.append(run)
+            if fabric.is_global_zero:
+                _save_state(state_file(output), model, optimizer, generator, epoch + 1, losses)
+            fabric.barrier()
+            console.log(f"epoch {epoch + 1}/{config.epochs} done: {config.method} loss {run:.4f}")
+    except KeyboardInterrupt:
+        if state_file(output).is_file():
+            note_kept(
+                f"the state after {len(losses)} finished epochs is kept in {state_file(output)}; "
+                "continue with the same `geotune pretrain` command plus --resume"
+            )
+        raise
     record = {
         "format": FORMAT,
         "backbone": config.backbone,

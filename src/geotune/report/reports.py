@@ -31,6 +31,8 @@ from geotune.runs.artifacts import (
     read_run_config,
 )
 from geotune.runs.io import atomic_write_bytes, atomic_write_text
+from geotune.runs.paths import staging_of
+from geotune.runs.rundir import unfinished_message
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -414,6 +416,8 @@ def write_report(folder: Path) -> Path:
         return sweep_report(folder)
     if (folder / TEST_METRICS_FILE).is_file():
         return run_report(folder)
+    if not folder.exists() and staging_of(folder).is_dir():
+        raise ConfigError(unfinished_message(folder))
     raise ConfigError(
         f"{folder} is neither a run folder nor a compare sweep; pass one written by geotune"
     )

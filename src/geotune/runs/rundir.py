@@ -5,6 +5,13 @@ A run is built in a hidden staging folder ``OUTPUT/.NAME.partial`` and renamed t
 shows up as a run; its staging folder keeps what was written so far (for ``--resume``). Every
 file inside is itself written atomically (temporary file + ``os.replace``).
 
+``status.json`` records the state, the process id and the host: ``running`` while a process
+builds it, then one final state on every way out: ``complete`` (finished and renamed into
+place), ``failed`` (an exception; its message is recorded) or ``interrupted`` (Ctrl-C or
+SIGTERM). A process killed outright (SIGKILL, power loss) cannot write it; readers
+(:func:`run_state`) therefore treat ``running`` whose process is gone from this host, or whose
+lock is free, as ``interrupted`` and say so.
+
 While a process builds a run it holds an exclusive lock (``flock``) on ``OUTPUT/.NAME.lock``:
 a second process asking for the same name is refused with the first one's PID, and the lock
 dies with its process (even on ``kill -9``), so a killed run never blocks its own ``--resume``.
@@ -24,12 +31,57 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geotune.errors import ConfigError
+from geotune.runs.interrupt import note_kept
 from geotune.runs.io import atomic_write_json
 
 if TYPE_CHECKING:
     from geotune.config import TrainConfig
 
 STATUS_FILE = "status.json"
+FINAL_STATES = ("complete", "failed", "interrupted")
+
+
+def _host() -> str:
+    return os.uname().nodename
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def run_state(folder: Path) -> tuple[str | None, str]:
+    """The state of the run (or staging) folder ``folder`` and a few words on why ("" if none).
+
+    ``running`` whose process is gone from this host, or whose run lock nobody holds, is
+    reported as ``interrupted`` ("process 123 on HOST is gone"). None: no readable status.
+    """
+    folder = Path(folder)
+    try:
+        status = json.loads((folder / STATUS_FILE).read_text())
+        state = status.get("state")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None, "no readable status.json"
+    if state != "running":
+        return state, str(status.get("error") or "")
+    pid, host = status.get("pid"), status.get("host")
+    name = folder.name
+    if name.startswith(".") and name.endswith(".partial"):
+        name = name[1 : -len(".partial")]
+    lock = RunDir.__new__(RunDir)
+    lock.final, lock.staging, lock._lock_fd = folder.parent / name, folder, None
+    if isinstance(pid, int) and host == _host() and not _alive(pid):
+        return "interrupted", f"process {pid} on {host} is gone"
+    holder = lock.holder()
+    if holder is None:
+        who = f"process {pid} on {host or 'an unknown host'}" if pid else "an unrecorded process"
+        return "interrupted", f"{who} ended without finishing it"
+    return "running", f"{holder} is still running it"
 
 
 def _writable_folder(output: Path) -> None:
@@ -85,7 +137,7 @@ class RunDir:
     def lock(self) -> None:
         """Take the run name for this process, or raise naming the process that holds it."""
         _writable_folder(self.final.parent)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask's mode
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -122,8 +174,10 @@ class RunDir:
             raise ConfigError(
                 f"no unfinished run at {run} (looked for {self.staging}); pass the run folder of a killed run"
             )
+        self.previous_state = run_state(self.staging)
         self.lock()
-        self.write_status("running", resumed=True)
+        self.resumed = True  # every later status says so
+        self.write_status("running")
         return self
 
     def holder(self) -> str | None:
@@ -174,24 +228,68 @@ class RunDir:
         return self.staging
 
     @contextlib.contextmanager
-    def staged(self, resuming: bool = False) -> Iterator[RunDir]:
-        """Create (or keep, when resuming) the staging folder; a failure marks it failed."""
+    def staged(
+        self, resuming: bool = False, kept: str | None = None, resumable: bool = True
+    ) -> Iterator[RunDir]:
+        """Create (or keep, when resuming) the staging folder; leaving it by an exception
+        marks it ``failed``, by Ctrl-C or SIGTERM ``interrupted``.
+
+        Args:
+            resuming: the staging folder exists already (``--resume``).
+            kept: the line the CLI prints when interrupted (default: the staging folder was
+                kept and ``geotune train --resume FINAL`` continues it).
+            resumable: False: an interrupted run is removed (nothing to resume from).
+        """
         if not resuming:
             self.create()
         try:
             yield self
-        except BaseException:
+        except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (geotune.runs.interrupt)
+            if not resumable:
+                self.discard()
+                if kept:
+                    note_kept(kept)
+            elif self.staging.is_dir():
+                with contextlib.suppress(OSError):
+                    self.write_status("interrupted")
+                note_kept(
+                    kept
+                    or f"the unfinished run is kept in {self.staging}; continue it with "
+                    f"`geotune train --resume {self.final}`"
+                )
+            raise
+        except BaseException as err:
             if self.staging.is_dir():
                 with contextlib.suppress(OSError):
-                    self.write_status("failed")
+                    self.write_status("failed", error=f"{type(err).__name__}: {err}"[:500])
             raise
         finally:
             self.unlock()
 
+    @contextlib.contextmanager
+    def building(self) -> Iterator[RunDir]:
+        """Create the staging folder, commit on success; any failure or interruption removes
+        it (for outputs that are rebuilt rather than resumed: evaluations, shift reports)."""
+        self.create()
+        try:
+            yield self
+        except BaseException:
+            self.discard()
+            raise
+        if self.staging.is_dir():
+            self.commit()
+
     def write_status(self, state: str, **extra: Any) -> None:
         atomic_write_json(
             self.staging / STATUS_FILE,
-            {"state": state, "time": time.time(), "pid": os.getpid(), **extra},
+            {
+                "state": state,
+                "time": time.time(),
+                "pid": os.getpid(),
+                "host": _host(),
+                **({"resumed": True} if getattr(self, "resumed", False) else {}),
+                **extra,
+            },
         )
 
     def commit(self) -> Path:
@@ -219,10 +317,7 @@ def require_complete_run(run: Path) -> Path:
     partial = run.parent / f".{run.name}.partial"
     if not run.is_dir():
         if partial.is_dir():
-            raise ConfigError(
-                f"run {run} did not finish (its files are in {partial}); "
-                f"continue it with `geotune train --resume {run}`"
-            )
+            raise ConfigError(unfinished_message(run))
         raise ConfigError(f"run folder {run} not found; pass a folder written by `geotune train`")
     status = run / STATUS_FILE
     try:
@@ -232,3 +327,18 @@ def require_complete_run(run: Path) -> Path:
     if state != "complete":
         raise ConfigError(f"{run} is not a finished geotune run (no complete {STATUS_FILE})")
     return run
+
+
+def unfinished_message(run: Path) -> str:
+    """One line on the unfinished run RUN (its staging folder exists): its state, and what to
+    do (wait for it, or resume it)."""
+    run = Path(run)
+    partial = run.parent / f".{run.name}.partial"
+    state, why = run_state(partial)
+    if state == "running":
+        return f"run {run} did not finish yet ({why}); wait for it to end"
+    shown = f"{state}: {why}" if state and why else (state or why)
+    return (
+        f"run {run} did not finish ({shown}; its files are in {partial}); "
+        f"continue it with `geotune train --resume {run}`"
+    )

@@ -12,12 +12,13 @@ from rich.console import Console
 from geotune.data.bands import BandRequest
 from geotune.data.classmap import load_class_map, pair_classes
 from geotune.data.decode import decode_folder
-from geotune.data.folder import SceneFolder, scan_folder
+from geotune.data.folder import SceneFolder, cache_root, scan_folder
 from geotune.engine.fabric import resolve_device
 from geotune.engine.probe import cached_features
 from geotune.models.backbones import Preprocessing, create_backbone
 from geotune.models.classifier import load_classifier
 from geotune.runs.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from geotune.runs.paths import CACHE, existing_file, refuse_outputs_in_inputs, staging_of
 from geotune.runs.rundir import RunDir, require_complete_run
 from geotune.shift.distances import feature_distances
 from geotune.validation import StrictConfig, path_field, register_config_model
@@ -115,6 +116,15 @@ def measure_shift(
     """
 
     console = console or Console(stderr=True)
+    inputs = {"A": a, "B": b, "--run": run, "--weights": existing_file(weights)}
+    if not isinstance(class_map, dict):
+        inputs["--class-map"] = class_map
+    report = None if name is None else Path(output) / name
+    refuse_outputs_in_inputs(
+        {"--output/--name": report, "--output/--name (staging)": report and staging_of(report)},
+        inputs,
+        {CACHE: cache_root(), **({"--output": output} if name is None else {})},
+    )
     t0 = time.perf_counter()
     net, prep, backbone, weights_id, source = _feature_space(run, backbone, weights, image_size)
     fa, feats_a = _features_of(scan_folder(a), net, backbone, weights_id, prep, workers)

@@ -17,6 +17,7 @@ from geotune.data.folder import scan_folder
 from geotune.data.splits import read_split
 from geotune.errors import ConfigError, DataError
 from geotune.runs.io import atomic_write_json
+from geotune.runs.paths import refuse_outputs_in_inputs, staging_of
 from geotune.runs.rundir import RunDir
 from geotune.validation import StrictConfig, path_field, register_config_model
 
@@ -133,6 +134,9 @@ def simulate_folder(
     """
 
     console = console or Console(stderr=True)
+    refuse_outputs_in_inputs(
+        {"DST": dst, "DST (staging)": staging_of(Path(dst))}, {"SRC": src, "--split": split}
+    )
     simulate_shift(torch.zeros(1, 3, 4, 4), kind, strength)  # validate kind / strength first
     folder = scan_folder(src)
     keep = np.ones(len(folder), dtype=bool)

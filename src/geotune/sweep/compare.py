@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 from rich.console import Console
 
 from geotune.config import build_config, make_config, register_config_model
-from geotune.data.folder import scan_folder
+from geotune.data.folder import cache_root, scan_folder
 from geotune.data.splits import budget_split, read_split, write_split
 from geotune.engine.trainer import train
 from geotune.errors import ConfigError
@@ -31,8 +31,10 @@ from geotune.runs.artifacts import (
     TestMetrics,
     read_run_config,
 )
+from geotune.runs.interrupt import on_interrupt
 from geotune.runs.io import atomic_write_csv, atomic_write_json, atomic_write_text
-from geotune.runs.rundir import RunDir
+from geotune.runs.paths import CACHE, existing_file, refuse_outputs_in_inputs
+from geotune.runs.rundir import RunDir, run_state
 from geotune.sweep.pretrainings import (
     Pretraining,
     method_label,
@@ -239,6 +241,24 @@ def cell_epochs(config: CompareConfig, strategy: str, n_train: int) -> int | Non
     return max(base.epochs, needed)
 
 
+def sweep_folder(config: CompareConfig) -> Path:
+    """The folder a sweep is written to: OUTPUT/NAME (default name compare-DATA)."""
+    return Path(config.output) / (config.name or f"compare-{Path(config.data).resolve().name}")
+
+
+def refuse_compare_outputs_in_inputs(config: CompareConfig, **more_inputs: Path | None) -> None:
+    """The sweep folder (and cache) must not be, hold or lie inside an input (runs.paths);
+    ``more_inputs`` adds e.g. the CLI's ``--config`` file."""
+    inputs = {
+        "--data": config.data,
+        "--weights (train option)": existing_file(config.train.get("weights")),
+        **more_inputs,
+    }
+    refuse_outputs_in_inputs(
+        {"--output/--name": sweep_folder(config)}, inputs, {CACHE: cache_root()}
+    )
+
+
 def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
     """Run (or continue) the grid; write results.csv / results.json, statistics and the report.
 
@@ -253,9 +273,10 @@ def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
         The sweep folder.
     """
     console = console or Console(stderr=True)
+    refuse_compare_outputs_in_inputs(config)
     config = config.model_copy(update={"data": Path(config.data).resolve()})
     folder = scan_folder(config.data, skip_bad=bool(config.train.get("skip_bad_images")))
-    sweep = Path(config.output) / (config.name or f"compare-{config.data.name}")
+    sweep = sweep_folder(config)
     _check_sweep_splits(sweep, config)
     (sweep / "splits").mkdir(parents=True, exist_ok=True)
     (sweep / "runs").mkdir(exist_ok=True)
@@ -271,17 +292,30 @@ def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
         _check_cell(sweep / "runs" / cell.name, cell)
     atomic_write_text_yaml(sweep / "compare.yaml", config.model_dump(mode="json"))
     rows = []
-    for k, ((strategy, budget, seed, pre), cell) in enumerate(zip(cells, plans, strict=True), 1):
-        run = sweep / "runs" / cell.name
-        if (run / "status.json").is_file():
-            console.log(f"[{k}/{len(cells)}] {cell.name}: done earlier with these settings, reused")
-        else:
-            console.log(f"[{k}/{len(cells)}] {cell.name}")
-            stale = RunDir(sweep / "runs", cell.name)
-            stale.lock()  # refuses if another process runs this cell right now
-            stale.discard()  # a cell killed earlier starts over
-            train(cell, console)
-        rows.append(cell_row(run, strategy, budget, seed, pre))
+    kept = (
+        f"finished cells are kept in {sweep / 'runs'}; run the same `geotune compare` command "
+        "again to continue (finished cells are reused, the interrupted one starts over)"
+    )
+    with on_interrupt(kept):
+        for k, ((strategy, budget, seed, pre), cell) in enumerate(
+            zip(cells, plans, strict=True), 1
+        ):
+            run = sweep / "runs" / cell.name
+            if (run / "status.json").is_file():
+                console.log(
+                    f"[{k}/{len(cells)}] {cell.name}: done earlier with these settings, reused"
+                )
+            else:
+                stale = RunDir(sweep / "runs", cell.name)
+                stale.lock()  # refuses if another process runs this cell right now
+                if stale.staging.is_dir():
+                    state, why = run_state(stale.staging)
+                    why = f" ({why})" if why else ""
+                    console.log(f"{cell.name} was {state or 'left unfinished'}{why}; redone")
+                console.log(f"[{k}/{len(cells)}] {cell.name}")
+                stale.discard()  # a cell killed earlier starts over
+                train(cell, console)
+            rows.append(cell_row(run, strategy, budget, seed, pre))
     write_results(sweep, rows)
     write_report(sweep)
     return sweep
