@@ -316,3 +316,23 @@ def test_composites_run_the_rgb_weights_on_each_view(ms_small, tmp_path):
 def prep_pixels(root, prep):
     bands = BandRequest.for_run(prep.bands, "test")
     return decode_folder(scan_folder(root), prep.size, prep.interpolation, bands=bands).pixels
+
+
+@pytest.mark.slow
+def test_band_inits_never_share_cached_features(ms_small, tmp_path):
+    """The feature cache keys on the adapted stem: a linear probe with --band-init zero after
+    one with mean computes its own features (they once shared a key, and the second run
+    silently reused the first's features)."""
+    from geotune.engine.trainer import train
+
+    summaries = {}
+    for init in ("mean", "zero", "mean"):
+        cfg = make_config(
+            data=ms_small, output=tmp_path, band_names=S2, image_size=32, train_fraction=0.5,
+            band_init=init, strategy="linear-probe", probe_stages=[1], name=f"{init}-{len(summaries)}",
+        )  # fmt: skip
+        run = train(cfg).run_dir
+        summaries[run.name] = json.loads((run / "summary.json").read_text())
+    first, zero, again = summaries.values()
+    assert not zero["features_from_cache"]
+    assert again["features_from_cache"]  # the same stem does hit the cache

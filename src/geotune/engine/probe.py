@@ -59,12 +59,29 @@ def feature_key(
     views: str,
     seed: int,
     stages: int = 1,
+    stem: str | None = None,
 ) -> str:
     model = _model_parts(backbone, weights, prep, seed)
     parts = [f"v{FEATURE_CACHE_VERSION}", *model[:3], images.key, views, *model[3:]]
     if stages > 1:  # (one stage keeps the keys of caches written before stages existed)
         parts.append(f"stages={stages}")
+    if stem is not None:
+        parts.append(f"stem={stem}")
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
+
+
+def stem_fingerprint(backbone: nn.Module) -> str | None:
+    """A digest of the input layer's weights when the stem was adapted to other bands.
+
+    Name, weights and preprocessing fix an RGB backbone's function, but a stem rewired for N
+    bands differs by ``--band-init`` (mean and zero kernels gave one cache key, so the second
+    run silently reused the first one's features). Only adapted stems (not 3 input channels)
+    get a digest, so the keys of RGB caches stay as they were."""
+    first = next((m for m in backbone.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None or first.in_channels == 3:
+        return None
+    data = first.weight.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return hashlib.sha1(data).hexdigest()[:12]
 
 
 @torch.inference_mode()
@@ -147,7 +164,9 @@ def cached_features(
     (``auto``: ONNX Runtime for long CPU passes, see onnx_features.resolve_feature_engine)."""
     from geotune.engine.onnx_features import resolve_feature_engine
 
-    key = feature_key(backbone_name, weights, prep, images, views, seed, stages)
+    key = feature_key(
+        backbone_name, weights, prep, images, views, seed, stages, stem_fingerprint(backbone)
+    )
     cache = ArrayCache(cache_root() / "features")
     hit = cache.load(key, mmap=False)
     if hit is not None and len(hit[0]) == len(images.pixels):
