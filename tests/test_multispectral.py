@@ -336,3 +336,30 @@ def test_band_inits_never_share_cached_features(ms_small, tmp_path):
     first, zero, again = summaries.values()
     assert not zero["features_from_cache"]
     assert again["features_from_cache"]  # the same stem does hit the cache
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("strategy", "options", "expected"),
+    [
+        ("linear-probe", {}, "zero"),
+        ("knn", {}, "composites"),
+        ("knn", {"probe_stages": [3]}, "zero"),
+        ("feature-extraction", {}, "zero"),
+        ("full", {}, "mean"),
+    ],
+)
+def test_band_handling_default_keeps_a_frozen_stem_as_trained(
+    ms_small, tmp_path, strategy, options, expected
+):
+    """Without --band-init, RGB weights on 13 bands: frozen strategies keep what the stem was
+    trained to see; a stem that trains is rewired. The run records which and why."""
+    from geotune.engine.prepare import prepare
+
+    cfg = make_config(
+        data=ms_small, output=tmp_path, band_names=S2, image_size=32, train_fraction=0.5,
+        strategy=strategy, **options,
+    )  # fmt: skip
+    stem = prepare(cfg).stem
+    assert stem["band_init"] == expected
+    assert ("frozen" in stem["why"]) == (strategy != "full"), stem["why"]

@@ -79,7 +79,8 @@ class TrainConfig(StrictConfig):
     band_init: str | None = Field(
         None,
         description="how RGB-pretrained stems initialise bands other than red, green, blue "
-        "(default: mean when a stem is adapted)",
+        "(default when a stem is adapted: mean where the stem trains; for frozen stems zero, or "
+        "composites for knn, which keep what the RGB kernels see)",
     )
     # --- augmentation (training only; overhead imagery has no canonical 'up') ------------------
     flips: bool = Field(True, description="random horizontal and vertical flips")

@@ -81,11 +81,40 @@ def _adapted(built, config: TrainConfig, layout: BandLayout):
             f"--band-init {config.band_init} does not fit: the selected bands are all red, green "
             "or blue, so no band needs initialising; leave --band-init out"
         )
-    policy = config.band_init or DEFAULT_BAND_INIT
+    policy, why = (config.band_init, "given") if config.band_init else default_band_init(config)
     if policy == "composites":
-        return model, prep, weights, _composites(model, prep, layout, config)
+        return model, prep, weights, {**_composites(model, prep, layout, config), "why": why}
     stem = adapt_stem(model.backbone, rgb, layout.channels, policy, layout.selected or ())
-    return model, prep, weights, stem
+    return model, prep, weights, {**stem, "why": why}
+
+
+# Strategies whose stem stays frozen, and the band handling that keeps what it was trained to
+# see. Measured on eurosat_ms_dev (13 bands, 5 seeds, paired; BENCHMARKS.md, band handling):
+# a rewired stem ('mean') lost to the RGB-preserving choices for every frozen strategy
+# (linear probe -6.1, kNN -6.9, feature extraction -4.9 points); 'zero' (the RGB network,
+# the other bands entering at zero) tied composites for the probe at 1/9 of its cost and beat
+# them for feature extraction; kNN gained 5 points from composites. 'partial' freezes the stem
+# too (by the same reasoning, not measured).
+FROZEN_STEM_BAND_INIT = {
+    "linear-probe": "zero",
+    "knn": "composites",
+    "feature-extraction": "zero",
+    "partial": "zero",
+}
+
+
+def default_band_init(config: TrainConfig) -> tuple[str, str]:
+    """The band handling for RGB weights on multispectral chips when --band-init is not given,
+    and why: a stem that trains learns the new bands ('mean'); a frozen one keeps RGB intact."""
+    policy = FROZEN_STEM_BAND_INIT.get(config.strategy)
+    if policy is None:
+        return DEFAULT_BAND_INIT, f"{config.strategy} trains the stem: it learns the other bands"
+    if policy == "composites" and max(config.probe_stages or [1]) > 1:
+        policy = "zero"  # composites pool no stages: the stages asked for keep the RGB stem
+    return policy, (
+        f"{config.strategy} keeps the stem frozen: '{policy}' preserves what its RGB kernels "
+        "were trained to see (a rewired stem lost on every frozen strategy; BENCHMARKS.md)"
+    )
 
 
 def _composites(model: SceneClassifier, prep: Preprocessing, layout: BandLayout, config) -> dict:
