@@ -69,3 +69,11 @@ def test_every_page_is_in_the_nav():
 def test_readme_is_short():
     size = (ROOT / "README.md").stat().st_size
     assert size <= 8192, f"README.md is {size} bytes; move detail into docs/ (limit 8192)"
+
+
+def test_benchmarks_summary_links_resolve():
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    links = re.findall(r"\]\((benchmarks/results/[^)]+\.md)\)", text)
+    assert len(links) >= 5
+    missing = sorted({link for link in links if not (ROOT / link).is_file()})
+    assert not missing, f"BENCHMARKS.md links to missing detail files: {missing}"
