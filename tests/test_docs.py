@@ -6,6 +6,7 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
 import typer
 import yaml
 
@@ -77,3 +78,31 @@ def test_benchmarks_summary_links_resolve():
     assert len(links) >= 5
     missing = sorted({link for link in links if not (ROOT / link).is_file()})
     assert not missing, f"BENCHMARKS.md links to missing detail files: {missing}"
+
+
+def test_extending_examples_register_working_entries():
+    """The registration examples on docs/extending.md run, and their names become valid options."""
+    from geotune import make_adapt_config, make_config
+    from geotune.adapt.registry import ADAPT_METHODS
+    from geotune.errors import ConfigError
+    from geotune.transfer.batchnorm import BN_POLICIES
+    from geotune.transfer.strategies import STRATEGIES
+
+    blocks = re.findall(r"```python\n(.*?)```", (DOCS / "extending.md").read_text(), re.S)
+    registries = (STRATEGIES, BN_POLICIES, ADAPT_METHODS)
+    before = [dict(r) for r in registries]
+    try:
+        for block in blocks[:3]:
+            exec(compile(block, "docs/extending.md", "exec"), {})
+        config = make_config(data=str(ROOT / "tests"), strategy="top-only", bn_policy="all-frozen")
+        assert (config.strategy, config.bn_policy) == ("top-only", "all-frozen")
+        assert (
+            make_adapt_config(target=str(ROOT / "tests"), method="bn-refresh").method
+            == "bn-refresh"
+        )
+    finally:
+        for registry, saved in zip(registries, before, strict=True):
+            registry.clear()
+            registry.update(saved)
+    with pytest.raises(ConfigError):  # the example strategy did not leak out of the test
+        make_config(data=str(ROOT / "tests"), strategy="top-only")
