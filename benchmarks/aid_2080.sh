@@ -3,7 +3,7 @@
 # offline EfficientNet-Lite0. Writes a run folder under
 # benchmarks/results/ and its wall time (wall.txt). From the repository root:
 #   bash benchmarks/aid_2080.sh STRATEGY [extra geotune train options]
-# The figures in BENCHMARKS.md come from:
+# The figures in benchmarks/results/2026-11-28-aid-2080-lite0.md come from:
 #   bash benchmarks/aid_2080.sh feature-extraction --epochs 10 --tta rot4
 #   bash benchmarks/aid_2080.sh full --epochs 6 --tta rot2
 #   bash benchmarks/aid_2080.sh linear-probe --tta rot2   # twice: the second run reuses the cache

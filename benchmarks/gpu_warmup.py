@@ -1,7 +1,8 @@
 """Why the first epoch on a GPU is slow: the cost of cuDNN's first call per convolution shape.
 
 On the H200 (torch 2.11, cuDNN 9) geotune's first epoch of tf_efficientnet_lite0 took 73 s and
-the next ones 1 s (benchmarks/gpu.sh, BENCHMARKS.md). cuDNN >= 9.10 compiles an execution plan at
+the next ones 1 s (benchmarks/gpu.sh, benchmarks/results/2026-11-29-gpu-h200.md). cuDNN >= 9.10
+compiles an execution plan at
 runtime the first time it meets a depthwise convolution shape (NVIDIA/cudnn-frontend#1066), and
 `cudnn.benchmark` compiles every candidate. This times, in a fresh process per setting, the first
 and the steady-state training step, a new batch size (a last partial batch) and the first

@@ -1,4 +1,5 @@
-"""Benchmark of `geotune predict` and `geotune export` on CPU (BENCHMARKS.md, "Using a model").
+"""Benchmark of `geotune predict` and `geotune export` on CPU
+(benchmarks/results/2026-11-29-using-a-model.md).
 
 1. exports RUN to ONNX (parity check on 64 of its test chips);
 2. chips/s of `predict` with PyTorch and with onnxruntime, side by side in one process

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs everything, then runs the linter and the whole test suite.
+# Installs everything, builds the docs strictly, then runs the linter and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# The docs site, warnings as errors (broken links, bad docstrings, pages missing from the nav).
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -q -d "$(mktemp -d)"
 # Headless Chromium for the report test (Debian's package; Playwright drives it, downloads nothing).
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -87,7 +87,8 @@ class TrainConfig(StrictConfig):
     rot90: bool = Field(True, description="random rotations by multiples of 90 degrees")
     # No crop by default: a scene label belongs to the whole chip at its ground resolution, and
     # the test sees whole chips. Random resized crops at 0.5-1 of the area lost to none on RSSCN7
-    # (3 seeds, -4.3), AID (-4.5) and 13-band EuroSAT (-3.7): BENCHMARKS.md, recipe sweep.
+    # (3 seeds, -4.3), AID (-4.5) and 13-band EuroSAT (-3.7):
+    # benchmarks/results/2026-11-29-recipes.md.
     crop_scale: tuple[float, float] = Field(
         (1.0, 1.0),
         description="random resized crop area range (min max), e.g. 0.5 1; 1 1 = no crop",

@@ -64,7 +64,8 @@ def resolve_cudnn_benchmark(setting: str, device: torch.device, planned_images: 
 
 # cuDNN itself costs a warm-up for models with depthwise convolutions (EfficientNet, MobileNet,
 # ConvNeXt): cuDNN 9 compiles a plan for each new depthwise shape, batch sizes included. Measured on
-# an H200 (BENCHMARKS.md "GPU"), Lite0 in geotune, 870 chips x 6 epochs: first epoch 27-42 s with
+# an H200 (benchmarks/results/2026-11-29-gpu-h200.md), Lite0 in geotune, 870 chips x 6 epochs:
+# first epoch 27-42 s with
 # cuDNN, 3 s without; steady 840 vs 370 images/s, so cuDNN pays back after ~20,000 training images.
 # ResNets (no depthwise convolutions) warm up in ~1 s with cuDNN and run 5x slower without it.
 CUDNN_PAYS_BACK_IMAGES = 20_000

@@ -199,7 +199,7 @@ def cached_features(
 
 # scikit-learn's lbfgs on a few thousand chips multiplies small matrices: with every core a BLAS
 # thread the 16-core GPU machine took 33 s for the probe's 10 fits, with 4 threads 1.9 s and with
-# 1 thread 2.5 s (benchmarks/probe_fit_threads.py, BENCHMARKS.md "GPU").
+# 1 thread 2.5 s (benchmarks/probe_fit_threads.py, benchmarks/results/2026-11-29-gpu-h200.md).
 FIT_THREADS = 4
 
 
@@ -286,7 +286,8 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
     reset_peak_memory(device)
     t0 = time.perf_counter()
     kind = get_strategy(config.strategy).probe_kind
-    # kNN too: three pooled stages gained on 8 of 9 seeds over three datasets (BENCHMARKS.md).
+    # kNN too: three pooled stages gained on 8 of 9 seeds over three datasets
+    # (benchmarks/results/2026-11-29-recipes.md).
     candidates = stage_candidates(config.probe_stages, prep.model.backbone)
     stages = max(candidates)
     backbone = prep.model.backbone if stages == 1 else StagePooling(prep.model.backbone, stages)

@@ -18,7 +18,8 @@ from torch import nn
 from geotune.errors import ConfigError
 
 # Final features + the last two stages: +3.2 / +3.5 points on AID (5 / 20 labels per class) and
-# +3.0 on RSSCN7 over the final features alone, every one of 9 seeds (BENCHMARKS.md).
+# +3.0 on RSSCN7 over the final features alone, every one of 9 seeds
+# (benchmarks/results/2026-11-29-recipes.md).
 DEFAULT_PROBE_STAGES = 3
 
 

@@ -99,17 +99,22 @@ def measure_shift(
     shared class; written to a folder with ``shift.json``, ``per_class.csv`` and a 2-D embedding.
 
     Args:
-        a, b: ImageFolder datasets (a: the reference, e.g. the training data).
-        backbone, weights: the feature space when no ``run`` is given.
+        a: ImageFolder dataset, the reference (e.g. the training data).
+        b: ImageFolder dataset compared with ``a``.
+        backbone: the feature space when no ``run`` is given.
+        weights: the backbone's weights when no ``run`` is given.
         run: a finished run whose fine-tuned backbone gives the feature space.
         class_map: YAML ``b_class: a_class`` pairs (default: same names).
         per_class: chips per class and dataset (None: all).
         n_boot: bootstrap resamples for the 95% intervals.
-        dim, seed: projection size and seed of the distance estimates.
-        output, name: where the report folder goes.
+        dim: projection size of the distance estimates.
+        seed: seed of the distance estimates.
+        output: where the report folder goes.
+        name: the report folder's name.
         embedding: also draw the t-SNE figure.
         image_size: input size (default: the weights' or the run's).
-        workers, console: decode threads; where progress goes.
+        workers: decode threads.
+        console: where progress goes.
 
     Returns:
         (result dict as in shift.json, report folder).
