@@ -9,6 +9,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -110,7 +111,17 @@ def _folder_key(folder: SceneFolder, size: int, interpolation: str) -> str:
 @dataclass
 class DecodedImages:
     """All chips of a folder as one array (N, C, S, S), memory-mapped from the cache: uint8 RGB,
-    or the selected bands of multispectral chips in their own dtype (``layout``)."""
+    or the selected bands of multispectral chips in their own dtype (``layout``).
+
+    A map-style ``torch.utils.data.Dataset``: ``ds[i]`` is ``(image, label)``, image the CxSxS
+    tensor of row ``i`` exactly as the engine's ``load_batch`` gives it, i.e. *before* the
+    engine's on-device augmentation and normalisation (uint8 for RGB, the band dtype for
+    multispectral chips; resized and band-selected already), label an int. ``transform``
+    (e.g. ``geotune.data.normalize_transform(preprocessing)``) is applied to the image when set.
+    Tuples, not torchgeo dicts: a plain ``DataLoader`` collates them as torchvision's
+    ImageFolder samples. ``classes``, ``class_to_idx``, ``targets`` and ``samples`` are the
+    folder's (torchvision's names).
+    """
 
     folder: SceneFolder
     pixels: np.ndarray
@@ -118,6 +129,36 @@ class DecodedImages:
     interpolation: str
     key: str
     layout: BandLayout | None = None  # None: 8-bit RGB chips
+    transform: Any = None  # image -> image, applied by __getitem__
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        import torch
+
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"chip {i} out of range for {len(self)} chips")
+        image = torch.from_numpy(np.array(self.pixels[i]))
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.folder.labels[i])
+
+    @property
+    def classes(self) -> list[str]:
+        return self.folder.classes
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return self.folder.class_to_idx
+
+    @property
+    def targets(self) -> list[int]:
+        return self.folder.targets
+
+    @property
+    def samples(self) -> list[tuple[str, int]]:
+        return self.folder.samples
 
 
 def decode_folder(

@@ -29,13 +29,49 @@ def cache_root() -> Path:
 
 @dataclass
 class SceneFolder:
-    """The files of an ImageFolder dataset: class names and (relative path, label) per image."""
+    """The files of an ImageFolder dataset: class names and (relative path, label) per image.
+
+    Named like torchvision's ImageFolder: ``classes``, ``class_to_idx``, ``targets`` and
+    ``samples`` (absolute path, label), so samplers can be built from it. It lists files only;
+    ``decoded(size)`` gives the ``torch.utils.data.Dataset`` of the decoded chips.
+    """
 
     root: Path
     classes: list[str]
     paths: list[str]  # relative to root, '/'-separated
     labels: np.ndarray  # int64, index into classes
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+    key: str | None = None  # content key of a materialised Python dataset (no files to stat)
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        """Class name -> label index (torchvision's ImageFolder name)."""
+        return {c: i for i, c in enumerate(self.classes)}
+
+    @property
+    def targets(self) -> list[int]:
+        """The label of every chip, in order (torchvision's ImageFolder name)."""
+        return [int(t) for t in self.labels]
+
+    @property
+    def samples(self) -> list[tuple[str, int]]:
+        """(absolute path, label) of every chip, in order (torchvision's ImageFolder name)."""
+        return [(str(self.root / p), int(t)) for p, t in zip(self.paths, self.labels, strict=True)]
+
+    def decoded(self, size: int, interpolation: str = "bicubic", bands=None, **options):
+        """The chips as a ``torch.utils.data.Dataset``, backed by the decode cache.
+
+        Args:
+            size, interpolation, bands: as for ``decode_folder`` (the run's
+                ``preprocessing.size`` and ``interpolation``, and its ``BandRequest``).
+            **options: ``workers``, ``skip_bad``, ``cache_dir`` of ``decode_folder``.
+
+        Returns:
+            ``DecodedImages``: ``ds[i]`` is ``(image, label)`` as the engine trains on it.
+        """
+        from geotune.data.decode import decode_folder
+
+        return decode_folder(self, size, interpolation, bands=bands, **options)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -49,18 +85,25 @@ class SceneFolder:
 
         File times are left out on purpose, so a copy of the same data matches.
         """
+        if self.key is not None:
+            return self.key[:16]
         h = hashlib.sha1()
         for rel in self.paths:
             h.update(f"{rel}|{(self.root / rel).stat().st_size}\n".encode())
         return h.hexdigest()[:16]
 
     def subset(self, keep: np.ndarray) -> SceneFolder:
+        key = None
+        if self.key is not None:
+            mask = np.asarray(keep, dtype=bool).tobytes()
+            key = hashlib.sha1(self.key.encode() + mask).hexdigest()[:20]
         return SceneFolder(
             self.root,
             self.classes,
             [p for p, k in zip(self.paths, keep, strict=True) if k],
             self.labels[keep],
             list(self.skipped),
+            key,
         )
 
 

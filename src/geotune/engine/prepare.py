@@ -12,8 +12,9 @@ from rich.console import Console
 
 from geotune.config import TrainConfig
 from geotune.data.bands import BandRequest
+from geotune.data.dataset import dataset_classes, dataset_source, materialise
 from geotune.data.decode import DecodedImages, decode_folder, detect_layout
-from geotune.data.folder import scan_folder
+from geotune.data.folder import SceneFolder, scan_folder
 from geotune.data.splits import make_split, read_split
 from geotune.engine.bands import band_model, band_preprocessing
 from geotune.errors import ConfigError, DataError
@@ -95,21 +96,29 @@ class RunResult:
 
 
 def prepare(
-    config: TrainConfig, console: Console | None = None, split_file: Path | None = None
+    config: TrainConfig,
+    console: Console | None = None,
+    split_file: Path | None = None,
+    dataset=None,
 ) -> Prepared:
     """Scan and decode the data, build the model, make or read the split, plan the phases.
 
-    Every check that can fail does so here, before anything is written.
+    ``dataset``: a map-style Python dataset used instead of ``config.data``
+    (geotune.data.dataset.materialise). Every check that can fail does so here, before
+    anything is written.
     """
     console = console or Console(stderr=True)
-    folder = scan_folder(config.data, skip_bad=config.skip_bad_images)
+    if dataset is not None:
+        folder = _dataset_folder(dataset, config)
+    else:
+        folder = scan_folder(config.data, skip_bad=config.skip_bad_images)
     if len(folder.classes) < 2:
         raise DataError(
             f"{config.data} has one class folder ({folder.classes[0]}); a scene classifier "
             "needs at least two classes"
         )
     request = BandRequest(config.band_names, tuple(config.bands) if config.bands else None)
-    layout, _ = detect_layout(folder, request)
+    layout = None if dataset is not None else detect_layout(folder, request)[0]
     if layout is None and config.band_init is not None:
         raise ConfigError(
             f"--band-init applies to multispectral chips, but {config.data} holds 8-bit RGB "
@@ -131,14 +140,17 @@ def prepare(
     if config.strategy == "feature-extraction":
         pool_stages(model, config)
     t0 = time.perf_counter()
-    images = decode_folder(
-        folder,
-        prep.size,
-        prep.interpolation,
-        config.num_workers,
-        config.skip_bad_images,
-        bands=request,
-    )
+    if dataset is not None:
+        images = materialise(dataset, prep.size, prep.interpolation)
+    else:
+        images = decode_folder(
+            folder,
+            prep.size,
+            prep.interpolation,
+            config.num_workers,
+            config.skip_bad_images,
+            bands=request,
+        )
     console.log(
         f"{len(images.folder)} images in {len(folder.classes)} classes at {prep.size} px "
         f"(decoded/cached in {time.perf_counter() - t0:.1f}s)"
@@ -162,6 +174,24 @@ def prepare(
     lr_multipliers(config, groups)  # validates group_lr names before anything is written
     phases = [] if config.uses_cached_features() else plan_phases(config, groups)
     return Prepared(config, images, split, model, prep, weights, groups, phases, stem)
+
+
+def _dataset_folder(dataset, config: TrainConfig) -> SceneFolder:
+    """The classes of a Python dataset (``.classes``, else its label indices), as a folder."""
+    if config.bands or config.band_names:
+        raise ConfigError(
+            "--bands and --band-names apply to GeoTIFF folders; a Python dataset yields RGB "
+            "images: leave them out, or select the bands in the dataset"
+        )
+    if config.skip_bad_images:
+        raise ConfigError(
+            "--skip-bad-images applies to folders; drop bad samples in the Python dataset"
+        )
+    classes = dataset_classes(dataset)
+    if classes is None:  # the classes are the labels seen (materialise reads every sample)
+        classes = materialise(dataset, 8).classes
+    n = len(dataset)
+    return SceneFolder(Path(dataset_source(dataset)), classes, [], np.zeros(n, dtype=np.int64))
 
 
 def pool_stages(model: SceneClassifier, config: TrainConfig) -> None:

@@ -278,19 +278,10 @@ class ProbeFit:
     val_probs: torch.Tensor | None = None
 
 
-def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
-    """Fit and evaluate a linear probe or kNN on cached features; writes a normal run folder."""
+def _probe_features(prep: Prepared, backbone, stages: int, device, console: Console):
+    """The cached (or freshly computed) features of every chip for a probe, logged."""
     config = prep.config
-    console = console or Console(stderr=True)
-    device = resolve_device(config.device)
-    reset_peak_memory(device)
     t0 = time.perf_counter()
-    kind = get_strategy(config.strategy).probe_kind
-    # kNN too: three pooled stages gained on 8 of 9 seeds over three datasets
-    # (benchmarks/results/2026-11-29-recipes.md).
-    candidates = stage_candidates(config.probe_stages, prep.model.backbone)
-    stages = max(candidates)
-    backbone = prep.model.backbone if stages == 1 else StagePooling(prep.model.backbone, stages)
     passes = len(prep.images.pixels) * len(TTA_VIEWS[config.tta])
     cudnn = resolve_cudnn(config.cudnn, device, backbone, passes)
     with cudnn_enabled(cudnn or device.type != "cuda"):
@@ -308,15 +299,35 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
             console.log,
             stages,
         )
-    feats, from_cache, per_chip = computed.values, computed.from_cache, computed.seconds_per_chip
     feat_time = time.perf_counter() - t0
     how = f"{computed.engine}" + (
         f", ONNX export {computed.export_s:.1f}s" if computed.export_s else ""
     )
     console.log(
-        f"features {feats.shape} ({config.tta} views) "
-        + ("from cache" if from_cache else f"computed in {feat_time:.1f}s ({how}) and cached")
+        f"features {computed.values.shape} ({config.tta} views) "
+        + (
+            "from cache"
+            if computed.from_cache
+            else f"computed in {feat_time:.1f}s ({how}) and cached"
+        )
     )
+    return computed, feat_time, cudnn
+
+
+def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
+    """Fit and evaluate a linear probe or kNN on cached features; writes a normal run folder."""
+    config = prep.config
+    console = console or Console(stderr=True)
+    device = resolve_device(config.device)
+    reset_peak_memory(device)
+    kind = get_strategy(config.strategy).probe_kind
+    # kNN too: three pooled stages gained on 8 of 9 seeds over three datasets
+    # (benchmarks/results/2026-11-29-recipes.md).
+    candidates = stage_candidates(config.probe_stages, prep.model.backbone)
+    stages = max(candidates)
+    backbone = prep.model.backbone if stages == 1 else StagePooling(prep.model.backbone, stages)
+    computed, feat_time, cudnn = _probe_features(prep, backbone, stages, device, console)
+    feats, from_cache, per_chip = computed.values, computed.from_cache, computed.seconds_per_chip
     t1 = time.perf_counter()
     if kind == "logistic":
         widths = {1: feats.shape[1]}

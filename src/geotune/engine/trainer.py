@@ -18,6 +18,7 @@ import torch
 from rich.console import Console
 
 from geotune.config import TrainConfig
+from geotune.data.dataset import dataset_source, is_dataset_source
 from geotune.data.folder import cache_root
 from geotune.engine.fabric import resolve_device
 from geotune.engine.loop import Engine, TrainState
@@ -32,12 +33,18 @@ from geotune.runs.paths import CACHE, existing_file, refuse_outputs_in_inputs
 from geotune.runs.rundir import RunDir, new_run
 
 
-def train(config: TrainConfig, console: Console | None = None) -> RunResult:
+def train(config: TrainConfig, console: Console | None = None, dataset=None) -> RunResult:
     """Validate inputs, then train and evaluate: the Python API behind `geotune train`.
 
     Args:
         config: a validated run configuration (``geotune.config.make_config``).
         console: where progress goes (stderr by default).
+        dataset: a map-style dataset to train on instead of ``config.data`` (any placeholder
+            path there is replaced): ``ds[i]`` is an ``(image, label)`` tuple or a torchgeo
+            ``{"image": CxHxW, "label": int}`` dict, RGB on the 0-255 scale; class names from
+            ``ds.classes`` when present. Read once into the decode cache (docs/data-api.md);
+            config.yaml records ``python-dataset:<class>[<length>]``, so such a run cannot be
+            resumed or re-evaluated from its folder alone.
 
     Returns:
         The finished run folder and its test metrics, history and summary.
@@ -46,6 +53,13 @@ def train(config: TrainConfig, console: Console | None = None) -> RunResult:
         GeotuneError: bad data, config or weights; nothing is written to the runs folder.
     """
     config = config.with_absolute_paths()
+    if dataset is not None:
+        if config.strategy == "auto":
+            raise ConfigError(
+                "--strategy auto is not available with a Python dataset yet; name a strategy "
+                "(full, lp-ft, linear-probe, ...)"
+            )
+        config = config.model_copy(update={"data": Path(dataset_source(dataset))})
     # Checks that need no data come first: a user should not wait for decoding to learn them.
     refuse_train_outputs_in_inputs(config)
     resolve_device(config.device)
@@ -60,7 +74,7 @@ def train(config: TrainConfig, console: Console | None = None) -> RunResult:
         from geotune.engine.auto import resolve_auto
 
         config, auto = resolve_auto(config, console or Console(stderr=True))
-    prep = prepare(config, console)
+    prep = prepare(config, console, dataset=dataset)
     prep.auto = auto
     if config.uses_cached_features():
         from geotune.engine.probe import fit_probe
@@ -105,6 +119,11 @@ def resume(run_dir: Path, console: Console | None = None) -> RunResult:
     )
     try:
         config = read_run_config(run.path)
+        if is_dataset_source(config.data):
+            raise ConfigError(
+                f"run {run.path.name} was trained on a Python dataset ({config.data}); it cannot "
+                "be resumed from its folder: train it again with geotune.train(config, dataset=ds)"
+            )
         if config.uses_cached_features():
             raise ConfigError(
                 f"strategy '{config.strategy}' has no epochs to resume; run it again "

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from geotune.data.bands import BandRequest
 from geotune.data.classmap import label_remap, load_class_map, pair_classes, scored_labels
+from geotune.data.dataset import is_dataset_source
 from geotune.data.decode import decode_folder
 from geotune.data.folder import cache_root, scan_folder
 from geotune.data.splits import read_split
@@ -191,6 +192,11 @@ def _in_domain_accuracy(run: Path, tta: str) -> float | None:
 def run_images(run: Path, prep, workers: int | None = None):
     """A finished run's own decoded images (its config's data, at ``prep``) and its split."""
     config = read_run_config(run)
+    if is_dataset_source(config.data):
+        raise DataError(
+            f"run {Path(run).name} was trained on a Python dataset ({config.data}); its own test "
+            "split cannot be re-read: pass --data DIR of chips to evaluate it on"
+        )
     skip = config.skip_bad_images
     folder = scan_folder(config.data, skip_bad=skip)
     bands = BandRequest.for_run(prep.bands, run)
