@@ -185,3 +185,32 @@ def test_prefetch_thread_yields_the_same_batches_and_raises_errors():
 
     with pytest.raises(DataError, match="chip 2 unreadable"):
         list(prefetch(broken(), "cpu", thread=True))
+
+
+def test_streamed_decode_keeps_rows_aligned_past_a_bad_chip(aid_copy, tmp_path, monkeypatch):
+    # Chips stream into the cache in blocks; a bad chip mid-dataset must not shift later rows.
+    import shutil
+
+    import geotune.data.decode as decode
+
+    clean = tmp_path / "clean"
+    shutil.copytree(aid_copy, clean)
+    bad = aid_copy / "Beach" / "a_corrupt.jpg"  # sorts first in its class: mid-dataset
+    bad.write_bytes(b"\x00not a jpeg" * 20)
+    monkeypatch.setattr(decode, "DECODE_BLOCK", 5)
+    got = decode_folder(scan_folder(aid_copy), 32, skip_bad=True, workers=2)
+    want = decode_folder(scan_folder(clean), 32)
+    assert got.folder.paths == want.folder.paths
+    np.testing.assert_array_equal(np.asarray(got.pixels), np.asarray(want.pixels))
+    hit = decode_folder(scan_folder(aid_copy), 32, skip_bad=True)  # served from the cache
+    assert hit.key == got.key and hit.pixels.shape == want.pixels.shape
+    np.testing.assert_array_equal(np.asarray(hit.pixels), np.asarray(want.pixels))
+
+
+def test_cache_refuses_an_entry_larger_than_the_free_disk(tmp_path):
+    from geotune.data.cache import ArrayCache
+
+    cache = ArrayCache(tmp_path / "images")
+    with pytest.raises(DataError, match=r"needs .* GB .* free; free space, set GEOTUNE_CACHE"):
+        cache.save("k", (10**9, 3, 4096, 4096), np.uint8, lambda out: None, {})
+    assert not any(p.is_file() for p in (tmp_path / "images").rglob("*"))

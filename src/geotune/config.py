@@ -17,6 +17,8 @@ from geotune.transfer.batchnorm import BN_POLICIES
 from geotune.transfer.stem import BAND_INITS
 from geotune.transfer.strategies import STRATEGIES
 from geotune.validation import (
+    MAX_IMAGE_SIZE,
+    MAX_WORKERS,
     StrictConfig,
     build_config,
     format_validation_error,
@@ -103,7 +105,10 @@ class TrainConfig(StrictConfig):
         "auto", description="auto | offline | hub | random | PATH to .pth/.pt/.safetensors"
     )
     image_size: int | None = Field(
-        None, ge=16, description="override the weights' input size (pixels, square)"
+        None,
+        ge=16,
+        le=MAX_IMAGE_SIZE,
+        description="override the weights' input size (pixels, square)",
     )
     head: Literal["linear", "mlp"] = Field("linear", description="classification head")
     head_dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the head")
@@ -209,7 +214,9 @@ class TrainConfig(StrictConfig):
     # --- engine and output ----------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
-    num_workers: int | None = Field(None, ge=0, description="decode workers (default: cores)")
+    num_workers: int | None = Field(
+        None, ge=0, le=MAX_WORKERS, description="decode workers (default: cores)"
+    )
     devices: int = Field(
         1, ge=1, description="processes per node (GPUs, or CPU processes with gloo)"
     )

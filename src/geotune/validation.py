@@ -31,6 +31,11 @@ M = TypeVar("M", bound=BaseModel)
 # Larger integers overflow numpy seeds, int32 tensor sizes and C loops: refused at the edge
 # unless a field declares its own bound.
 MAX_INT = 2**31 - 1
+# In-range but absurd sizes are refused at the edge, not met as an out-of-memory kill later:
+# 4096 px is 4x the largest input any pretrained backbone here was trained at (1024 px), and
+# larger chips are better tiled (``predict --scene``); decode threads beyond 512 only contend.
+MAX_IMAGE_SIZE = 4096
+MAX_WORKERS = 512
 
 PathKind = Literal["input-dir", "input-file", "input", "output-dir", "output-file"]
 

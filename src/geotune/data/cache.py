@@ -14,7 +14,9 @@ clean up what another wrote (geotune.runs.io).
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -82,10 +84,12 @@ class ArrayCache:
         shape: tuple[int, ...],
         dtype: Any,
         fill: Callable[[np.ndarray], None],
-        meta: dict[str, Any],
+        meta: dict[str, Any] | Callable[[], dict[str, Any]],
     ) -> np.ndarray:
-        """Write an entry: ``fill`` writes the array into a memory map; metadata goes last."""
+        """Write an entry: ``fill`` writes the array into a memory map; metadata goes last
+        (``meta`` may be a callable, read after ``fill``)."""
         self._prepare()
+        self._check_space(shape, dtype)
         arr_path, meta_path = self._paths(key)
         tmp = self.folder / f".{key}.{os.getpid()}.npy"
         try:
@@ -100,13 +104,25 @@ class ArrayCache:
             tmp.unlink(missing_ok=True)
             raise
         full = {
-            **meta,
+            **(meta() if callable(meta) else meta),
             "shape": list(shape),
             "dtype": np.dtype(dtype).str,
             "bytes": arr_path.stat().st_size,
         }
         atomic_write_json(meta_path, full, shared=True)
         return np.load(arr_path, mmap_mode="r")
+
+    def _check_space(self, shape: tuple[int, ...], dtype: Any) -> None:
+        """Refuse, before any work, an entry the cache's disk cannot hold (a huge
+        --image-size, or a dataset larger than the disk), instead of failing mid-write."""
+        need = math.prod(shape) * np.dtype(dtype).itemsize
+        free = shutil.disk_usage(self.folder).free
+        if need > free:
+            raise DataError(
+                f"caching {shape[0]} arrays of shape {tuple(shape[1:])} needs {need / 1e9:.1f} GB "
+                f"in {self.folder}, but only {free / 1e9:.1f} GB are free; free space, set "
+                "GEOTUNE_CACHE to a larger disk, or use a smaller --image-size"
+            )
 
     def remove(self, key: str) -> None:
         for p in self._paths(key):

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,10 @@ class DecodedImages:
         return self.folder.samples
 
 
+# Chips decoded per block before they are written to the cache: bounds RAM, keeps threads busy.
+DECODE_BLOCK = 256
+
+
 def decode_folder(
     folder: SceneFolder,
     size: int,
@@ -197,6 +202,7 @@ def decode_folder(
     hit = cache.load(key)
     if hit is not None:
         pixels, meta = hit
+        pixels = pixels[: meta["n"]]  # rows past n belong to skipped chips
         bad = {rel: reason for rel, reason in meta["bad"]}
         if bad and not skip_bad:
             rel, reason = next(iter(bad.items()))
@@ -214,23 +220,49 @@ def decode_folder(
             # The whole reason, without the path and the generic fix.
             return str(err).removeprefix(str(folder.root / rel)).rsplit("; ", 1)[0].strip()
 
-    workers = workers or default_workers()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(
-            pool.map(work, folder.paths, chunksize=1) if workers > 1 else map(work, folder.paths)
-        )
-    bad = {rel: r for rel, r in zip(folder.paths, results, strict=True) if isinstance(r, str)}
-    good = [r for r in results if not isinstance(r, str)]
-    kept = _drop_bad(folder, bad)
+    workers = max(1, min(workers or default_workers(), len(folder.paths)))
+    bad: dict[str, str] = {}
 
     def fill(out: np.ndarray) -> None:
-        for i, chip in enumerate(good):
-            out[i] = chip
+        _decode_into(out, folder.paths, work, workers, bad)
 
-    meta = {"root": str(folder.root), "n": len(good), "bad": sorted(bad.items())}
     channels, dtype = (3, np.uint8) if layout is None else (layout.channels, layout.dtype)
-    pixels = cache.save(key, (len(good), channels, size, size), dtype, fill, meta)
+    shape = (len(folder.paths), channels, size, size)
+
+    def meta() -> dict:  # read after fill: the bad chips are known then
+        return {
+            "root": str(folder.root),
+            "n": len(folder.paths) - len(bad),
+            "bad": sorted(bad.items()),
+        }
+
+    pixels = cache.save(key, shape, dtype, fill, meta)
+    kept = _drop_bad(folder, bad)
+    pixels = pixels[: len(kept.paths)]
     return DecodedImages(kept, pixels, size, interpolation, key, layout)
+
+
+def _decode_into(
+    out: np.ndarray,
+    paths: list[str],
+    work: Callable[[str], np.ndarray | str],
+    workers: int,
+    bad: dict[str, str],
+) -> None:
+    """Decode ``paths`` straight into the memory-mapped ``out``, a block at a time, so RAM
+    stays flat in the number of chips; a chip ``work`` reports as bad (a reason string) goes
+    into ``bad`` and leaves the entry's last rows unused."""
+    kept_rows = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(paths), DECODE_BLOCK):
+            block = paths[start : start + DECODE_BLOCK]
+            results = pool.map(work, block) if workers > 1 else map(work, block)
+            for rel, chip in zip(block, results, strict=True):
+                if isinstance(chip, str):
+                    bad[rel] = chip
+                else:
+                    out[kept_rows] = chip
+                    kept_rows += 1
 
 
 def detect_layout(folder: SceneFolder, request: BandRequest) -> tuple[BandLayout | None, str]:

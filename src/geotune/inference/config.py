@@ -7,7 +7,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from geotune.validation import StrictConfig, path_field, register_config_model
+from geotune.validation import (
+    MAX_WORKERS,
+    StrictConfig,
+    path_field,
+    register_config_model,
+)
 
 TTA = Literal["none", "flip", "rot2", "rot4", "d4"]
 
@@ -38,7 +43,9 @@ class PredictConfig(StrictConfig):
     )
     batch_size: int = Field(32, ge=1, description="chips or windows per forward pass")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
-    workers: int | None = Field(None, ge=1, description="decode threads (default: cores)")
+    workers: int | None = Field(
+        None, ge=1, le=MAX_WORKERS, description="decode threads (default: cores)"
+    )
     overwrite: bool = Field(False, description="replace outputs that already exist")
     scene: bool = Field(False, description="INPUT is one GeoTIFF: sliding-window class map")
     tile: int | None = Field(

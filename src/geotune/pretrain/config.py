@@ -7,7 +7,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from geotune.validation import StrictConfig, path_field, register_config_model
+from geotune.validation import (
+    MAX_IMAGE_SIZE,
+    StrictConfig,
+    path_field,
+    register_config_model,
+)
 
 
 @register_config_model
@@ -24,7 +29,7 @@ class PretrainConfig(StrictConfig):
     backbone: str = Field("tf_efficientnet_lite0", description="timm model name to start from")
     weights: str = Field("auto", description="its starting weights (auto | offline | hub | PATH)")
     image_size: int | None = Field(
-        None, ge=16, description="input size (default: the weights' own)"
+        None, ge=16, le=MAX_IMAGE_SIZE, description="input size (default: the weights' own)"
     )
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(32, ge=2, description="chips per step (two views each)")
