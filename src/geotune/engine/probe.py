@@ -30,6 +30,7 @@ from geotune.data.folder import cache_root
 from geotune.engine.fabric import cudnn_enabled, resolve_cudnn, resolve_device
 from geotune.engine.outputs import finish_run, write_run_header
 from geotune.engine.prepare import Prepared, RunResult
+from geotune.engine.streamed_probe import STREAMED_PROBE_ROWS, fit_standardiser, fit_streamed
 from geotune.models.backbones import Preprocessing
 from geotune.models.classifier import save_classifier, signed_power, wrap_stages
 from geotune.models.stages import StagePooling, stage_candidates, stage_width
@@ -93,23 +94,40 @@ def run_backbone(
     device,
     views: str = "none",
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Pooled features of every chip, averaged over ``views`` (see augment.TTA_VIEWS).
 
     The views of a batch go through the network as one batch (one call instead of one per view).
-    ``forward`` replaces ``backbone(x)`` (ONNX Runtime, see onnx_features).
+    ``forward`` replaces ``backbone(x)`` (ONNX Runtime, see onnx_features). ``out``: an (N, D)
+    array (the cache's memory map) written batch by batch instead of a new array in RAM.
     """
     backbone.eval()
     forward = forward or backbone
     chosen = TTA_VIEWS[views]
-    out = []
+    parts = []
     dummy = np.zeros(len(pixels), dtype=np.int64)
+    start = 0
     for x, _ in iterate_batches(pixels, dummy, np.arange(len(pixels)), batch_size):
         x = prep.normalize(x.to(device))
         stacked = torch.cat([tta_view(x, k, flip) for k, flip in chosen])
         f = forward(stacked.contiguous(memory_format=torch.channels_last)).float()
-        out.append(f.view(len(chosen), len(x), -1).mean(0).cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
+        f = f.view(len(chosen), len(x), -1).mean(0).cpu().numpy()
+        if out is None:
+            parts.append(f)
+        else:
+            out[start : start + len(f)] = f
+        start += len(f)
+    return np.concatenate(parts).astype(np.float32) if out is None else out
+
+
+# Feature sets up to this size are returned in RAM (as always); larger ones stay memory-mapped
+# from the cache, so RAM does not grow with the number of chips (see streamed_probe).
+IN_MEMORY_FEATURE_BYTES = 256 * 2**20
+
+
+def _in_memory(values: np.ndarray) -> np.ndarray:
+    return np.array(values) if values.nbytes <= IN_MEMORY_FEATURE_BYTES else values
 
 
 @dataclass
@@ -168,11 +186,11 @@ def cached_features(
         backbone_name, weights, prep, images, views, seed, stages, stem_fingerprint(backbone)
     )
     cache = ArrayCache(cache_root() / "features")
-    hit = cache.load(key, mmap=False)
+    hit = cache.load(key)
     if hit is not None and len(hit[0]) == len(images.pixels):
         meta = hit[1]
         return Features(
-            np.asarray(hit[0]), True, meta["seconds_per_chip"], meta.get("engine", "torch")
+            _in_memory(hit[0]), True, meta["seconds_per_chip"], meta.get("engine", "torch")
         )
     device = device or torch.device("cpu")
     engine = resolve_feature_engine(engine, device, len(images.pixels) * len(TTA_VIEWS[views]))
@@ -181,20 +199,21 @@ def cached_features(
     if engine == "onnxruntime":
         forward, export_s = _onnx_or_torch(backbone, prep, images, log)
         engine = "onnxruntime" if forward else "torch"
-    feats = run_backbone(
-        backbone.to(device=device, memory_format=torch.channels_last),
-        prep,
-        images.pixels,
-        batch_size,
-        device,
-        views,
-        forward,
-    )
-    per_chip = (time.perf_counter() - t0) / max(len(feats), 1)
-    # The cost of computing them, so a cached run still reports what the strategy costs.
-    meta = {"seconds_per_chip": per_chip, "n": len(feats), "device": str(device), "engine": engine}
-    cache.save(key, feats.shape, feats.dtype, lambda out: out.__setitem__(..., feats), meta)
-    return Features(feats, False, per_chip, engine, export_s)
+    backbone = backbone.to(device=device, memory_format=torch.channels_last)
+    n = len(images.pixels)
+    # One chip first for the width, then every chip straight into the cache's memory map.
+    width = run_backbone(backbone, prep, images.pixels[:1], 1, device, views, forward).shape[1]
+
+    def fill(out: np.ndarray) -> None:
+        run_backbone(backbone, prep, images.pixels, batch_size, device, views, forward, out)
+
+    def meta() -> dict:  # the cost of computing them: a cached run still reports it
+        per_chip = (time.perf_counter() - t0) / max(n, 1)
+        return {"seconds_per_chip": per_chip, "n": n, "device": str(device), "engine": engine}
+
+    feats = cache.save(key, (n, width), np.float32, fill, meta)
+    per_chip = (time.perf_counter() - t0) / max(n, 1)
+    return Features(_in_memory(feats), False, per_chip, engine, export_s)
 
 
 # scikit-learn's lbfgs on a few thousand chips multiplies small matrices: with every core a BLAS
@@ -333,7 +352,11 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
         widths = {1: feats.shape[1]}
         if stages > 1:  # each candidate's features are a prefix of the widest (models/stages.py)
             widths = {k: stage_width(backbone, k) for k in sorted(set(candidates))}
-        fitted = _logistic_probe(prep, feats, widths)
+        n_labelled = len(prep.indices("train")) + len(prep.indices("val"))
+        if n_labelled >= STREAMED_PROBE_ROWS:
+            fitted = _streamed_logistic_probe(prep, feats, widths, device)
+        else:
+            fitted = _logistic_probe(prep, np.asarray(feats), widths)
     else:
         fitted = _knn_probe(prep, feats, stages)
     fit_time = time.perf_counter() - t1
@@ -429,10 +452,61 @@ def _logistic_probe(prep: Prepared, feats: np.ndarray, widths: dict[int, int]) -
             "C": C,
             "feature_power": power,
             "probe_stages": stages,
+            "probe_solver": "lbfgs",
             "val_accuracy_by_power_and_C": scores,
         },  # fmt: skip
         # Fold the scaler into one nn.Linear: the run's checkpoint is an ordinary classifier.
         lambda path: _save_linear_head(path, prep, scaler, clf, power, stages),
+        val_probs,
+    )
+
+
+def _streamed_logistic_probe(prep: Prepared, feats, widths: dict[int, int], device) -> ProbeFit:
+    """The logistic probe of ``_logistic_probe`` for large labelled sets: the same candidates
+    chosen the same way on validation, fitted by streaming the cached features (see
+    streamed_probe); the model fitted on the training chips gives the validation outputs."""
+    config, y = prep.config, prep.images.folder.labels
+    tr, va, te = prep.indices("train"), prep.indices("val"), prep.indices("test")
+    lab = np.concatenate([tr, va])
+    weight = None if config.class_weights == "none" else config.class_weights
+    scalers = {(a, k): fit_standardiser(feats, tr, a, w) for k, w in widths.items()
+               for a in config.probe_power}  # fmt: skip
+    fits: dict = {}
+    for (a, k), scaler in scalers.items():
+        warm = None  # each (power, stages) path warm-starts from strong to weak regularisation
+        for c in sorted(config.probe_c):
+            warm = fits[(a, c, k)] = fit_streamed(
+                feats, y, tr, scaler, c, device, config.seed, warm, weight
+            )
+
+    def val_predictions(m):
+        return m.classes_[m.predict_proba(feats, va, device).argmax(1)]
+
+    scores = {c: _val_score(config, y[va], val_predictions(m)) for c, m in fits.items()}
+    best = max(scores, key=lambda c: (scores[c], -list(fits).index(c))) if len(va) else None
+    power, C, stages = best or (1.0, sorted(config.probe_c)[len(config.probe_c) // 2], min(widths))
+    scaler = fit_standardiser(feats, lab, power, widths[stages])
+    clf = fit_streamed(feats, y, lab, scaler, C, device, config.seed, fits.get(best), weight)
+    val_probs = None
+    if best is not None:
+        held = fits[best]
+        val_probs = _all_classes(prep, held.predict_proba(feats, va, device), held.classes_)
+    lab_pred = clf.classes_[clf.predict_proba(feats, lab, device).argmax(1)]
+    choice = {
+        "C": C,
+        "feature_power": power,
+        "probe_stages": stages,
+        "probe_solver": "streamed",
+        "val_accuracy_by_power_and_C": {
+            f"power={a:g},C={c:g}" + (f",stages={k}" if k != 1 else ""): s
+            for (a, c, k), s in scores.items()
+        },
+    }
+    return ProbeFit(
+        _all_classes(prep, clf.predict_proba(feats, te, device), clf.classes_),
+        float((lab_pred == y[lab]).mean()),
+        choice,
+        lambda path: _save_linear_head(path, prep, clf.scaler, clf, power, stages),
         val_probs,
     )
 

@@ -117,6 +117,8 @@ class RunSummary(Artifact):
     C: float | None = None
     feature_power: float | None = None
     probe_stages: int | None = None  # stages the probe's features pool (1 = the final ones)
+    # lbfgs (scikit-learn, in RAM) or streamed (engine/streamed_probe, large labelled sets)
+    probe_solver: str | None = None
     val_accuracy_by_power_and_C: dict[str, float] | None = None
     k: int | None = None
     val_accuracy_by_k: dict[str, float] | None = None

@@ -1,0 +1,139 @@
+"""The linear probe for labelled sets too large for scikit-learn's in-memory solver.
+
+scikit-learn's lbfgs wants the standardised, power-normalised feature matrix in RAM (plus its
+copies), so the probe's memory grew with the dataset (100k labelled chips x 1,712 features is
+0.7 GB a copy). This solver streams blocks of rows from the memory-mapped feature cache,
+power-normalises and standardises each block on the fly and minimises the same objective as
+scikit-learn (multinomial cross-entropy plus an L2 penalty of 1/(C n), i.e. sklearn's
+``C * sum(loss) + |W|^2 / 2`` per sample) with minibatch Adam, on the GPU when there is one.
+Hand-written because no library fits a multinomial logistic regression streamed from disk:
+scikit-learn's ``SGDClassifier.partial_fit`` is one-vs-rest, single-threaded and CPU-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from geotune.models.classifier import signed_power
+
+# Labelled chips above which the probe streams (benchmarks/results/2026-12-06-scale.md: at 20k
+# labelled chips lbfgs took longer than this solver and held the features' copies in RAM).
+STREAMED_PROBE_ROWS = 20_000
+BLOCK_ROWS = 16_384  # rows read from the cache at a time: ~110 MB of 1,712 float32 features
+BATCH = 512
+EPOCHS = 8
+MIN_STEPS = 300  # small sets get more epochs: convergence needs steps, not passes
+LR = 3e-3
+
+
+@dataclass
+class Standardiser:
+    """Power normalisation then standardisation, fitted by streaming (sklearn's names)."""
+
+    power: float
+    width: int
+    mean_: np.ndarray
+    scale_: np.ndarray
+
+    def apply(self, block: np.ndarray, device: torch.device) -> torch.Tensor:
+        x = signed_power(torch.from_numpy(block[:, : self.width]).to(device).float(), self.power)
+        mean = torch.from_numpy(self.mean_).to(device)
+        scale = torch.from_numpy(self.scale_).to(device)
+        return (x - mean) / scale
+
+
+def read_blocks(feats: np.ndarray, idx: np.ndarray, rows: int = BLOCK_ROWS) -> Iterator:
+    """(positions in ``idx``, row numbers, feature rows) a block at a time, each block read in
+    file order (sequential reads of the memory-mapped cache)."""
+    for start in range(0, len(idx), rows):
+        pos = start + np.argsort(idx[start : start + rows], kind="stable")
+        yield pos, idx[pos], np.asarray(feats[idx[pos]], dtype=np.float32)
+
+
+def fit_standardiser(feats: np.ndarray, idx: np.ndarray, power: float, width: int) -> Standardiser:
+    total = np.zeros(width)
+    squares = np.zeros(width)
+    for _, _, block in read_blocks(feats, idx):
+        x = signed_power(torch.from_numpy(block[:, :width]), power).double().numpy()
+        total += x.sum(0)
+        squares += (x * x).sum(0)
+    mean = total / len(idx)
+    std = np.sqrt(np.maximum(squares / len(idx) - mean * mean, 0.0))
+    std[std < 1e-12] = 1.0  # constant features: scikit-learn's StandardScaler leaves them be
+    return Standardiser(power, width, mean.astype(np.float32), std.astype(np.float32))
+
+
+@dataclass
+class StreamedLogistic:
+    """A fitted multinomial logistic regression over ``classes_`` (sklearn's attribute names,
+    so the probe folds it into the checkpoint's linear head like an sklearn model)."""
+
+    coef_: np.ndarray  # (classes, features), on standardised features
+    intercept_: np.ndarray
+    classes_: np.ndarray
+    scaler: Standardiser
+
+    def predict_proba(self, feats: np.ndarray, idx: np.ndarray, device) -> np.ndarray:
+        W = torch.from_numpy(self.coef_).to(device)
+        b = torch.from_numpy(self.intercept_).to(device)
+        out = np.empty((len(idx), len(self.classes_)), dtype=np.float32)
+        with torch.no_grad():
+            for pos, _, block in read_blocks(feats, idx):
+                x = self.scaler.apply(block, device)
+                out[pos] = torch.softmax(x @ W.T + b, 1).cpu().numpy()
+        return out
+
+
+def fit_streamed(
+    feats: np.ndarray,
+    y: np.ndarray,
+    idx: np.ndarray,
+    scaler: Standardiser,
+    C: float,
+    device: torch.device,
+    seed: int = 0,
+    init: StreamedLogistic | None = None,
+    class_weight: str | None = None,
+) -> StreamedLogistic:
+    """Minimise mean cross-entropy + |W|^2 / (2 C n) over the rows ``idx`` (minibatch Adam,
+    cosine-decayed; ``init`` warm-starts from a previous solution on the same rows)."""
+    classes = np.unique(y[idx])
+    target = torch.from_numpy(np.searchsorted(classes, y[idx]))  # by position in idx
+    W = torch.zeros(len(classes), scaler.width, device=device)
+    b = torch.zeros(len(classes), device=device)
+    if init is not None and np.array_equal(init.classes_, classes):
+        W.copy_(torch.from_numpy(init.coef_))
+        b.copy_(torch.from_numpy(init.intercept_))
+    W.requires_grad_(True)
+    b.requires_grad_(True)
+    opt = torch.optim.Adam([W, b], lr=LR)
+    per_epoch = -(-len(idx) // BATCH)
+    epochs = max(EPOCHS, -(-MIN_STEPS // per_epoch))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * per_epoch)
+    l2 = 1.0 / (C * len(idx))
+    weight = None
+    if class_weight == "balanced":  # scikit-learn's rule: n / (classes * count)
+        counts = np.bincount(target.numpy(), minlength=len(classes))
+        weight = torch.from_numpy(len(idx) / (len(classes) * counts)).float().to(device)
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        order = rng.permutation(len(idx))
+        for pos, _, block in read_blocks(feats, idx[order]):
+            x = scaler.apply(block, device)
+            t = target[order[pos]].to(device)
+            for batch in torch.from_numpy(rng.permutation(len(pos))).split(BATCH):
+                batch = batch.to(device)
+                loss = (
+                    F.cross_entropy(x[batch] @ W.T + b, t[batch], weight=weight)
+                    + 0.5 * l2 * (W * W).sum()
+                )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+    return StreamedLogistic(W.detach().cpu().numpy(), b.detach().cpu().numpy(), classes, scaler)
