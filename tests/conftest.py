@@ -32,6 +32,26 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
+def _repo_files() -> set[str]:
+    """Untracked, unignored paths of the checkout (git's view; empty outside a git checkout)."""
+    proc = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=all"],
+        capture_output=True,
+        text=True,
+    )
+    return {line[3:] for line in proc.stdout.splitlines() if line.startswith("??")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tests_write_nothing_into_the_checkout():
+    # A test once wrote run folders into the repository root and they were committed: every
+    # test writes under tmp_path, and the session fails if new files appear in the checkout.
+    before = _repo_files()
+    yield
+    new = sorted(_repo_files() - before)
+    assert not new, f"tests wrote into the checkout: {new[:5]}"
+
+
 def copy_subset(dest: Path, per_class: int, classes=CLASSES, offset: int = 0) -> Path:
     """The first ``per_class`` images (sorted by name, after ``offset``) of each class."""
     if not AID.is_dir():
