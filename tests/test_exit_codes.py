@@ -212,6 +212,17 @@ def test_unexpected_error_is_exit_1_and_one_line_naming_the_log(tmp):
     assert "Traceback" in log.read_text() and "ZeroDivisionError" in log.read_text()
 
 
+@pytest.mark.parametrize("text", ["[/gloo/pair.cc:561] closed by peer", "[bold]x[/] [red]"])
+def test_messages_with_brackets_are_printed_as_they_are(tmp, text):
+    # Library errors (gloo, CUDA) and paths hold brackets that rich would read as markup.
+    prelude = f"import geotune.engine.trainer as t\ndef boom(*a, **k): raise RuntimeError({text!r})\nt.prepare = boom"
+    proc = run(tmp, "train", "--data", tmp / "data", "--output", tmp / "runs", *STUB,
+               prelude=prelude)  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: unexpected RuntimeError: {text}; traceback in ")
+
+
 @pytest.mark.slow
 def test_bad_input_is_exit_2_and_success_is_exit_0(tmp):
     proc = run(tmp, "simulate", tmp / "data", tmp / "data" / "sub")

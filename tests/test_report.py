@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import shutil
@@ -219,3 +220,60 @@ def test_small_budgets_get_enough_steps(aid_small):
     assert cell_epochs(config, "lp-ft", 16) == 21  # plus the head-only epoch
     assert cell_epochs(config, "feature-extraction", 800) == 3  # already 300 steps
     assert cell_epochs(config, "linear-probe", 16) is None
+
+
+def _seed_rows(accuracy: dict[str, list[float]], seconds: dict[str, float]) -> list[dict]:
+    """compare's per-run rows: one per strategy and seed, at one label budget."""
+    return [
+        {"strategy": s, "transfer_strategy": s, "labels_per_class": 20, "seed": i,
+         "overall_accuracy": oa, "overfitting_gap": None, "macro_f1": oa, "kappa": oa,
+         "trainable_params": 1, "train_time_s": seconds[s], "peak_memory_mb": None,
+         "n_train": 350, "n_classes": 7, "probe_val_accuracy": None}
+        for s, oas in accuracy.items() for i, oa in enumerate(oas)
+    ]  # fmt: skip
+
+
+def test_a_cheaper_strategy_must_save_material_time():
+    from geotune.sweep.compare import summarize
+
+    # The RSSCN7 case: 3.8 points less, not significant over 3 seeds, to save about 1 second.
+    acc = {"linear-probe": [0.80, 0.74, 0.773], "feature-extraction": [0.70, 0.76, 0.739]}
+    table, pairs = summarize(_seed_rows(acc, {"linear-probe": 3.3, "feature-extraction": 2.3}))
+    assert pairs[0]["diff_ci_low"] < 0 < pairs[0]["diff_ci_high"]  # within noise
+    lines = recommend(table, pairs)
+    assert len(lines) == 1 and "use linear-probe" in lines[0]
+    assert "would save only 1 s (0.7x the training time)" in lines[0]
+    # The same accuracies with a fit that takes minutes: the saving is material, and stated.
+    table, pairs = summarize(_seed_rows(acc, {"linear-probe": 330.0, "feature-extraction": 30.0}))
+    (line,) = recommend(table, pairs)
+    assert "use feature-extraction" in line and "300 s faster to train (0.091x" in line
+
+
+def test_fewer_than_three_seeds_cannot_separate_strategies(tmp_path):
+    from geotune.sweep.compare import summarize
+
+    acc = {"linear-probe": [0.80, 0.74], "feature-extraction": [0.70, 0.76]}
+    table, pairs = summarize(_seed_rows(acc, {"linear-probe": 300.0, "feature-extraction": 3.0}))
+    assert all(math.isnan(t["oa_ci_low"]) for t in table)  # not [0, 100]
+    assert math.isnan(pairs[0]["diff_ci_low"]) and math.isnan(pairs[0]["p_value"])
+    first, line = recommend(table, pairs)
+    assert first.startswith("With 2 seeds per strategy the 95% intervals cannot separate")
+    # By mean alone, and never "not significantly below" on an untested difference.
+    assert "use linear-probe" in line and "not tested (fewer than 3 paired seeds)" in line
+    assert "significantly" not in line
+
+
+def test_auto_line_never_contradicts_the_recommendation_silently():
+    from geotune.sweep.compare import auto_lines, summarize
+
+    acc = {"linear-probe": [0.80, 0.74, 0.773], "lp-ft": [0.83, 0.73, 0.78]}
+    rows = _seed_rows(acc, {"linear-probe": 20.0, "lp-ft": 400.0})
+    for r in rows:
+        r["probe_val_accuracy"] = 0.5  # far from the pretraining: the rule fine-tunes
+    table, pairs = summarize(rows)
+    (rec,) = recommend(table, pairs)
+    assert "use linear-probe" in rec  # as accurate within noise, 380 s faster
+    (line,) = auto_lines(rows, table, pairs)
+    assert "would choose lp-ft" in line
+    assert "agrees with the highest measured accuracy here (lp-ft" in line
+    assert "the recommendation above prefers linear-probe because" in line

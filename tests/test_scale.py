@@ -81,3 +81,17 @@ def test_features_written_into_the_cache_equal_those_computed_in_ram(
     )
     assert isinstance(got.values, np.memmap) and not got.from_cache
     np.testing.assert_allclose(np.asarray(got.values), ram, rtol=1e-4, atol=1e-5)
+
+
+def test_every_process_gets_its_own_share_of_each_batch():
+    from geotune.data.batches import index_batches, shard
+
+    batches = index_batches(
+        np.arange(103), 16, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+    for world in (1, 2, 3, 4):
+        for batch in batches:
+            shares = [shard(batch, rank, world) for rank in range(world)]
+            flat = np.concatenate(shares)
+            assert len(flat) == len(set(flat)) == len(batch)  # disjoint, and nothing dropped
+            assert set(flat) == set(batch)

@@ -299,6 +299,7 @@ class Engine:
             self.device,
             self.fabric,
             tta,
+            shared=False,  # the lead alone: the other processes stop after training
         )
         return probs, plain, time.perf_counter() - t0
 

@@ -23,11 +23,18 @@ def predict(
     device,
     fabric=None,
     tta: str = "none",
+    shared: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities for the chips at ``indices``, averaged over the ``tta`` views.
 
     Also returns the logits of the plain view, so one pass gives the figures with and without TTA.
+    Under data parallelism (``fabric`` with several processes) each process predicts its own
+    share of ``indices`` and every process gets all the outputs back, in order; ``shared=False``
+    when one process predicts alone (the lead's test pass, after the others have finished).
     """
+    world = fabric.world_size if fabric is not None else 1
+    if world > 1 and shared:
+        return _predict_shared(model, prep, pixels, indices, batch_size, device, fabric, tta)
     model.eval()
     probs, plain = [], []
     dummy = np.zeros(len(pixels), dtype=np.int64)
@@ -46,3 +53,25 @@ def predict(
     if not probs:
         return torch.empty(0), torch.empty(0)
     return torch.cat(probs), torch.cat(plain)
+
+
+def _predict_shared(model, prep, pixels, indices, batch_size, device, fabric, tta):
+    """``predict`` split across the processes: contiguous shares, gathered and put back in the
+    order of ``indices``. Every share is padded to the longest (repeating a chip) so that each
+    process runs the same number of forward passes (DDP may sync buffers in each) and
+    all_gather gets tensors of one shape."""
+    indices = np.asarray(indices)
+    shares = np.array_split(np.arange(len(indices)), fabric.world_size)
+    longest = max(len(s) for s in shares)
+    if longest == 0:
+        return torch.empty(0), torch.empty(0)
+    own = shares[fabric.global_rank]
+    mine = np.resize(indices[own] if len(own) else indices[:1], longest)
+    with fabric.autocast():
+        probs, plain = predict(model, prep, pixels, mine, batch_size, device, None, tta)
+
+    def gathered(t: torch.Tensor) -> torch.Tensor:
+        every = fabric.all_gather(t.to(device)).cpu()  # (world, longest, classes)
+        return torch.cat([every[r, : len(s)] for r, s in enumerate(shares)])
+
+    return gathered(probs), gathered(plain)

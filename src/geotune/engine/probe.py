@@ -121,6 +121,14 @@ def run_backbone(
     return np.concatenate(parts).astype(np.float32) if out is None else out
 
 
+@torch.inference_mode()
+def _feature_width(backbone: nn.Module, prep: Preprocessing, chip, device, forward=None) -> int:
+    """The length of one chip's pooled feature vector (the views do not change it)."""
+    backbone.eval()
+    x = prep.normalize(torch.from_numpy(np.array(chip)).to(device))
+    return int((forward or backbone)(x.contiguous(memory_format=torch.channels_last)).shape[1])
+
+
 # Feature sets up to this size are returned in RAM (as always); larger ones stay memory-mapped
 # from the cache, so RAM does not grow with the number of chips (see streamed_probe).
 IN_MEMORY_FEATURE_BYTES = 256 * 2**20
@@ -201,8 +209,8 @@ def cached_features(
         engine = "onnxruntime" if forward else "torch"
     backbone = backbone.to(device=device, memory_format=torch.channels_last)
     n = len(images.pixels)
-    # One chip first for the width, then every chip straight into the cache's memory map.
-    width = run_backbone(backbone, prep, images.pixels[:1], 1, device, views, forward).shape[1]
+    # The width from one chip, then every chip straight into the cache's memory map.
+    width = _feature_width(backbone, prep, images.pixels[:1], device, forward)
 
     def fill(out: np.ndarray) -> None:
         run_backbone(backbone, prep, images.pixels, batch_size, device, views, forward, out)

@@ -152,7 +152,9 @@ def _print_evaluation(console: Console, metrics: dict, title: str, cross: bool) 
     if not cross:
         return
     if metrics["excluded_classes"]:
-        console.print(f"left out (no class pair): {', '.join(metrics['excluded_classes'])}")
+        console.print(
+            f"left out (no class pair): {', '.join(metrics['excluded_classes'])}", markup=False
+        )
     if metrics["drop_vs_in_domain"] is not None:
         console.print(
             f"in-domain test OA {100 * metrics['in_domain_overall_accuracy']:.2f}% -> "

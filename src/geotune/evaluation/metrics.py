@@ -72,6 +72,7 @@ def save_metrics(metrics: dict, folder: Path, prefix: str = "test") -> list[Path
 def metrics_table(metrics: dict, title: str = "test metrics"):
     """A rich renderable: the summary figures and the per-class accuracies."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"{title} (n = {metrics['n']})", show_lines=False)
     table.add_column("class")
@@ -79,7 +80,7 @@ def metrics_table(metrics: dict, title: str = "test metrics"):
     table.add_column("accuracy %", justify="right")
     for c, v in metrics["per_class"].items():
         acc = "-" if v["accuracy"] is None else f"{100 * v['accuracy']:.1f}"
-        table.add_row(c, str(v["n"]), acc)
+        table.add_row(Text(c), str(v["n"]), acc)  # a class name is text, not rich markup
     table.add_section()
     table.add_row("overall accuracy (OA)", "", f"{100 * metrics['overall_accuracy']:.2f}")
     table.add_row("average accuracy (AA)", "", f"{100 * metrics['average_accuracy']:.2f}")

@@ -112,6 +112,13 @@ def _pct(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
 
+def _interval(low, high) -> str:
+    """A 95% interval in points; compare leaves none below 3 seeds (see sweep.compare.MIN_SEEDS)."""
+    if low is None or (isinstance(low, float) and math.isnan(low)):
+        return "n/a (< 3 seeds)"
+    return f"[{_pct(low)}, {_pct(high)}]"
+
+
 def _confusion_figure(metrics: dict):
     cm = np.array(metrics["confusion_matrix"], dtype=float)
     rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -256,6 +263,12 @@ def sweep_report(sweep: Path) -> Path:
     doc.h2("Strategies, measured")
     doc.para(
         "Overall accuracy: mean over seeds with its 95% t-interval; overfitting gap: training minus test accuracy."
+        + (
+            " With fewer than 3 seeds no interval is given: it would span nearly everything and "
+            "could not separate strategies."
+            if min(t["seeds"] for t in table) < 3
+            else ""
+        )
     )
     _strategy_table(doc, table)
     doc.h2("Data efficiency")
@@ -307,7 +320,7 @@ def _strategy_table(doc: _Doc, table: list[dict]) -> None:
                 t["labels_per_class"],
                 t["n_train"],
                 _pct(t["oa_mean"]),
-                f"[{_pct(t['oa_ci_low'])}, {_pct(t['oa_ci_high'])}]",
+                _interval(t["oa_ci_low"], t["oa_ci_high"]),
                 _pct(t["macro_f1_mean"]),
                 f"{t['kappa_mean']:.3f}",
                 f"{t['trainable_params']:,}",
@@ -346,7 +359,7 @@ def _pretraining_table(doc: _Doc, ranking: list[dict]) -> None:
                 r["rank"],
                 r["pretraining"],
                 _pct(r["oa_mean"]),
-                f"[{_pct(r['oa_ci_low'])}, {_pct(r['oa_ci_high'])}]",
+                _interval(r["oa_ci_low"], r["oa_ci_high"]),
                 "best" if r["diff_to_best"] is None else f"{100 * r['diff_to_best']:+.1f}",
                 ""
                 if r["diff_ci_low"] is None or math.isnan(r["diff_ci_low"])
