@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from geotune.data.batches import load_batch
 from geotune.data.dataset import materialise
+from geotune.data.decode import decode_folder
 from geotune.data.folder import scan_folder
 from geotune.data.splits import make_split
 from geotune.errors import DataError
@@ -35,7 +36,7 @@ class FixtureChips(torch.utils.data.Dataset):
 
 
 def test_dataloader_matches_engine_batch(aid_tiny):
-    ds = scan_folder(aid_tiny).decoded(32)
+    ds = decode_folder(scan_folder(aid_tiny), 32)
     idx = np.array([3, 0, 17, 9])
     x, y = next(iter(DataLoader(torch.utils.data.Subset(ds, idx), batch_size=4)))
     ex, ey = load_batch(ds.pixels, ds.folder.labels, idx)
@@ -46,7 +47,7 @@ def test_dataloader_matches_engine_batch(aid_tiny):
 
 
 def test_dataset_equals_folder_split_and_pixels(aid_tiny):
-    folder_images = scan_folder(aid_tiny).decoded(32)
+    folder_images = decode_folder(scan_folder(aid_tiny), 32)
     mat = materialise(FixtureChips(aid_tiny), 32)
     assert np.array_equal(np.asarray(mat.pixels), np.asarray(folder_images.pixels))
     a = make_split(folder_images.folder, 0.5, None, 0.25, seed=3)

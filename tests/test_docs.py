@@ -90,7 +90,7 @@ def test_extending_examples_register_working_entries():
 
     blocks = re.findall(r"```python\n(.*?)```", (DOCS / "extending.md").read_text(), re.S)
     registries = (STRATEGIES, BN_POLICIES, ADAPT_METHODS)
-    before = [dict(r) for r in registries]
+    before = [set(r) for r in registries]
     try:
         for block in blocks[:3]:
             exec(compile(block, "docs/extending.md", "exec"), {})
@@ -102,7 +102,7 @@ def test_extending_examples_register_working_entries():
         )
     finally:
         for registry, saved in zip(registries, before, strict=True):
-            registry.clear()
-            registry.update(saved)
+            for name in set(registry) - saved:
+                registry.unregister(name)
     with pytest.raises(ConfigError):  # the example strategy did not leak out of the test
         make_config(data=str(ROOT / "tests"), strategy="top-only")

@@ -3,7 +3,7 @@
 - No output inside an input (geotune.runs.paths): every command that writes refuses, before
   any work, an output that is, lies inside or contains one of its inputs (resolved through
   symlinks), with one line naming both paths; nothing is written.
-- Files behave like the user's other files (geotune.runs.io): every file of a real run folder
+- Files behave like the user's other files (geotune.fileio): every file of a real run folder
   and of the cache gets ``0o666 & ~umask``, every folder ``0o777 & ~umask``; a group-shared
   cache folder shares its entries with the group.
 """
@@ -264,7 +264,7 @@ def test_a_group_shared_cache_shares_its_entries(umask, tmp_path, monkeypatch):
 
 
 def test_an_unshared_cache_keeps_the_umask(umask, tmp_path, monkeypatch):
-    from geotune.runs.io import atomic_write_json
+    from geotune.fileio import atomic_write_json
 
     umask(0o027)
     folder = tmp_path / "private"
@@ -281,7 +281,7 @@ def test_another_member_of_the_group_reads_and_replaces_cache_entries(umask, req
 
     from geotune.data.decode import decode_folder
     from geotune.data.folder import scan_folder
-    from geotune.runs.io import atomic_write_json
+    from geotune.fileio import atomic_write_json
 
     group, other = 54321, 65534  # a group of the two, and a second user (nobody)
     shared = Path(tempfile.mkdtemp(prefix="geotune-shared-"))  # pytest's tmp is root-only

@@ -144,7 +144,7 @@ def test_recommendation_follows_the_numbers():
 
 
 def test_reports_cite_what_auto_would_choose(sweep):
-    from geotune.sweep.compare import auto_lines
+    from geotune.sweep.recommendation import auto_lines
 
     results = json.loads((sweep / "results.json").read_text())
     # 2 labels per class is far below the rule's threshold: auto would probe.
@@ -234,7 +234,7 @@ def _seed_rows(accuracy: dict[str, list[float]], seconds: dict[str, float]) -> l
 
 
 def test_a_cheaper_strategy_must_save_material_time():
-    from geotune.sweep.compare import summarize
+    from geotune.sweep.statistics import summarize
 
     # The RSSCN7 case: 3.8 points less, not significant over 3 seeds, to save about 1 second.
     acc = {"linear-probe": [0.80, 0.74, 0.773], "feature-extraction": [0.70, 0.76, 0.739]}
@@ -250,7 +250,7 @@ def test_a_cheaper_strategy_must_save_material_time():
 
 
 def test_fewer_than_three_seeds_cannot_separate_strategies(tmp_path):
-    from geotune.sweep.compare import summarize
+    from geotune.sweep.statistics import summarize
 
     acc = {"linear-probe": [0.80, 0.74], "feature-extraction": [0.70, 0.76]}
     table, pairs = summarize(_seed_rows(acc, {"linear-probe": 300.0, "feature-extraction": 3.0}))
@@ -264,7 +264,8 @@ def test_fewer_than_three_seeds_cannot_separate_strategies(tmp_path):
 
 
 def test_auto_line_never_contradicts_the_recommendation_silently():
-    from geotune.sweep.compare import auto_lines, summarize
+    from geotune.sweep.recommendation import auto_lines
+    from geotune.sweep.statistics import summarize
 
     acc = {"linear-probe": [0.80, 0.74, 0.773], "lp-ft": [0.83, 0.73, 0.78]}
     rows = _seed_rows(acc, {"linear-probe": 20.0, "lp-ft": 400.0})

@@ -12,7 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from geotune.runs.io import atomic_write_text
+from geotune.fileio import atomic_write_text
+from geotune.models.names import backbone_members
 from geotune.transfer.batchnorm import BN_POLICIES
 from geotune.transfer.stem import BAND_INITS
 from geotune.transfer.strategies import STRATEGIES
@@ -37,11 +38,6 @@ __all__ = [
     "register_config_model",
     "save_config",
 ]
-
-
-def backbone_members(name: str) -> list[str]:
-    """The backbones a ``--backbone`` value names: itself, or each member of an ensemble ``a+b``."""
-    return name.split("+")
 
 
 @register_config_model("train")
@@ -249,14 +245,9 @@ class TrainConfig(StrictConfig):
             raise ValueError(
                 f"crop_scale must satisfy 0 < min <= max <= 1, got {list(self.crop_scale)}"
             )
-        if self.band_init is not None and self.band_init not in BAND_INITS:
-            raise ValueError(
-                f"unknown band_init '{self.band_init}'; use one of {', '.join(BAND_INITS)}"
-            )
-        if self.bn_policy not in BN_POLICIES:
-            raise ValueError(
-                f"unknown bn_policy '{self.bn_policy}'; use one of {', '.join(BN_POLICIES)}"
-            )
+        if self.band_init is not None:
+            BAND_INITS.get(self.band_init)  # ConfigError (a ValueError) when unknown
+        BN_POLICIES.get(self.bn_policy)
         self._check_strategy()
         if any(c <= 0 for c in self.probe_c) or any(k < 1 for k in self.knn_k):
             raise ValueError("probe_c values must be > 0 and knn_k values >= 1")
@@ -279,11 +270,9 @@ class TrainConfig(StrictConfig):
                 if getattr(self, key) is not None:
                     raise ValueError(f"strategy auto chooses the layers to train; leave out {key}")
             return
+        if self.strategy not in STRATEGIES:
+            raise ValueError(STRATEGIES.unknown(self.strategy, extra=("auto",)))
         spec = STRATEGIES.get(self.strategy)
-        if spec is None:
-            raise ValueError(
-                f"unknown strategy '{self.strategy}'; use auto or one of {', '.join(STRATEGIES)}"
-            )
         # Options without a default belong to the strategies that declare them.
         for key in ("freeze_until", "unfreeze_last"):
             if getattr(self, key) is not None and key not in spec.options:

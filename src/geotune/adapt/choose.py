@@ -16,7 +16,7 @@ from geotune.adapt.run import (
 )
 from geotune.adapt.signals import choose
 from geotune.errors import ConfigError
-from geotune.runs.io import atomic_write_json, atomic_write_text
+from geotune.fileio import atomic_write_json, atomic_write_text
 
 
 def paired_interval(before: list[int], after: list[int], n_boot: int = 2000, seed: int = 0):

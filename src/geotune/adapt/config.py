@@ -84,10 +84,7 @@ class AdaptConfig(StrictConfig):
         steps = v.split("+")
         for step in steps:
             if step not in ADAPT_METHODS:
-                raise ValueError(
-                    f"unknown method '{step}'; use one of {', '.join(ADAPT_METHODS)}, or "
-                    "several joined by '+'"
-                )
+                raise ValueError(f"{ADAPT_METHODS.unknown(step)}, or several joined by '+'")
         if len(set(steps)) < len(steps):
             raise ValueError(f"'{v}' names a method twice; name each step once")
         return v

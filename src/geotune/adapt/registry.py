@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from geotune.registry import Registry
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from geotune.adapt.config import AdaptConfig
     from geotune.models.classifier import SceneClassifier
 
 
@@ -33,7 +34,7 @@ class AdaptContext:
     """
 
     model: SceneClassifier
-    config: AdaptConfig
+    config: Any  # the AdaptConfig (adapt.config imports this module, not the reverse)
     device: torch.device
     normalize: Callable[[torch.Tensor], torch.Tensor]
     target_pixels: np.ndarray
@@ -63,10 +64,9 @@ class AdaptMethod:
     default_lr: float | None = None
 
 
-ADAPT_METHODS: dict[str, AdaptMethod] = {}
+ADAPT_METHODS: Registry[AdaptMethod] = Registry("adaptation method", "method")
 
 
 def register_adapt_method(method: AdaptMethod) -> AdaptMethod:
     """Add a method to the registry (its name becomes a valid ``--method``)."""
-    ADAPT_METHODS[method.name] = method
-    return method
+    return ADAPT_METHODS.register(method.name, method)

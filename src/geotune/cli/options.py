@@ -29,7 +29,7 @@ def registry_choices() -> dict[str, dict[str, str]]:
         "strategy": {k: v.description for k, v in STRATEGIES.items()},
         "bn_policy": {k: v.description for k, v in BN_POLICIES.items()},
         "method": {k: v.description for k, v in ADAPT_METHODS.items()},
-        "band_init": dict(BAND_INITS),
+        "band_init": dict(BAND_INITS.items()),
     }
 
 

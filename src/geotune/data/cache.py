@@ -8,7 +8,7 @@ left by killed processes are removed when their process is gone.
 
 Entries get the umask's mode; in a cache folder its group may write to (a cache shared by a
 group), folders and files are made group-writable too, so every member can read, replace and
-clean up what another wrote (geotune.runs.io).
+clean up what another wrote (geotune.fileio).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from geotune.errors import DataError
-from geotune.runs.io import atomic_write_json, group_shared, make_folder, share_with_group
+from geotune.fileio import atomic_write_json, group_shared, make_folder, share_with_group
 
 
 def warn(message: str) -> None:

@@ -36,7 +36,7 @@ def is_dataset_source(data: Any) -> bool:
 
 
 def normalize_transform(preprocessing) -> Any:
-    """The weights' normalisation as a transform for ``SceneFolder.decoded(...)`` samples:
+    """The weights' normalisation as a transform for ``decode_folder(...)`` samples:
     ``uint8 CHW -> float32 CHW`` scaled as the engine scales a batch on the device (the
     ``Preprocessing`` of a run, e.g. ``prep.preprocessing`` or ``load_classifier``'s)."""
     mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(-1, 1, 1)

@@ -58,21 +58,6 @@ class SceneFolder:
         """(absolute path, label) of every chip, in order (torchvision's ImageFolder name)."""
         return [(str(self.root / p), int(t)) for p, t in zip(self.paths, self.labels, strict=True)]
 
-    def decoded(self, size: int, interpolation: str = "bicubic", bands=None, **options):
-        """The chips as a ``torch.utils.data.Dataset``, backed by the decode cache.
-
-        Args:
-            size, interpolation, bands: as for ``decode_folder`` (the run's
-                ``preprocessing.size`` and ``interpolation``, and its ``BandRequest``).
-            **options: ``workers``, ``skip_bad``, ``cache_dir`` of ``decode_folder``.
-
-        Returns:
-            ``DecodedImages``: ``ds[i]`` is ``(image, label)`` as the engine trains on it.
-        """
-        from geotune.data.decode import decode_folder
-
-        return decode_folder(self, size, interpolation, bands=bands, **options)
-
     def __len__(self) -> int:
         return len(self.paths)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from geotune.data.folder import SceneFolder
 from geotune.errors import DataError
-from geotune.runs.io import atomic_write_csv
+from geotune.fileio import atomic_write_csv
 
 SPLITS = ("train", "val", "test", "unused")  # unused: labelled pool beyond a label budget
 

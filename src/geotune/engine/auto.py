@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from geotune.config import TrainConfig, backbone_members
+from geotune.config import TrainConfig
 from geotune.engine.prepare import Prepared, prepare
+from geotune.models.names import backbone_members
 
 FEW_LABELS = 30
 PROBE_CHIPS = 20

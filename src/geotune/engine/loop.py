@@ -30,7 +30,7 @@ from geotune.engine.fabric import (
 from geotune.engine.predict import predict
 from geotune.engine.prepare import Prepared
 from geotune.errors import DataError
-from geotune.runs.io import atomic_torch_save
+from geotune.fileio import atomic_torch_save
 from geotune.runs.metering import count_params
 from geotune.transfer.batchnorm import BN_POLICIES, BatchNormPolicy
 from geotune.transfer.groups import apply_trainable

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from geotune.data.folder import cache_root
-from geotune.runs.io import group_shared, make_folder, share_with_group
+from geotune.fileio import group_shared, make_folder, share_with_group
 
 # The export took 8-9 s for Lite0 on 2 cores and saves ~0.05 s per image: below a few hundred
 # forward passes PyTorch finishes first.
@@ -54,7 +54,7 @@ def onnx_path(key: str) -> Path:
 
 
 def _export(backbone: nn.Module, example: torch.Tensor, path: Path) -> None:
-    from geotune.inference.export import write_onnx
+    from geotune.models.onnx import write_onnx
 
     make_folder(path.parent, shared=True)
     tmp = path.with_suffix(f".{time.time_ns()}.tmp")
@@ -89,7 +89,7 @@ def onnx_forward(
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         x = x.detach().float().cpu().numpy()
-        # The graph's batch axis is bounded (export.write_onnx); big batches go in chunks.
+        # The graph's batch axis is bounded (models.onnx.write_onnx); big batches go in chunks.
         chunks = [np.ascontiguousarray(x[i : i + 1024]) for i in range(0, len(x), 1024)]
         return torch.from_numpy(np.concatenate([session.run(None, {name: c})[0] for c in chunks]))
 

@@ -10,8 +10,8 @@ from geotune.data.splits import write_split
 from geotune.engine.prepare import Prepared, RunResult
 from geotune.evaluation.calibration import calibrate_run
 from geotune.evaluation.metrics import classification_metrics, metrics_table, save_metrics
+from geotune.fileio import atomic_write_csv, atomic_write_json, atomic_write_text
 from geotune.runs.artifacts import DATA_FILE, SUMMARY_FILE, RunSummary
-from geotune.runs.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from geotune.runs.rundir import RunDir
 
 

@@ -25,9 +25,9 @@ from geotune.engine.loop import Engine, TrainState
 from geotune.engine.outputs import finish_run, write_run_header
 from geotune.engine.prepare import Prepared, RunResult, prepare
 from geotune.errors import ConfigError, DataError
+from geotune.fileio import atomic_write_csv
 from geotune.models.classifier import save_classifier
 from geotune.runs.artifacts import check_run_data, read_run_config
-from geotune.runs.io import atomic_write_csv
 from geotune.runs.metering import count_params, peak_memory_mb, reset_peak_memory
 from geotune.runs.paths import CACHE, existing_file, refuse_outputs_in_inputs
 from geotune.runs.rundir import RunDir, new_run

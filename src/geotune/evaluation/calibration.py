@@ -166,8 +166,8 @@ def calibrate_run(run_path: Path, prep: Prepared, probs, plain, val_scores=None)
     """
     from geotune.engine.fabric import resolve_device
     from geotune.engine.predict import predict
+    from geotune.fileio import atomic_torch_save
     from geotune.models.classifier import load_classifier
-    from geotune.runs.io import atomic_torch_save
 
     labels = prep.images.folder.labels
     test_labels = torch.as_tensor(labels[prep.indices("test")])

@@ -18,7 +18,7 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
-from geotune.runs.io import atomic_write_csv, atomic_write_json
+from geotune.fileio import atomic_write_csv, atomic_write_json
 
 
 def classification_metrics(y_true, y_pred, classes: list[str]) -> dict:

@@ -25,9 +25,9 @@ from geotune.data.bands import BandLayout
 from geotune.data.decode import read_chip
 from geotune.data.folder import IGNORED_FILES, IMAGE_EXTENSIONS, default_workers
 from geotune.errors import DataError, GeotuneError
+from geotune.fileio import atomic_write_text
 from geotune.inference.model import Predictor, card_path
 from geotune.inference.outputs import OutputSet
-from geotune.runs.io import atomic_write_text
 
 
 @dataclass

@@ -20,10 +20,9 @@ import torch
 from rich.console import Console
 
 from geotune.errors import ConfigError, ExportError
+from geotune.fileio import atomic_write_json
 from geotune.inference.chips import collect_chips, decode_chip
 from geotune.inference.model import (
-    INPUT_NAME,
-    OUTPUT_NAME,
     ModelCard,
     card_path,
     onnx_logits,
@@ -32,7 +31,7 @@ from geotune.inference.model import (
 )
 from geotune.inference.outputs import OutputSet
 from geotune.models.backbones import Preprocessing
-from geotune.runs.io import atomic_write_json
+from geotune.models.onnx import INPUT_NAME, OUTPUT_NAME, write_onnx
 
 BANDS = ["red", "green", "blue"]
 
@@ -71,18 +70,6 @@ def parity_chips(run: Path, prep: Preprocessing, classes, n: int, check_data: Pa
             f"no readable chips in {where} for the parity check; pass --check-data FOLDER"
         )
     return torch.from_numpy(np.stack(chips))
-
-
-def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    """torch.onnx (the dynamo exporter) with a dynamic batch axis, one self-contained file."""
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            opset_version=opset, dynamo=True, dynamic_shapes=({0: batch},),
-            external_data=False, verbose=False,
-        )  # fmt: skip
 
 
 def write_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:

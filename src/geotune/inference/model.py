@@ -25,7 +25,6 @@ from geotune.evaluation.calibration import temperature_of
 from geotune.models.backbones import Preprocessing
 
 EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}
-INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 
 class ModelCard(BaseModel):

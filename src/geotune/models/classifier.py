@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from geotune.errors import WeightsError
+from geotune.fileio import atomic_torch_save
 from geotune.models.backbones import Preprocessing, create_backbone, load_into
-from geotune.runs.io import atomic_torch_save
 
 
 def build_head(

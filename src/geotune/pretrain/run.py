@@ -23,11 +23,11 @@ from geotune.data.decode import decode_folder
 from geotune.data.folder import cache_root, list_unlabelled
 from geotune.engine.fabric import make_fabric
 from geotune.errors import ConfigError, DataError
+from geotune.fileio import atomic_torch_save
 from geotune.models.backbones import Preprocessing, create_backbone
 from geotune.pretrain.config import PretrainConfig
 from geotune.pretrain.methods import SSL_METHODS
 from geotune.runs.interrupt import note_kept
-from geotune.runs.io import atomic_torch_save
 from geotune.runs.paths import CACHE, existing_file, refuse_outputs_in_inputs
 
 FORMAT = "geotune-pretrain-v1"

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from geotune.errors import ConfigError
+from geotune.fileio import atomic_write_bytes, atomic_write_text
 from geotune.runs.artifacts import (
     SUMMARY_FILE,
     TEST_METRICS_FILE,
@@ -30,7 +31,6 @@ from geotune.runs.artifacts import (
     TestMetrics,
     read_run_config,
 )
-from geotune.runs.io import atomic_write_bytes, atomic_write_text
 from geotune.runs.paths import staging_of
 from geotune.runs.rundir import unfinished_message
 

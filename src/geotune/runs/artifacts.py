@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from geotune.errors import DataError
-from geotune.runs.io import atomic_write_json
+from geotune.fileio import atomic_write_json
 
 if TYPE_CHECKING:
     from geotune.config import TrainConfig

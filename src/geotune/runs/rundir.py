@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geotune.errors import ConfigError
+from geotune.fileio import atomic_write_json
 from geotune.runs.interrupt import note_kept
-from geotune.runs.io import atomic_write_json
 
 if TYPE_CHECKING:
     from geotune.config import TrainConfig

@@ -16,7 +16,7 @@ from geotune.data.decode import read_rgb
 from geotune.data.folder import scan_folder
 from geotune.data.splits import read_split
 from geotune.errors import ConfigError, DataError
-from geotune.runs.io import atomic_write_json
+from geotune.fileio import atomic_write_json
 from geotune.runs.paths import refuse_outputs_in_inputs, staging_of
 from geotune.runs.rundir import RunDir
 from geotune.validation import StrictConfig, path_field, register_config_model

@@ -6,16 +6,16 @@ Names load on first use (PEP 562), so importing one submodule does not import th
 from geotune.lazy import lazy_exports
 
 _LAZY = {
-    "ALL": "geotune.sweep.compare",
+    "ALL": "geotune.sweep.statistics",
     "CompareConfig": "geotune.sweep.compare",
     "atomic_write_text_yaml": "geotune.sweep.compare",
     "cell_epochs": "geotune.sweep.compare",
     "cell_name": "geotune.sweep.compare",
     "cell_row": "geotune.sweep.compare",
     "make_compare_config": "geotune.sweep.compare",
-    "recommend": "geotune.sweep.compare",
+    "recommend": "geotune.sweep.recommendation",
     "run_compare": "geotune.sweep.compare",
-    "summarize": "geotune.sweep.compare",
+    "summarize": "geotune.sweep.statistics",
     "write_results": "geotune.sweep.compare",
 }
 

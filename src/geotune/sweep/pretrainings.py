@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geotune.errors import ConfigError
+from geotune.sweep.statistics import pair_of
 
 SEP = " @ "  # method label: "<strategy> @ <pretraining>"
 
@@ -71,7 +72,6 @@ def method_label(strategy: str, pretraining: Pretraining | None) -> str:
 def rank_pretrainings(table: list[dict], pairs: list[dict], rows: list[dict]) -> list[dict]:
     """Per strategy and budget, the pretrainings by mean OA, each with its paired difference to
     the best one (same splits and seeds) and whether that difference is significant."""
-    from geotune.sweep.compare import pair_of  # the paired statistics of compare
 
     kinds = {r["strategy"]: (r["transfer_strategy"], r["pretraining"]) for r in rows}
     ranking = []

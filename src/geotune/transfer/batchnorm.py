@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from geotune.errors import ConfigError
+from geotune.registry import Registry
 from geotune.transfer.groups import LayerGroup
 
 
@@ -54,12 +54,11 @@ class BNPolicySpec:
     reestimate: bool = False
 
 
-BN_POLICIES: dict[str, BNPolicySpec] = {}
+BN_POLICIES: Registry[BNPolicySpec] = Registry("BatchNorm policy", "bn_policy")
 
 
 def register_bn_policy(spec: BNPolicySpec) -> BNPolicySpec:
-    BN_POLICIES[spec.name] = spec
-    return spec
+    return BN_POLICIES.register(spec.name, spec)
 
 
 def _all_bn(model, groups, flags) -> list[nn.Module]:
@@ -95,10 +94,8 @@ class BatchNormPolicy:
     """The BN layers one phase keeps in eval mode; ``train_mode`` replaces ``model.train()``."""
 
     def __init__(self, model: nn.Module, groups: list[LayerGroup], flags: list[bool], policy: str):
-        if policy not in BN_POLICIES:
-            raise ConfigError(f"unknown bn_policy '{policy}'; use one of {', '.join(BN_POLICIES)}")
         self.policy = policy
-        self.eval_modules = BN_POLICIES[policy].eval_modules(model, groups, list(flags))
+        self.eval_modules = BN_POLICIES.get(policy).eval_modules(model, groups, list(flags))
 
     def train_mode(self, model: nn.Module) -> None:
         """model.train(), then put the protected BN layers back in eval mode."""

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from geotune.errors import ConfigError
 from geotune.transfer.groups import LayerGroup
+from geotune.transfer.options import TransferOptions
 from geotune.transfer.strategies import Phase
 
-if TYPE_CHECKING:
-    from geotune.config import TrainConfig
 
-
-def lr_multipliers(config: TrainConfig, groups: list[LayerGroup]) -> list[float]:
+def lr_multipliers(config: TransferOptions, groups: list[LayerGroup]) -> list[float]:
     """Per-group LR factors relative to the head: discriminative learning rates.
 
     Backbone groups get ``backbone_lr_scale``, times ``layer_decay ** depth`` (depth 0 for the
@@ -65,7 +61,7 @@ def param_groups(
 
 
 def build_optimizer(
-    config: TrainConfig, groups: list[LayerGroup], phase: Phase
+    config: TransferOptions, groups: list[LayerGroup], phase: Phase
 ) -> torch.optim.Optimizer:
     from timm.optim import create_optimizer_v2
 
@@ -76,7 +72,7 @@ def build_optimizer(
     return create_optimizer_v2(pg, opt=config.optimizer, lr=lr, weight_decay=config.weight_decay)
 
 
-def build_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int, epochs: int):
+def build_scheduler(optimizer, config: TransferOptions, steps_per_epoch: int, epochs: int):
     """Linear warmup then cosine / step / constant, per optimizer step.
 
     torch's schedulers scale each group's own base LR, so per-group LR ratios hold throughout.

@@ -15,8 +15,11 @@ from torch import nn
 
 from geotune.errors import ConfigError
 from geotune.models.pretrained import first_conv_key
+from geotune.registry import Registry
 
-BAND_INITS: dict[str, str] = {
+# Each entry: name -> one line for --help; the weights it builds are adapted_weight's branch.
+BAND_INITS: Registry[str] = Registry("band initialisation", "band_init")
+for _name, _description in {
     "mean": "other bands get the mean of the R, G, B kernels; all kernels x 3/N (keeps the "
     "stem's output scale)",
     "zero": "other bands start at zero: the network starts as the RGB model and learns the "
@@ -26,7 +29,8 @@ BAND_INITS: dict[str, str] = {
     "random": "other bands drawn like a new convolution (Kaiming uniform); R, G, B kept",
     "composites": "stem untouched: the RGB backbone sees true colour and the sensor's "
     "false-colour composites (CIR, SWIR, ...), features concatenated (one pass per composite)",
-}
+}.items():
+    BAND_INITS.register(_name, _description)
 DEFAULT_BAND_INIT = "mean"
 
 

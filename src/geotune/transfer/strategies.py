@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from geotune.errors import ConfigError
+from geotune.registry import Registry
 from geotune.transfer.groups import LayerGroup, frozen_prefix, trainable_flags
-
-if TYPE_CHECKING:
-    from geotune.config import TrainConfig
+from geotune.transfer.options import TransferOptions
 
 
 @dataclass(frozen=True)
@@ -52,9 +50,9 @@ class StrategySpec:
 
     name: str
     description: str
-    plan: Callable[[TrainConfig, list[LayerGroup]], list[Phase]] | None = None
+    plan: Callable[[TransferOptions, list[LayerGroup]], list[Phase]] | None = None
     options: tuple[str, ...] = ()
-    check: Callable[[TrainConfig], None] | None = None
+    check: Callable[[TransferOptions], None] | None = None
     probe_kind: str | None = None
 
     @property
@@ -62,27 +60,21 @@ class StrategySpec:
         return self.plan is not None
 
 
-STRATEGIES: dict[str, StrategySpec] = {}
+STRATEGIES: Registry[StrategySpec] = Registry("strategy", "strategy")
 
 
 def register_strategy(spec: StrategySpec) -> StrategySpec:
     """Add a strategy to the registry (its name becomes a valid ``--strategy``)."""
     if (spec.plan is None) == (spec.probe_kind is None):
         raise ValueError(f"strategy '{spec.name}' needs exactly one of plan or probe_kind")
-    STRATEGIES[spec.name] = spec
-    return spec
+    return STRATEGIES.register(spec.name, spec)
 
 
 def get_strategy(name: str) -> StrategySpec:
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown strategy '{name}'; use one of {', '.join(STRATEGIES)}"
-        ) from None
+    return STRATEGIES.get(name)
 
 
-def plan_phases(config: TrainConfig, groups: list[LayerGroup]) -> list[Phase]:
+def plan_phases(config: TransferOptions, groups: list[LayerGroup]) -> list[Phase]:
     """The phases of ``config.strategy`` on a backbone with these layer groups."""
     spec = get_strategy(config.strategy)
     if spec.plan is None:
@@ -95,7 +87,7 @@ def plan_phases(config: TrainConfig, groups: list[LayerGroup]) -> list[Phase]:
 # ---------------------------------------------------------------------------------------------
 # The built-in strategies
 # ---------------------------------------------------------------------------------------------
-def _cut(config: TrainConfig, groups: list[LayerGroup]) -> int:
+def _cut(config: TransferOptions, groups: list[LayerGroup]) -> int:
     return frozen_prefix(groups, config.freeze_until, config.unfreeze_last)
 
 
@@ -103,12 +95,12 @@ def _frozen_backbone(groups: list[LayerGroup]) -> tuple[bool, ...]:
     return trainable_flags(groups, len(groups) - 1)
 
 
-def _check_partial(config: TrainConfig) -> None:
+def _check_partial(config: TransferOptions) -> None:
     if bool(config.freeze_until) == bool(config.unfreeze_last):
         raise ValueError("strategy 'partial' needs exactly one of freeze_until or unfreeze_last")
 
 
-def _check_feature_extraction(config: TrainConfig) -> None:
+def _check_feature_extraction(config: TransferOptions) -> None:
     if config.probe_stages and len(config.probe_stages) > 1:
         raise ValueError(
             "feature-extraction trains one head: give one probe_stages value "
@@ -116,7 +108,7 @@ def _check_feature_extraction(config: TrainConfig) -> None:
         )
 
 
-def _check_lp_ft(config: TrainConfig) -> None:
+def _check_lp_ft(config: TransferOptions) -> None:
     if config.head_epochs >= config.epochs:
         raise ValueError(
             f"lp-ft needs epochs > head_epochs (got epochs={config.epochs}, "
@@ -124,7 +116,7 @@ def _check_lp_ft(config: TrainConfig) -> None:
         )
 
 
-def _plan_gradual(config: TrainConfig, groups: list[LayerGroup]) -> list[Phase]:
+def _plan_gradual(config: TransferOptions, groups: list[LayerGroup]) -> list[Phase]:
     # ULMFiT: the head alone, then one more group from the top every `unfreeze_every` epochs.
     n_backbone, epochs = len(groups) - 1, config.epochs
     phases, used, k = [], 0, 0

@@ -1,0 +1,118 @@
+"""The statistics of a sweep: per strategy and label budget, mean and 95% t-interval of overall
+accuracy over seeds; per pair of strategies, the paired difference over seeds (same splits)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+ALL = "all"  # the label budget of every labelled chip
+
+# With 2 seeds a 95% t-interval spans +-12.7 standard errors: clipped, it reads [0, 100] and can
+# separate nothing, so intervals, p-values and "significantly" need at least this many seeds.
+MIN_SEEDS = 3
+
+
+def _t_interval(
+    values: np.ndarray, bounds: tuple[float, float] = (0.0, 1.0)
+) -> tuple[float, float, float]:
+    """Mean and 95% t-interval over seeds, clipped to the possible range (none from fewer than
+    MIN_SEEDS seeds)."""
+    from scipy import stats
+
+    mean = float(values.mean())
+    if len(values) < MIN_SEEDS:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    return mean, max(bounds[0], mean - half), min(bounds[1], mean + half)
+
+
+def summarize(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Per (strategy, budget): mean and 95% CI over seeds. Per budget and strategy pair: the
+    paired difference over seeds (same splits), its CI and a paired t-test p-value."""
+    from scipy import stats
+
+    table, pairs = [], []
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    budgets = list(dict.fromkeys(r["labels_per_class"] for r in rows))
+    for b in budgets:
+        for s in strategies:
+            cell = [r for r in rows if r["strategy"] == s and r["labels_per_class"] == b]
+            if not cell:
+                continue
+            oa = np.array([r["overall_accuracy"] for r in cell])
+            mean, lo, hi = _t_interval(oa)
+            gaps = [r["overfitting_gap"] for r in cell if r["overfitting_gap"] is not None]
+            table.append(
+                {
+                    "strategy": s,
+                    "labels_per_class": b,
+                    "seeds": len(cell),
+                    "oa_mean": mean,
+                    "oa_ci_low": lo,
+                    "oa_ci_high": hi,
+                    "oa_std": float(oa.std(ddof=1)) if len(oa) > 1 else 0.0,
+                    "macro_f1_mean": float(np.mean([r["macro_f1"] for r in cell])),
+                    "kappa_mean": float(np.mean([r["kappa"] for r in cell])),
+                    "trainable_params": cell[0]["trainable_params"],
+                    "train_time_s_mean": float(np.mean([r["train_time_s"] for r in cell])),
+                    "peak_memory_mb_mean": float(np.mean([r["peak_memory_mb"] or 0 for r in cell])),
+                    "overfitting_gap_mean": float(np.mean(gaps)) if gaps else None,
+                    "n_train": cell[0]["n_train"],
+                }
+            )
+        for i, a in enumerate(strategies):
+            for c in strategies[i + 1 :]:
+                by_seed = {
+                    r["seed"]: r["overall_accuracy"]
+                    for r in rows
+                    if r["strategy"] == a and r["labels_per_class"] == b
+                }
+                diffs = np.array(
+                    [
+                        by_seed[r["seed"]] - r["overall_accuracy"]
+                        for r in rows
+                        if r["strategy"] == c
+                        and r["labels_per_class"] == b
+                        and r["seed"] in by_seed
+                    ]
+                )
+                if not len(diffs):
+                    continue
+                mean, lo, hi = _t_interval(diffs, bounds=(-1.0, 1.0))
+                p = (
+                    float(stats.ttest_rel(diffs, np.zeros_like(diffs)).pvalue)
+                    if len(diffs) >= MIN_SEEDS and diffs.std() > 0
+                    else math.nan
+                )
+                pairs.append(
+                    {
+                        "labels_per_class": b,
+                        "a": a,
+                        "b": c,
+                        "seeds": len(diffs),
+                        "diff_mean": mean,
+                        "diff_ci_low": lo,
+                        "diff_ci_high": hi,
+                        "p_value": p,
+                    }
+                )
+    return table, pairs
+
+
+def pair_of(pairs: list[dict], budget, a: str, b: str) -> dict | None:
+    for p in pairs:
+        if p["labels_per_class"] == budget and {p["a"], p["b"]} == {a, b}:
+            if p["a"] == a:
+                return p
+            flipped = dict(
+                p,
+                a=a,
+                b=b,
+                diff_mean=-p["diff_mean"],
+                diff_ci_low=-p["diff_ci_high"],
+                diff_ci_high=-p["diff_ci_low"],
+            )
+            return flipped
+    return None
