@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
 from geotune.config import make_config
@@ -95,3 +98,43 @@ def test_every_process_gets_its_own_share_of_each_batch():
             flat = np.concatenate(shares)
             assert len(flat) == len(set(flat)) == len(batch)  # disjoint, and nothing dropped
             assert set(flat) == set(batch)
+
+
+def _file_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux /proc only")
+def test_reading_a_memory_mapped_cache_keeps_rss_flat(tmp_path, monkeypatch):
+    from geotune.data import cache
+    from geotune.data.batches import iterate_batches
+
+    monkeypatch.setattr(cache, "RELEASE_BYTES", 2 * 2**20)
+    chips = np.lib.format.open_memmap(tmp_path / "c.npy", "w+", np.uint8, (5000, 3, 64, 64))
+    chips[:] = 7  # 61 MB written, then flushed and dropped: a cold map of the cache entry
+    chips.flush()
+    del chips
+    labels = np.zeros(5000, dtype=np.int64)
+
+    def grown_by(read) -> float:
+        pixels = np.load(tmp_path / "c.npy", mmap_mode="r")
+        before = _file_rss_mb()
+        read(pixels)
+        grown = _file_rss_mb() - before
+        del pixels
+        return grown
+
+    def plain(pixels):  # what reading did before: every page touched stays resident
+        for start in range(0, 5000, 100):
+            assert int(np.asarray(pixels[start : start + 100]).max()) == 7
+
+    def batches(pixels):
+        for x, _ in iterate_batches(pixels, labels, np.arange(5000), 100, shuffle=True,
+                                    generator=torch.Generator().manual_seed(0)):  # fmt: skip
+            assert int(x.max()) == 7
+
+    assert grown_by(plain) > 40  # the test can fail: without releases RSS grows with N
+    assert grown_by(batches) < 10

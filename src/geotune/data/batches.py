@@ -9,6 +9,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from geotune.data.cache import RESIDENT
+
 
 def index_batches(
     indices: Sequence[int] | np.ndarray,
@@ -32,6 +34,7 @@ def load_batch(
     b = np.sort(idx)
     order = np.argsort(np.argsort(idx))
     x = torch.from_numpy(np.ascontiguousarray(pixels[b]))[order]
+    RESIDENT.touched(pixels, x.numel() * x.element_size())  # RSS flat in N (data.cache)
     return x, torch.from_numpy(np.asarray(labels)[b])[order]
 
 

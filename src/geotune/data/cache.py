@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import shutil
 import sys
@@ -145,3 +146,40 @@ class ArrayCache:
             pid = tmp.name.rsplit(".", 2)[-2]
             if pid.isdigit() and not _alive(int(pid)):
                 tmp.unlink(missing_ok=True)
+
+
+# RSS counts the file pages a memory map has touched: one pass over a 6 GB chip cache leaves
+# 6 GB "resident" (page cache the kernel can take back, but ru_maxrss, schedulers and OOM
+# monitors count it), so RSS would grow with the number of chips. Every RELEASE_BYTES read or
+# written through a map, its pages are dropped from this process's mapping (madvise
+# MADV_DONTNEED; numpy has no API for it). The data stays in the page cache (and dirty pages of
+# a shared map are still written back), so touching them again is a minor fault, not disk I/O.
+RELEASE_BYTES = 256 * 2**20
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop the resident pages of ``array``'s memory map, if it has one (views share it)."""
+    mm = getattr(array, "_mmap", None)  # numpy.memmap's mmap.mmap; None for arrays in RAM
+    if mm is None or getattr(array, "mode", "r") == "c" or not hasattr(mmap, "MADV_DONTNEED"):
+        return  # copy-on-write maps would lose their changes; other platforms keep pages
+    mm.madvise(mmap.MADV_DONTNEED)
+
+
+class ResidentPages:
+    """Bytes read or written per memory map since its pages were last released."""
+
+    def __init__(self) -> None:
+        self._since: dict[int, int] = {}
+
+    def touched(self, array: np.ndarray, nbytes: int) -> None:
+        mm = getattr(array, "_mmap", None)
+        if mm is None:
+            return
+        total = self._since.get(id(mm), 0) + int(nbytes)
+        if total >= RELEASE_BYTES:
+            release_pages(array)
+            total = 0
+        self._since[id(mm)] = total
+
+
+RESIDENT = ResidentPages()

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from geotune.data.bands import BandLayout, BandRequest, check_layout, resolve_layout
-from geotune.data.cache import ArrayCache
+from geotune.data.cache import ArrayCache, release_pages
 from geotune.data.folder import SceneFolder, cache_root, default_workers
 from geotune.data.raster import raster_info, read_raster, resize_bands
 from geotune.errors import ConfigError, DataError
@@ -263,6 +263,7 @@ def _decode_into(
                 else:
                     out[kept_rows] = chip
                     kept_rows += 1
+            release_pages(out)  # a block written: its pages need not stay resident
 
 
 def detect_layout(folder: SceneFolder, request: BandRequest) -> tuple[BandLayout | None, str]:

@@ -24,7 +24,7 @@ from torch import nn
 
 from geotune.data.augment import TTA_VIEWS, tta_view
 from geotune.data.batches import iterate_batches
-from geotune.data.cache import ArrayCache
+from geotune.data.cache import RESIDENT, ArrayCache
 from geotune.data.decode import DecodedImages
 from geotune.data.folder import cache_root
 from geotune.engine.fabric import cudnn_enabled, resolve_cudnn, resolve_device
@@ -117,6 +117,7 @@ def run_backbone(
             parts.append(f)
         else:
             out[start : start + len(f)] = f
+            RESIDENT.touched(out, f.nbytes)
         start += len(f)
     return np.concatenate(parts).astype(np.float32) if out is None else out
 

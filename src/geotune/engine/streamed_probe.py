@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from geotune.data.cache import RESIDENT
 from geotune.models.classifier import signed_power
 
 # Labelled chips from which the probe streams. Below it lbfgs, the exact reference, is cheap
@@ -54,7 +55,9 @@ def read_blocks(feats: np.ndarray, idx: np.ndarray, rows: int = BLOCK_ROWS) -> I
     file order (sequential reads of the memory-mapped cache)."""
     for start in range(0, len(idx), rows):
         pos = start + np.argsort(idx[start : start + rows], kind="stable")
-        yield pos, idx[pos], np.asarray(feats[idx[pos]], dtype=np.float32)
+        block = np.asarray(feats[idx[pos]], dtype=np.float32)
+        RESIDENT.touched(feats, block.nbytes)  # RSS flat in N (data.cache)
+        yield pos, idx[pos], block
 
 
 def fit_standardiser(feats: np.ndarray, idx: np.ndarray, power: float, width: int) -> Standardiser:
