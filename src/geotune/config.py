@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from geotune.fileio import atomic_write_text
 from geotune.models.names import backbone_members
@@ -24,6 +24,7 @@ from geotune.validation import (
     build_config,
     format_validation_error,
     load_yaml_mapping,
+    parse_duration,
     path_field,
     register_config_model,
 )
@@ -207,6 +208,17 @@ class TrainConfig(StrictConfig):
     tta: Literal["none", "flip", "rot2", "rot4", "d4"] = Field(
         "none", description="test-time augmentation: average over flips / 90-degree rotations"
     )
+    max_time: float | None = Field(
+        None,
+        gt=0,
+        description="seconds of fine-tuning at most: stop when the next epoch would end past "
+        "it, then test the best epoch so far",
+    )
+    time_budget: str | None = Field(
+        None,
+        description="wall-clock budget (90s, 10m, 1.5h): geotune tries recipes (backbones, "
+        "probe, ensemble, views, lp-ft epochs) cheapest first and keeps the best on validation",
+    )
     # --- engine and output ----------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
@@ -238,6 +250,13 @@ class TrainConfig(StrictConfig):
     )
     name: str | None = Field(None, description="run folder name (default: generated)")
 
+    @field_validator("time_budget")
+    @classmethod
+    def _budget_is_a_duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainConfig:
         lo, hi = self.crop_scale
@@ -249,6 +268,8 @@ class TrainConfig(StrictConfig):
             BAND_INITS.get(self.band_init)  # ConfigError (a ValueError) when unknown
         BN_POLICIES.get(self.bn_policy)
         self._check_strategy()
+        if self.max_time is not None and self.devices * self.num_nodes > 1:
+            raise ValueError("max_time stops one process by its clock; give it with one device")
         if any(c <= 0 for c in self.probe_c) or any(k < 1 for k in self.knn_k):
             raise ValueError("probe_c values must be > 0 and knn_k values >= 1")
         if any(not 0 < a <= 1 for a in self.probe_power):

@@ -330,3 +330,19 @@ def load_options(model: type[M], config_file: Path | None, **flags: Any) -> M:
     values = load_yaml_mapping(config_file) if config_file is not None else {}
     values.update({k: v for k, v in flags.items() if v is not None})
     return build_config(model, **values)
+
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh])\s*$")
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+MIN_BUDGET_S = 30.0  # below this, timing the backbones and one probe already use most of it
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a time budget (``90s``, ``10m``, ``1.5h``); ValueError naming the format."""
+    m = DURATION.match(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"give a duration with a unit, e.g. 90s, 10m or 1.5h (got {text!r})")
+    seconds = float(m.group(1)) * DURATION_UNITS[m.group(2)]
+    if seconds < MIN_BUDGET_S:
+        raise ValueError(f"a time budget below {MIN_BUDGET_S:.0f}s leaves no room to measure")
+    return seconds

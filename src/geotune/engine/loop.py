@@ -50,6 +50,7 @@ class TrainState:
     stale: int = 0
     bn_note: str | None = None
     stopped_early: bool = False
+    out_of_time: bool = False  # stopped by max_time (engine.budget), not by patience
     train_seconds: float = 0.0  # time in training passes (not validation), across resumes
     model: dict | None = None
     optimizer: dict | None = None

@@ -69,6 +69,12 @@ def train(config: TrainConfig, console: Console | None = None, dataset=None) -> 
         raise DataError(
             f"split file {config.split} not found; pass the split.csv of an earlier run"
         )
+    if config.time_budget is not None:
+        if dataset is not None:
+            raise ConfigError("--time-budget works on a data folder; not with a Python dataset")
+        from geotune.engine.budget import train_within_budget
+
+        return train_within_budget(config, train, console)
     auto = None
     if config.strategy == "auto":
         from geotune.engine.auto import resolve_auto
@@ -228,7 +234,10 @@ def _train_phases(engine: Engine, run: RunDir | None, state: TrainState) -> list
                     state.save(run.path / "checkpoints" / "last.pt")  # after best.pt
                 if state.stopped_early:
                     engine.console.log(
-                        f"early stop: no better validation accuracy for {state.stale} epochs"
+                        f"time limit: another epoch would end past max_time "
+                        f"{engine.config.max_time:.0f}s"
+                        if state.out_of_time
+                        else f"early stop: no better validation accuracy for {state.stale} epochs"
                     )
                     break
     return phase_log
@@ -254,6 +263,11 @@ def _end_epoch(
         state.stale += 1
     patience = engine.config.patience
     state.stopped_early = bool(patience and last_phase and state.stale >= patience)
+    limit = engine.config.max_time
+    spent = sum(r["epoch_time_s"] for r in state.history)
+    if limit is not None and not state.stopped_early and spent + row["epoch_time_s"] > limit:
+        # The next epoch would end past --max-time: stop here, test the best epoch so far.
+        state.stopped_early = state.out_of_time = True
     if run is not None:
         columns = list(dict.fromkeys(k for r in state.history for k in r))
         rows = ([r.get(k, "") for k in columns] for r in state.history)

@@ -1,0 +1,330 @@
+"""``--time-budget``: the recipe expected to be most accurate within a wall-clock budget.
+
+No anchor library has this, so it is written here. The plan is a ladder of candidates, cheapest
+first, each an ordinary ``train`` run on one shared split:
+
+1. a linear probe on each candidate backbone (the ``--backbone`` given, or every installed
+   offline backbone for RGB data), on its frozen pooled features;
+2. the probe on an ensemble of the two best backbones (their features are cached: a refit);
+3. the best backbone's probe with features averaged over two views (``rot2``);
+4. ``lp-ft`` fine-tuning of the best backbone, with as many epochs as the budget left affords
+   (at most ``--epochs``), stopped by time if an epoch runs long (``max_time``).
+
+Before each step the cost is estimated from a cost model measured on this machine (a few timed
+batches of each backbone: decoding, forward passes, training steps), corrected by how far the
+last estimate was off; a step that would not fit in what is left of the budget is skipped. The
+run kept is the one with the highest **validation** accuracy (each run's own choice of C, k or
+epoch is on validation too); test accuracy never enters. It is an ordinary run folder, with
+``budget.json`` (every candidate: recipe, estimated and actual seconds, validation accuracy, why
+kept or skipped) and a ``time_budget`` entry in ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from geotune.config import TrainConfig, make_config, save_config
+from geotune.data.decode import read_chip
+from geotune.data.splits import write_split
+from geotune.engine.prepare import Prepared, RunResult, prepare
+from geotune.errors import ConfigError
+from geotune.fileio import atomic_write_json
+from geotune.models.backbones import offline_names
+from geotune.models.classifier import build_classifier
+from geotune.runs.rundir import new_run
+from geotune.validation import parse_duration
+
+# Plan each step to this share of what is left: estimates come from a few timed batches.
+SAFETY = 0.85
+MIN_STEP_S = 10.0  # with less left, no new candidate is timed or run
+TIMED_CHIPS = 16  # per timed batch: enough to amortise Python overhead on a CPU
+# Options the budget chooses; given with it they would be silently overridden, so refused.
+CHOSEN = ("strategy", "tta", "head_epochs")
+
+
+@dataclass
+class Candidate:
+    """One rung of the ladder: a recipe (config updates) and what it cost and scored."""
+
+    name: str
+    recipe: dict[str, Any]
+    estimate_s: float = 0.0
+    seconds: float | None = None
+    val_accuracy: float | None = None
+    test_overall_accuracy: float | None = None  # recorded, never used to choose
+    status: str = "planned"
+    result: RunResult | None = field(default=None, repr=False)
+
+    def record(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "result"}
+
+
+@dataclass
+class Costs:
+    """Seconds per chip of one backbone on this machine, at its input size."""
+
+    decode: float
+    forward: float
+    train_step: float
+    size: int
+
+
+@dataclass
+class Ladder:
+    config: TrainConfig
+    console: Console
+    deadline: float
+    n: dict[str, int]
+    tried: list[Candidate] = field(default_factory=list)
+    correction: float = 1.0  # actual / estimated seconds of the last run
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def check_budget_config(config: TrainConfig) -> None:
+    """Refuse what a budgeted run cannot honour, before any work."""
+    given = sorted(k for k in CHOSEN if k in config.model_fields_set)
+    if given:
+        raise ConfigError(
+            f"--time-budget chooses {', '.join(given)}; leave {'it' if len(given) == 1 else 'them'}"
+            " out, or leave out --time-budget"
+        )
+    if config.devices > 1:
+        raise ConfigError("--time-budget runs on one device; leave out --devices or the budget")
+    if config.val_fraction <= 0:
+        raise ConfigError("--time-budget chooses on validation chips; give --val-fraction > 0")
+
+
+def train_within_budget(
+    config: TrainConfig,
+    run_one: Callable[[TrainConfig], RunResult],
+    console: Console | None = None,
+) -> RunResult:
+    """Try the ladder's candidates within ``config.time_budget``; keep the best on validation.
+
+    ``run_one`` is ``geotune.engine.trainer.train`` (passed in: it calls this module).
+    """
+    console = console or Console(stderr=True)
+    start = time.monotonic()
+    budget = parse_duration(config.time_budget)
+    check_budget_config(config)
+    final = new_run(config)
+    final.check_available()
+    final.lock()  # the name is this run's for the whole budget
+    trials = final.final.parent / f".{final.final.name}.budget"
+    try:
+        return _run_ladder(config, run_one, console, start, budget, final, trials)
+    finally:
+        shutil.rmtree(trials, ignore_errors=True)
+        final.unlock()
+
+
+def _run_ladder(config, run_one, console, start, budget, final, trials) -> RunResult:
+    base = config.model_copy(update={"time_budget": None, "strategy": "linear-probe"})
+    prep = prepare(base, console)  # decode at the first backbone's size; the split for all
+    trials.mkdir(parents=True, exist_ok=True)
+    split_file = trials / "split.csv"
+    write_split(split_file, prep.images.folder, prep.split)
+    n = {part: len(prep.indices(part)) for part in ("train", "val", "test")}
+    n["all"] = len(prep.split)
+    ladder = Ladder(config, console, start + budget, n)
+    backbones = _backbones(config, prep)
+    costs: dict[str, Costs] = {}
+
+    def cost(b: str) -> Costs:  # timed when first needed: a skipped backbone costs nothing
+        if b not in costs:
+            costs[b] = measure_costs(b, config, prep)
+        return costs[b]
+
+    console.log(
+        f"time budget {budget:.0f}s: data ready after {time.monotonic() - start:.0f}s; "
+        f"{len(backbones)} backbone(s), cheapest recipes first"
+    )
+    common = {"split": split_file, "output": trials, "time_budget": None}
+
+    def attempt(name: str, recipe: dict, estimate: Callable[[], float]) -> Candidate:
+        c = Candidate(name, recipe)
+        ladder.tried.append(c)
+        if len(ladder.tried) > 1 and ladder.left() < MIN_STEP_S:
+            c.status = f"skipped: {ladder.left():.0f}s left"
+            return c
+        raw = estimate()
+        c.estimate_s = raw * ladder.correction
+        if c.estimate_s > SAFETY * ladder.left() and len(ladder.tried) > 1:
+            c.status = f"skipped: estimated {c.estimate_s:.0f}s, {ladder.left():.0f}s left"
+            return c
+        t0 = time.monotonic()
+        values = {**config.model_dump(exclude_unset=True), **common, **recipe, "name": name}
+        result = run_one(make_config(**values))
+        c.seconds = time.monotonic() - t0
+        ladder.correction = float(np.clip(c.seconds / max(raw, 1e-6), 0.5, 3.0))
+        c.val_accuracy = validation_accuracy(result.summary)
+        c.test_overall_accuracy = result.test_metrics.get("overall_accuracy")
+        c.status, c.result = "ran", result
+        return c
+
+    probe = {"strategy": "linear-probe"}
+    probes = [
+        attempt(f"probe-{_short(b)}", {**probe, "backbone": b}, lambda b=b: _probe_cost(cost(b), n))
+        for b in backbones
+    ]
+    ran = sorted((p for p in probes if p.val_accuracy is not None), key=lambda p: -p.val_accuracy)
+    best = ran[0].recipe["backbone"]
+    if len(ran) >= 2 and not _multispectral(prep):
+        pair = f"{ran[0].recipe['backbone']}+{ran[1].recipe['backbone']}"
+        attempt("probe-ensemble", {**probe, "backbone": pair}, lambda: 2.0 + 2e-4 * n["train"])
+    attempt(
+        "probe-rot2",
+        {**probe, "backbone": best, "tta": "rot2"},
+        lambda: _probe_cost(cost(best), n, views=2),
+    )
+    if ladder.left() > MIN_STEP_S:
+        _fine_tune(attempt, ladder, best, cost(best))
+    return _keep_best(ladder, final, budget)
+
+
+def _fine_tune(attempt, ladder: Ladder, backbone: str, cost: Costs) -> None:
+    """lp-ft with the epochs that fit in what is left (at least 2: a head epoch, then one)."""
+    n = ladder.n
+    per_epoch = n["train"] * cost.train_step + n["val"] * cost.forward
+    test = n["test"] * cost.forward + 5.0
+    afford = int((SAFETY * ladder.left() / ladder.correction - test) // max(per_epoch, 1e-6))
+    epochs = min(afford, ladder.config.epochs)
+    recipe = {
+        "backbone": backbone,
+        "strategy": "lp-ft",
+        "epochs": max(epochs, 2),
+        "head_epochs": max(1, max(epochs, 2) // 4),
+        "max_time": max(per_epoch, SAFETY * ladder.left() - test * ladder.correction),
+    }
+    if epochs < 2:
+        c = Candidate("lp-ft", recipe, (per_epoch * 2 + test) * ladder.correction)
+        c.status = f"skipped: 2 epochs need ~{c.estimate_s:.0f}s, {ladder.left():.0f}s left"
+        ladder.tried.append(c)
+        return
+    attempt("lp-ft", recipe, lambda: per_epoch * epochs + test)
+
+
+def _keep_best(ladder: Ladder, final, budget: float) -> RunResult:
+    ran = [c for c in ladder.tried if c.status == "ran" and c.val_accuracy is not None]
+    # Highest validation accuracy; on a tie the cheaper (earlier) one.
+    kept = max(ran, key=lambda c: (c.val_accuracy, -ladder.tried.index(c)))
+    kept.status = "kept"
+    result = kept.result
+    src = result.run_dir
+    record = {
+        "budget_s": budget,
+        "spent_s": None,  # set below, after the move
+        "kept": kept.name,
+        "why": f"highest validation accuracy ({100 * kept.val_accuracy:.2f}%) of "
+        f"{len(ran)} recipe(s) run",
+        "rule": "cheapest recipes first; each run only if its estimated cost fits the budget "
+        "left; the kept run is chosen on validation accuracy, never on the test split",
+        "candidates": [c.record() for c in ladder.tried],
+    }
+    src.rename(final.final)
+    config = make_config(
+        **{**result_config(final.final), "name": final.final.name, "output": final.final.parent}
+    )
+    save_config(config.model_copy(update={"split": None}), final.final / "config.yaml")
+    record["spent_s"] = round(time.monotonic() - (ladder.deadline - budget), 1)
+    atomic_write_json(final.final / "budget.json", record)
+    summary_path = final.final / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["time_budget"] = {k: record[k] for k in ("budget_s", "spent_s", "kept", "why")}
+    atomic_write_json(summary_path, summary)
+    for c in ladder.tried:
+        ladder.console.log(
+            f"budget: {c.name:<16} {c.status:<10} est {c.estimate_s:6.0f}s"
+            + (f"  ran {c.seconds:6.0f}s  val {100 * c.val_accuracy:.2f}%" if c.seconds else "")
+        )
+    ladder.console.log(
+        f"budget: kept {kept.name} ({record['why']}); {record['spent_s']:.0f}s of {budget:.0f}s"
+    )
+    return RunResult(final.final, result.test_metrics, result.history, summary)
+
+
+def result_config(run: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def validation_accuracy(summary: dict) -> float | None:
+    """A run's validation accuracy at its own choice (C and pooled stages, k, or epoch)."""
+    for key in ("val_accuracy_by_power_and_C", "val_accuracy_by_k"):
+        if summary.get(key):
+            return float(max(summary[key].values()))
+    return summary.get("best_val_accuracy")
+
+
+def _backbones(config: TrainConfig, prep: Prepared) -> list[str]:
+    if "backbone" in config.model_fields_set or _multispectral(prep):
+        return [config.backbone]
+    installed = [b for b in offline_names() if b != config.backbone]
+    return [config.backbone, *installed]
+
+
+def _multispectral(prep: Prepared) -> bool:
+    return prep.images.pixels.shape[1] != 3
+
+
+def _short(backbone: str) -> str:
+    return backbone.replace("tf_efficientnet_", "").replace("_", "-")
+
+
+def _probe_cost(c: Costs, n: dict[str, int], views: int = 1) -> float:
+    # Decode (a new size is a new decode), one forward pass per chip and view, and the fits.
+    return n["all"] * (c.decode + views * c.forward) + 2.0 + 2e-4 * n["train"]
+
+
+def measure_costs(backbone: str, config: TrainConfig, prep: Prepared) -> Costs:
+    """Seconds per chip for decoding, a frozen forward pass and a training step of
+    ``backbone`` at its input size, from a few timed batches (after one warm-up batch)."""
+    model, pre, _ = build_classifier(
+        backbone,
+        config.weights,
+        len(prep.classes),
+        image_size=config.image_size,
+    )  # fmt: skip  (RGB timing; multispectral runs are corrected after the first one)
+    folder = prep.images.folder
+    paths = [folder.root / p for p in folder.paths[:: max(1, len(folder.paths) // TIMED_CHIPS)]]
+    t0 = time.perf_counter()
+    for p in paths[:TIMED_CHIPS]:
+        read_chip(p, pre.size, pre.interpolation, prep.images.layout)  # cold: file + resize
+    workers = max(1, min(config.num_workers or torch.get_num_threads(), torch.get_num_threads()))
+    decode = (time.perf_counter() - t0) / len(paths[:TIMED_CHIPS]) / workers
+    x = torch.randn(TIMED_CHIPS, 3, pre.size, pre.size)
+    x = x.contiguous(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
+    forward = _timed(lambda: model.eval()(x), grad=False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    y = torch.zeros(TIMED_CHIPS, dtype=torch.long)
+
+    def step():
+        model.train()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    train_step = _timed(step, grad=True)
+    return Costs(decode, forward / TIMED_CHIPS, train_step / TIMED_CHIPS, pre.size)
+
+
+def _timed(fn: Callable[[], Any], grad: bool) -> float:
+    with torch.set_grad_enabled(grad):
+        fn()  # warm-up: allocations, kernel choices
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0

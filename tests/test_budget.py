@@ -1,0 +1,64 @@
+"""--time-budget: a ladder of real runs on one split, kept on validation, within the budget."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import stub_args
+
+from geotune.config import make_config
+from geotune.engine import train
+from geotune.errors import ConfigError
+from geotune.validation import parse_duration
+
+
+def test_durations_and_what_a_budget_refuses(aid_tiny, tmp_path):
+    assert [parse_duration(t) for t in ("90s", "10m", "1.5h", " 45s ")] == [90, 600, 5400, 45]
+    for bad in ("10", "ten minutes", "5s", "-3m", True, 600):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    with pytest.raises(ConfigError, match="bad value for 'time_budget': give a duration"):
+        make_config(data=aid_tiny, time_budget="10")
+    with pytest.raises(ConfigError, match="time_budget"):
+        make_config(data=aid_tiny, time_budget=600)  # strict: a number is not a duration
+    with pytest.raises(ConfigError, match="--time-budget chooses strategy; leave it out"):
+        train(make_config(**stub_args(aid_tiny, tmp_path, time_budget="1m", strategy="full")))
+    with pytest.raises(ConfigError, match="max_time stops one process"):
+        make_config(data=aid_tiny, max_time=60, devices=2)
+    assert not any(tmp_path.iterdir())  # refused before any work
+
+
+def test_max_time_stops_training_and_tests_the_best_epoch(aid_tiny, tmp_path):
+    t0 = time.monotonic()
+    result = train(make_config(**stub_args(aid_tiny, tmp_path, epochs=200, max_time=4)))
+    assert time.monotonic() - t0 < 60
+    assert result.summary["stopped_early"] and len(result.history) < 200
+    spent = sum(r["epoch_time_s"] for r in result.history)
+    assert spent <= 4 + max(r["epoch_time_s"] for r in result.history)
+    assert result.test_metrics["overall_accuracy"] is not None
+
+
+@pytest.mark.slow
+def test_a_budgeted_run_keeps_the_best_on_validation_within_the_budget(aid_tiny, tmp_path):
+    budget = 45
+    t0 = time.monotonic()
+    result = train(make_config(**stub_args(aid_tiny, tmp_path, epochs=6, time_budget="45s")))
+    wall = time.monotonic() - t0
+    assert wall <= 1.1 * budget
+    record = json.loads((result.run_dir / "budget.json").read_text())
+    ran = [c for c in record["candidates"] if c["seconds"] is not None]
+    assert len(ran) >= 2 and {c["name"] for c in record["candidates"]} >= {
+        "probe-test-efficientnet"
+    }
+    kept = next(c for c in record["candidates"] if c["status"] == "kept")
+    assert kept["val_accuracy"] == max(c["val_accuracy"] for c in ran)  # chosen on validation
+    assert record["spent_s"] <= 1.1 * budget
+    # An ordinary run folder, and nothing else left in the output folder.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [result.run_dir.name]
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["time_budget"]["kept"] == kept["name"]
+    assert (result.run_dir / "checkpoints" / "best.pt").is_file()
+    config = (result.run_dir / "config.yaml").read_text()
+    assert f"name: {result.run_dir.name}" in config and "time_budget: null" in config
