@@ -143,6 +143,8 @@ class DecodedImages:
         image = torch.from_numpy(np.array(self.pixels[i]))
         if self.transform is not None:
             image = self.transform(image)
+        if self.folder.multilabel:
+            return image, torch.from_numpy(np.array(self.folder.label_matrix[i]))
         return image, int(self.folder.labels[i])
 
     @property

@@ -23,8 +23,10 @@ def predict(
     device,
     fabric=None,
     tta: str = "none",
+    multilabel: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities for the chips at ``indices``, averaged over the ``tta`` views.
+    """Class probabilities for the chips at ``indices``, averaged over the ``tta`` views
+    (``multilabel``: one independent sigmoid probability per label instead of a softmax).
 
     Also returns the logits of the plain view, so one pass gives the figures with and without TTA.
     """
@@ -40,7 +42,7 @@ def predict(
                 logits = model(v).float()
             if turns == 0 and not flip:
                 plain.append(logits.cpu())
-            p = logits.softmax(-1)
+            p = logits.sigmoid() if multilabel else logits.softmax(-1)
             p_sum = p if p_sum is None else p_sum + p
         probs.append((p_sum / len(TTA_VIEWS[tta])).cpu())
     if not probs:
