@@ -240,6 +240,23 @@ def test_linear_probe_end_to_end_and_refusals(mosaics, tmp_path):
         assert "not support multi-label runs yet" in line and args[0] in line, (args, line)
     with pytest.raises(ConfigError, match="compare does not support multi-label data yet"):
         make_compare_config(data=data, train={"labels": str(table)})
+
+    # The checkpoint is the fitted one-vs-rest probe folded into the network's linear head:
+    # it reproduces the test probabilities the run reported (bypassing the refusal above).
+    from geotune.engine.predict import predict
+    from geotune.models.classifier import load_classifier
+
+    ckpt = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    ckpt.pop("multilabel")
+    torch.save(ckpt, tmp_path / "plain.pt")
+    model, pre, _ = load_classifier(tmp_path / "plain.pt")
+    folder = scan_labelled(data, table)
+    images = folder.decoded(pre.size, pre.interpolation)
+    rows = list(csv.DictReader((run / "test_predictions.csv").open()))
+    idx = np.array([folder.paths.index(r["path"]) for r in rows])
+    probs, _ = predict(model, pre, images.pixels, idx, 16, torch.device("cpu"), multilabel=True)
+    expected = np.array([[float(r[f"p_{c}"]) for c in ckpt["classes"]] for r in rows])
+    assert np.abs(probs.numpy() - expected).max() < 2e-3
     report = cli(tmp_path, "report", run)
     assert report.returncode == 0, report.stderr[-2000:]
 
@@ -277,6 +294,42 @@ def test_strategies_of_the_training_loop_take_multilabel_data(mosaics, tmp_path,
     assert len(result.history) == 2 and all("val_map" in r for r in result.history)
 
 
+def test_multispectral_geotiff_chips_and_skipped_chips(mosaics, tmp_path):
+    """4-band uint16 GeoTIFF mosaics (RGB + a NIR-like band); an all-nodata chip with a row is
+    skipped with --skip-bad-images and listed, the rest trains."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from geotune.engine.trainer import train
+
+    data, _, paths, Y = mosaics
+    tifs = tmp_path / "tifs"
+    profile = {"driver": "GTiff", "width": 96, "height": 96, "transform": from_origin(0, 0, 10, 10)}
+    rels = []
+    for rel in paths:
+        rgb = np.asarray(Image.open(data / rel).convert("RGB"), dtype=np.uint16).transpose(2, 0, 1)
+        arr = np.concatenate([rgb * 40, rgb.mean(0, keepdims=True).astype(np.uint16) * 30])
+        out = tifs / Path(rel).with_suffix(".tif")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(out, "w", count=4, dtype="uint16", **profile) as dst:
+            dst.write(arr)
+        rels.append(Path(rel).with_suffix(".tif").as_posix())
+    with rasterio.open(tifs / "zz_nodata.tif", "w", count=4, dtype="uint16", **profile) as dst:
+        dst.write(np.zeros((4, 96, 96), np.uint16))
+    table = write_table(tmp_path / "labels.csv", [*rels, "zz_nodata.tif"],
+                        np.vstack([Y, Y[:1]]), wide=True)  # fmt: skip
+    config = make_config(data=tifs, labels=table, output=tmp_path / "runs", strategy="full",
+                         band_names="rgbn", skip_bad_images=True, backbone=STUB_BACKBONE,
+                         weights="random", image_size=32, batch_size=8, epochs=1,
+                         train_fraction=0.5)  # fmt: skip
+    result = train(config)
+    assert result.summary["bands"]["channels"] == 4
+    assert result.test_metrics["multilabel"]
+    skipped = (result.run_dir / "skipped_files.txt").read_text()
+    assert skipped.startswith("zz_nodata.tif\t")
+    assert "zz_nodata.tif" not in (result.run_dir / "split.csv").read_text()
+
+
 def test_unsupported_strategies_refuse_in_one_line(mosaics, tmp_path):
     data, table, _, _ = mosaics
     for strategy in ("knn", "auto"):
@@ -285,6 +338,11 @@ def test_unsupported_strategies_refuse_in_one_line(mosaics, tmp_path):
         assert f"strategy {strategy} does not support multi-label data yet" in line
     with pytest.raises(ConfigError, match="class_weights and sampler"):
         make_config(data=data, labels=table, class_weights="balanced")
+    from geotune.engine.trainer import train
+
+    with pytest.raises(ConfigError, match="--labels applies to folders"):
+        train(make_config(data=data, labels=table, output=tmp_path / "runs",
+                          strategy="linear-probe"), dataset=[(torch.zeros(3, 8, 8), 0)] * 4)  # fmt: skip
     assert not (tmp_path / "runs").exists()
 
 

@@ -89,6 +89,7 @@ def refuse_train_outputs_in_inputs(config: TrainConfig, **more_inputs: Path | No
     inputs = {
         "--data": config.data,
         "--split": config.split,
+        "--labels": config.labels,
         "--weights": existing_file(config.weights),
         **more_inputs,
     }
