@@ -107,6 +107,10 @@ def test_both_table_formats_parse_and_agree(mosaics, tmp_path):
     order = np.argsort(paths, kind="stable")
     assert np.array_equal(a.label_matrix, Y[order]) and np.array_equal(b.label_matrix, Y[order])
     assert a.label_matrix.dtype == np.uint8 and a.label_matrix.shape == (len(paths), 4)
+    assert a.targets[0] == a.label_matrix[0].tolist() and a.samples[0][1] == a.targets[0]
+    ds = a.decoded(32)  # the torch Dataset of the chips: (image, multi-hot row)
+    image, target = ds[0]
+    assert tuple(image.shape) == (3, 32, 32) and target.tolist() == a.targets[0]
 
 
 def bad_tables(tmp: Path, data: Path, paths: list[str], Y: np.ndarray) -> dict:
@@ -292,6 +296,19 @@ def test_strategies_of_the_training_loop_take_multilabel_data(mosaics, tmp_path,
     assert m["multilabel"] and len(m["thresholds"]) == len(CLASSES)
     assert result.summary["best_val_map"] is not None and result.summary["multilabel"]
     assert len(result.history) == 2 and all("val_map" in r for r in result.history)
+
+
+def test_without_validation_thresholds_are_one_half(mosaics, tmp_path):
+    from geotune.engine.trainer import train
+
+    data, table, _, _ = mosaics
+    config = make_config(data=data, labels=table, output=tmp_path / "runs",
+                         strategy="linear-probe", val_fraction=0, backbone=STUB_BACKBONE,
+                         weights="random", image_size=32, train_fraction=0.5)  # fmt: skip
+    m = train(config).test_metrics
+    assert set(m["thresholds"].values()) == {0.5} and m["thresholds_chosen"].startswith("0.5")
+    (split_csv,) = (tmp_path / "runs").glob("*/split.csv")
+    assert {r["split"] for r in csv.DictReader(split_csv.open())} == {"train", "test"}
 
 
 def test_multispectral_geotiff_chips_and_skipped_chips(mosaics, tmp_path):

@@ -7,6 +7,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,14 +69,17 @@ class SceneFolder:
         return {c: i for i, c in enumerate(self.classes)}
 
     @property
-    def targets(self) -> list[int]:
-        """The label of every chip, in order (torchvision's ImageFolder name)."""
+    def targets(self) -> list:
+        """The label of every chip, in order (torchvision's ImageFolder name); multi-label:
+        each chip's 0/1 row over ``classes``."""
+        if self.label_matrix is not None:
+            return self.label_matrix.tolist()
         return [int(t) for t in self.labels]
 
     @property
-    def samples(self) -> list[tuple[str, int]]:
+    def samples(self) -> list[tuple[str, Any]]:
         """(absolute path, label) of every chip, in order (torchvision's ImageFolder name)."""
-        return [(str(self.root / p), int(t)) for p, t in zip(self.paths, self.labels, strict=True)]
+        return [(str(self.root / p), t) for p, t in zip(self.paths, self.targets, strict=True)]
 
     def decoded(self, size: int, interpolation: str = "bicubic", bands=None, **options):
         """The chips as a ``torch.utils.data.Dataset``, backed by the decode cache.

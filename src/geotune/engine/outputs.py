@@ -127,13 +127,10 @@ def finish_run(
         metrics = classification_metrics(labels, probs.argmax(1).numpy(), prep.classes)
         plain_oa = float((plain.argmax(1).numpy() == labels).mean()) if len(labels) else 0.0
         headline = metrics["overall_accuracy"]
-    metrics.update(
-        split="test",
-        data=str(prep.config.data),
-        tta=prep.config.tta,
-        overall_accuracy_without_tta=plain_oa,
-        best_epoch=best_epoch,
-    )
+    metrics.update(split="test", data=str(prep.config.data), tta=prep.config.tta)
+    if not prep.multilabel:  # multi-label runs report map_macro_without_tta instead
+        metrics.update(overall_accuracy_without_tta=plain_oa)
+    metrics.update(best_epoch=best_epoch)
     if prep.multilabel:
         save_multilabel_metrics(metrics, run.path, "test")
         write_multilabel_predictions(run, prep, probs, metrics["thresholds"])

@@ -233,7 +233,8 @@ def _train_phases(engine: Engine, run: RunDir | None, state: TrainState) -> list
                     state.save(run.path / "checkpoints" / "last.pt")  # after best.pt
                 if state.stopped_early:
                     engine.console.log(
-                        f"early stop: no better validation accuracy for {state.stale} epochs"
+                        f"early stop: no better validation "
+                        f"{'mAP' if engine.multilabel else 'accuracy'} for {state.stale} epochs"
                     )
                     break
     return phase_log
