@@ -61,7 +61,10 @@ class TrainConfig(StrictConfig):
     """Everything that defines a `geotune train` run."""
 
     # --- data -----------------------------------------------------------------------------
-    data: Path = path_field("input-dir", description="ImageFolder root: DATA/<class>/<image>")
+    data: Path = path_field(
+        "input-dir",
+        description="ImageFolder root: DATA/<class>/<image> (with --labels: chips at any depth)",
+    )
     split: Path | None = path_field(
         "input-file", None, description="reuse a split file (split.csv of a run)"
     )
