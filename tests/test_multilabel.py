@@ -214,6 +214,8 @@ def _check_run(run: Path, min_gain: float) -> dict:
         rows = list(csv.DictReader(fh))
     assert any(";" in r["class"] for r in rows)
     assert (run / "report.html").is_file()
+    report = (run / "report.md").read_text()
+    assert "mAP macro %" in report and all(f"| {c} |" in report for c in CLASSES)
     return m
 
 
@@ -345,6 +347,28 @@ def test_multispectral_geotiff_chips_and_skipped_chips(mosaics, tmp_path):
     skipped = (result.run_dir / "skipped_files.txt").read_text()
     assert skipped.startswith("zz_nodata.tif\t")
     assert "zz_nodata.tif" not in (result.run_dir / "split.csv").read_text()
+
+
+def test_positive_weights_follow_the_training_split(mosaics):
+    from rich.console import Console
+
+    from geotune.engine.loop import Engine
+    from geotune.engine.prepare import prepare
+
+    data, table, _, _ = mosaics
+    config = make_config(data=data, labels=table, backbone=STUB_BACKBONE, weights="random",
+                         image_size=32, train_fraction=0.5, device="cpu")  # fmt: skip
+    prep = prepare(config, Console(quiet=True))
+    Y = prep.targets[prep.indices("train")]
+    expected = np.clip((len(Y) - Y.sum(0)) / Y.sum(0), 1, 100)
+    loss = Engine(prep, Console(quiet=True)).loss_fn
+    torch.testing.assert_close(loss.pos_weight, torch.tensor(expected, dtype=torch.float32))
+    # BCE summed over labels with those weights, targets smoothed towards 0.5
+    logits, y = torch.randn(3, 4), torch.tensor(Y[:3], dtype=torch.float32)
+    t = y * (1 - config.label_smoothing) + 0.5 * config.label_smoothing
+    w = torch.tensor(expected, dtype=torch.float32)
+    manual = -(w * t * logits.sigmoid().log() + (1 - t) * (1 - logits.sigmoid()).log()).sum()
+    torch.testing.assert_close(loss(logits, y), manual, rtol=1e-4, atol=1e-4)
 
 
 def test_unsupported_strategies_refuse_in_one_line(mosaics, tmp_path):
