@@ -112,6 +112,7 @@ KNOWN_UPWARD = {
     ("geotune.engine.outputs", "geotune.evaluation"),
     ("geotune.engine.outputs", "geotune.evaluation.calibration"),
     ("geotune.engine.outputs", "geotune.evaluation.metrics"),
+    ("geotune.engine.outputs", "geotune.evaluation.multilabel"),
     ("geotune.engine.outputs", "geotune.report"),
     ("geotune.engine.outputs", "geotune.report.reports"),
 }

@@ -41,14 +41,35 @@ __all__ = [
 ]
 
 
+# Strategies that handle multi-label data (--labels): the one-vs-rest probe, and every strategy
+# of the training loop (BCE with logits). knn and auto refuse until they learn it.
+MULTILABEL_STRATEGIES = (
+    "linear-probe",
+    "full",
+    "partial",
+    "lp-ft",
+    "feature-extraction",
+    "gradual",
+)
+
+
 @register_config_model("train")
 class TrainConfig(StrictConfig):
     """Everything that defines a `geotune train` run."""
 
     # --- data -----------------------------------------------------------------------------
-    data: Path = path_field("input-dir", description="ImageFolder root: DATA/<class>/<image>")
+    data: Path = path_field(
+        "input-dir",
+        description="ImageFolder root: DATA/<class>/<image> (with --labels: chips at any depth)",
+    )
     split: Path | None = path_field(
         "input-file", None, description="reuse a split file (split.csv of a run)"
+    )
+    labels: Path | None = path_field(
+        "input-file",
+        None,
+        description="multi-label chips: a CSV with one row per chip (column path, relative to "
+        "data) and a labels column of ';'-separated names or one 0/1 column per label",
     )
     train_fraction: float | None = Field(
         0.2, gt=0, lt=1, description="labelled share of each class (the rest is test)"
@@ -270,6 +291,8 @@ class TrainConfig(StrictConfig):
         self._check_strategy()
         if self.max_time is not None and self.devices * self.num_nodes > 1:
             raise ValueError("max_time stops one process by its clock; give it with one device")
+        if self.labels is not None:
+            self._check_multilabel()
         if any(c <= 0 for c in self.probe_c) or any(k < 1 for k in self.knn_k):
             raise ValueError("probe_c values must be > 0 and knn_k values >= 1")
         if any(not 0 < a <= 1 for a in self.probe_power):
@@ -318,6 +341,19 @@ class TrainConfig(StrictConfig):
                 "every labelled chip once); use class_weights=balanced"
             )
 
+    def _check_multilabel(self) -> None:
+        """What multi-label data (--labels) supports so far; the rest refuses in one line."""
+        if self.strategy not in MULTILABEL_STRATEGIES:
+            raise ValueError(
+                f"strategy {self.strategy} does not support multi-label data yet; use "
+                "linear-probe or full (or partial, lp-ft, feature-extraction, gradual)"
+            )
+        if self.class_weights != "none" or self.sampler != "shuffle":
+            raise ValueError(
+                "class_weights and sampler apply to single-label data; multi-label runs weight "
+                "each label's positives by n_neg / n_pos already"
+            )
+
     # ------------------------------------------------------------------------------------
     def resolved_lr(self, head_only: bool) -> float:
         """Head learning rate: larger when only a head trains on fixed features."""
@@ -331,6 +367,8 @@ class TrainConfig(StrictConfig):
         update: dict[str, Any] = {"data": Path(self.data).resolve()}
         if self.split is not None:
             update["split"] = Path(self.split).resolve()
+        if self.labels is not None:
+            update["labels"] = Path(self.labels).resolve()
         if Path(self.weights).is_file():
             update["weights"] = str(Path(self.weights).resolve())
         return self.model_copy(update=update)

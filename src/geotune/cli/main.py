@@ -81,15 +81,24 @@ def train_command(**kwargs: Any) -> None:
     m = result.test_metrics
     if not m:
         return  # a non-lead DDP process: the lead process reports
-    typer.echo(
-        f"test overall accuracy {100 * m['overall_accuracy']:.2f}% "
-        f"(AA {100 * m['average_accuracy']:.2f}%, kappa {m['kappa']:.4f}) on {m['n']} images"
-    )
+    if m.get("multilabel"):
+        typer.echo(
+            f"test mAP {100 * m['map_macro']:.2f}% macro, {100 * m['map_micro']:.2f}% micro "
+            f"(F1 micro {100 * m['f1_micro']:.2f}%, subset accuracy "
+            f"{100 * m['subset_accuracy']:.2f}%) on {m['n']} images"
+        )
+    else:
+        typer.echo(
+            f"test overall accuracy {100 * m['overall_accuracy']:.2f}% "
+            f"(AA {100 * m['average_accuracy']:.2f}%, kappa {m['kappa']:.4f}) on {m['n']} images"
+        )
     typer.echo(f"run folder: {result.run_dir}")
-    typer.echo(
-        f"metrics: {result.run_dir / 'test_metrics.json'} "
-        "(per class: test_per_class.csv, confusion: test_confusion.csv)"
+    per = (
+        "per label: test_per_label.csv"
+        if m.get("multilabel")
+        else ("per class: test_per_class.csv, confusion: test_confusion.csv")
     )
+    typer.echo(f"metrics: {result.run_dir / 'test_metrics.json'} ({per})")
     if (result.run_dir / "report.html").is_file():
         typer.echo(f"report: {result.run_dir / 'report.html'}")
 

@@ -34,7 +34,7 @@ def load_batch(
     b = np.sort(idx)
     order = np.argsort(np.argsort(idx))
     x = torch.from_numpy(np.ascontiguousarray(pixels[b]))[order]
-    RESIDENT.touched(pixels, x.numel() * x.element_size())  # RSS flat in N (data.cache)
+    RESIDENT.touched(pixels)  # RSS flat in the number of chips (see data.cache)
     return x, torch.from_numpy(np.asarray(labels)[b])[order]
 
 

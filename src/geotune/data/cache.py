@@ -150,11 +150,15 @@ class ArrayCache:
 
 # RSS counts the file pages a memory map has touched: one pass over a 6 GB chip cache leaves
 # 6 GB "resident" (page cache the kernel can take back, but ru_maxrss, schedulers and OOM
-# monitors count it), so RSS would grow with the number of chips. Every RELEASE_BYTES read or
-# written through a map, its pages are dropped from this process's mapping (madvise
-# MADV_DONTNEED; numpy has no API for it). The data stays in the page cache (and dirty pages of
-# a shared map are still written back), so touching them again is a minor fault, not disk I/O.
+# monitors count it), so RSS would grow with the number of chips. When the process's file-backed
+# RSS has grown by RELEASE_BYTES, the map being read or written drops its pages from this
+# process (madvise MADV_DONTNEED; numpy has no API for it). The data stays in the page cache (and
+# dirty pages of a shared map are still written back), so touching them again is a minor fault,
+# not disk I/O. RSS is read, not estimated from bytes read: with large folios one random 12 KB
+# chip read maps 0.5-2 MB (measured on Linux 6.18), which no per-read count can predict.
 RELEASE_BYTES = 256 * 2**20
+_STATM = "/proc/self/statm"  # size resident shared ...: pages; "shared" = file-backed + shmem
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def release_pages(array: np.ndarray) -> None:
@@ -165,21 +169,32 @@ def release_pages(array: np.ndarray) -> None:
     mm.madvise(mmap.MADV_DONTNEED)
 
 
+def _file_backed_bytes() -> int | None:
+    try:
+        with open(_STATM) as f:
+            return int(f.read().split()[2]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None  # not Linux: nothing to measure, nothing released
+
+
 class ResidentPages:
-    """Bytes read or written per memory map since its pages were last released."""
+    """Releases a memory map's pages once file-backed RSS has grown by RELEASE_BYTES."""
 
     def __init__(self) -> None:
-        self._since: dict[int, int] = {}
+        self._level: int | None = None
 
-    def touched(self, array: np.ndarray, nbytes: int) -> None:
-        mm = getattr(array, "_mmap", None)
-        if mm is None:
+    def touched(self, array: np.ndarray) -> None:
+        """Call after reading or writing through ``array`` (a no-op for arrays in RAM)."""
+        if getattr(array, "_mmap", None) is None:
             return
-        total = self._since.get(id(mm), 0) + int(nbytes)
-        if total >= RELEASE_BYTES:
+        now = _file_backed_bytes()
+        if now is None:
+            return
+        if self._level is None or now < self._level:
+            self._level = now
+        elif now - self._level >= RELEASE_BYTES:
             release_pages(array)
-            total = 0
-        self._since[id(mm)] = total
+            self._level = _file_backed_bytes()
 
 
 RESIDENT = ResidentPages()

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from geotune.data.bands import BandLayout, BandRequest, check_layout, resolve_layout
-from geotune.data.cache import ArrayCache, release_pages
+from geotune.data.cache import RESIDENT, ArrayCache
 from geotune.data.folder import SceneFolder, cache_root, default_workers
 from geotune.data.raster import raster_info, read_raster, resize_bands
 from geotune.errors import ConfigError, DataError
@@ -143,6 +143,8 @@ class DecodedImages:
         image = torch.from_numpy(np.array(self.pixels[i]))
         if self.transform is not None:
             image = self.transform(image)
+        if self.folder.multilabel:
+            return image, torch.from_numpy(np.array(self.folder.label_matrix[i]))
         return image, int(self.folder.labels[i])
 
     @property
@@ -263,7 +265,7 @@ def _decode_into(
                 else:
                     out[kept_rows] = chip
                     kept_rows += 1
-            release_pages(out)  # a block written: its pages need not stay resident
+            RESIDENT.touched(out)  # a block written: RSS flat in N (see data.cache)
 
 
 def detect_layout(folder: SceneFolder, request: BandRequest) -> tuple[BandLayout | None, str]:

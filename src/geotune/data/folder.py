@@ -7,6 +7,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,25 @@ class SceneFolder:
     labels: np.ndarray  # int64, index into classes
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
     key: str | None = None  # content key of a materialised Python dataset (no files to stat)
+    # Multi-label chips (--labels, data/multilabel.py): the (N, L) uint8 multi-hot matrix over
+    # ``classes`` (the label names). ``labels`` then holds each chip's first positive label,
+    # used only to pick sample chips per label (band layout), never as a target.
+    label_matrix: np.ndarray | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        return self.label_matrix is not None
+
+    @property
+    def target_array(self) -> np.ndarray:
+        """What the engine trains on: int labels (N,), or the multi-hot matrix (N, L)."""
+        return self.labels if self.label_matrix is None else self.label_matrix
+
+    def label_text(self, i: int) -> str:
+        """Chip ``i``'s label as split.csv writes it: the class, or ';'-joined label names."""
+        if self.label_matrix is None:
+            return self.classes[self.labels[i]]
+        return ";".join(c for c, v in zip(self.classes, self.label_matrix[i], strict=True) if v)
 
     @property
     def class_to_idx(self) -> dict[str, int]:
@@ -49,20 +69,27 @@ class SceneFolder:
         return {c: i for i, c in enumerate(self.classes)}
 
     @property
-    def targets(self) -> list[int]:
-        """The label of every chip, in order (torchvision's ImageFolder name)."""
+    def targets(self) -> list:
+        """The label of every chip, in order (torchvision's ImageFolder name); multi-label:
+        each chip's 0/1 row over ``classes``."""
+        if self.label_matrix is not None:
+            return self.label_matrix.tolist()
         return [int(t) for t in self.labels]
 
     @property
-    def samples(self) -> list[tuple[str, int]]:
+    def samples(self) -> list[tuple[str, Any]]:
         """(absolute path, label) of every chip, in order (torchvision's ImageFolder name)."""
-        return [(str(self.root / p), int(t)) for p, t in zip(self.paths, self.labels, strict=True)]
+        return [(str(self.root / p), t) for p, t in zip(self.paths, self.targets, strict=True)]
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def counts(self) -> dict[str, int]:
-        n = np.bincount(self.labels, minlength=len(self.classes))
+        """Chips per class (multi-label: positive chips per label)."""
+        if self.label_matrix is not None:
+            n = self.label_matrix.sum(0)
+        else:
+            n = np.bincount(self.labels, minlength=len(self.classes))
         return {c: int(k) for c, k in zip(self.classes, n, strict=True)}
 
     def fingerprint(self) -> str:
@@ -89,6 +116,7 @@ class SceneFolder:
             self.labels[keep],
             list(self.skipped),
             key,
+            None if self.label_matrix is None else self.label_matrix[np.asarray(keep, dtype=bool)],
         )
 
 
@@ -128,7 +156,7 @@ def scan_folder(root: Path | str, skip_bad: bool = False) -> SceneFolder:
                 reason = "is a folder inside a class folder (nested classes are not supported)"
             elif f.suffix.lower() not in IMAGE_EXTENSIONS:
                 reason = f"is not an image (extension '{f.suffix}')"
-            elif (reason := _unreadable(f)) is None:
+            elif (reason := unreadable(f)) is None:
                 images.append(rel)
                 continue
             if not skip_bad:
@@ -147,7 +175,7 @@ def scan_folder(root: Path | str, skip_bad: bool = False) -> SceneFolder:
     return SceneFolder(root, classes, paths, np.asarray(labels, dtype=np.int64), skipped)
 
 
-def _unreadable(f: Path) -> str | None:
+def unreadable(f: Path) -> str | None:
     """Why a file cannot be opened (broken or looping link, no permission), or None."""
     try:
         f.stat()

@@ -56,13 +56,84 @@ def make_split(
     return split.astype(str)
 
 
+def make_multilabel_split(
+    folder: SceneFolder,
+    train_fraction: float | None = 0.2,
+    labels_per_class: int | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> np.ndarray:
+    """The multi-label counterpart of ``make_split``, over ``folder.label_matrix``.
+
+    ``train_fraction``: iterative stratification into train / val / test shares of the chips.
+    ``labels_per_class`` k: chips drawn, rarest label first, until every label has at least k
+    positives in the training part (and, with validation, max(1, k x val / (1 - val)) in the
+    validation part); the rest is test.
+    """
+    Y = folder.label_matrix.astype(bool)
+    rng = np.random.default_rng(seed)
+    if labels_per_class is None:
+        lab = float(train_fraction)
+        shares = np.array([lab * (1 - val_fraction), lab * val_fraction, 1 - lab])
+        used = np.flatnonzero(shares > 0)  # no validation part: two folds, not an empty third
+        fold = iterative_stratification(Y, shares[used], rng)
+        return np.array(["train", "val", "test"])[used][fold]
+    split = np.full(len(Y), "test", dtype=object)
+    k_val = max(1, int(round(labels_per_class * val_fraction / (1 - val_fraction))))
+    for part, k in (("train", labels_per_class), ("val", k_val if val_fraction > 0 else 0)):
+        for j in np.argsort(Y.sum(0), kind="stable"):  # rarest label first
+            have = int(Y[split == part, j].sum())
+            pool = np.flatnonzero(Y[:, j] & (split == "test"))
+            if have >= k:
+                continue
+            if have + len(pool) <= k:  # k positives here and at least one left for the test
+                raise DataError(
+                    f"label '{folder.classes[j]}' has {int(Y[:, j].sum())} positive chips, too "
+                    f"few for --labels-per-class {labels_per_class} ({k} in {part}, plus test "
+                    "chips); lower --labels-per-class or --val-fraction, or label more chips"
+                )
+            split[rng.permutation(pool)[: max(0, k - have)]] = part
+    return split.astype(str)
+
+
+def iterative_stratification(Y: np.ndarray, shares: np.ndarray, rng) -> np.ndarray:
+    """Fold index of every row of the multi-hot ``Y`` for folds of the given ``shares``.
+
+    Sechidis et al. (2011): the rarest remaining label is placed first, each of its chips into
+    the fold that most lacks that label (ties: the fold that lacks the most chips, then random).
+    Written here, not taken from the ``iterative-stratification`` package: it is 20 lines, and
+    that wheel installs a top-level ``tests`` package into site-packages.
+    """
+    Y = np.asarray(Y, dtype=bool)
+    want_chips = shares * len(Y)
+    want_labels = shares[:, None] * Y.sum(0)[None, :]
+    fold = np.full(len(Y), -1)
+    while (fold < 0).any():
+        left = Y[fold < 0].sum(0)
+        if not left.any():  # chips without any label: to the folds that lack the most chips
+            for i in rng.permutation(np.flatnonzero(fold < 0)):
+                fold[i] = int(np.argmax(want_chips))
+                want_chips[fold[i]] -= 1
+            break
+        j = int(np.argmin(np.where(left > 0, left, np.iinfo(np.int64).max)))
+        for i in rng.permutation(np.flatnonzero(Y[:, j] & (fold < 0))):
+            need = want_labels[:, j]
+            cands = np.flatnonzero(need == need.max())
+            cands = cands[want_chips[cands] == want_chips[cands].max()]
+            f = int(rng.choice(cands))
+            fold[i] = f
+            want_chips[f] -= 1
+            want_labels[f] -= Y[i]
+    return fold
+
+
 def write_split(path: Path, folder: SceneFolder, split: np.ndarray) -> None:
     atomic_write_csv(
         path,
         ["path", "class", "split"],
         (
-            (p, folder.classes[y], s)
-            for p, y, s in zip(folder.paths, folder.labels, split, strict=True)
+            (p, folder.label_text(i), s)
+            for i, (p, s) in enumerate(zip(folder.paths, split, strict=True))
         ),
     )
 
@@ -89,7 +160,7 @@ def read_split(path: Path, folder: SceneFolder) -> np.ndarray:
                 f"split file {path} lists {row['path']}, which is not in {folder.root}; "
                 "use the split of a run on this dataset"
             )
-        if folder.classes[folder.labels[i]] != row["class"] or row["split"] not in SPLITS:
+        if folder.label_text(i) != row["class"] or row["split"] not in SPLITS:
             raise DataError(f"split file {path}: bad class or split for {row['path']}")
         split[i] = row["split"]
     if (split == "").any():

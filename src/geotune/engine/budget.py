@@ -102,6 +102,10 @@ def check_budget_config(config: TrainConfig) -> None:
         )
     if config.devices > 1:
         raise ConfigError("--time-budget runs on one device; leave out --devices or the budget")
+    if config.labels is not None:
+        raise ConfigError(
+            "--time-budget does not choose for multi-label chips (--labels) yet; name a strategy"
+        )
     if config.val_fraction <= 0:
         raise ConfigError("--time-budget chooses on validation chips; give --val-fraction > 0")
 

@@ -118,11 +118,15 @@ class Engine:
         self.augment = build_augment(
             prep.preprocessing.size, config.flips, config.rot90, config.crop_scale
         ).to(self.device)
-        self.loss_fn = nn.CrossEntropyLoss(
-            weight=self._class_weights(),
-            label_smoothing=config.label_smoothing,
-            reduction="sum",
-        )
+        self.multilabel = prep.multilabel
+        if self.multilabel:
+            self.loss_fn = MultiLabelLoss(self._pos_weight(), config.label_smoothing)
+        else:
+            self.loss_fn = nn.CrossEntropyLoss(
+                weight=self._class_weights(),
+                label_smoothing=config.label_smoothing,
+                reduction="sum",
+            )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.eval_batch = max(64, config.batch_size)
         self.batches_per_epoch = max(1, math.ceil(n_train / config.batch_size))
@@ -134,6 +138,14 @@ class Engine:
         p = self.prep
         labels = p.images.folder.labels[p.indices("train")]
         w = balanced_class_weights(labels, len(p.classes))
+        return torch.as_tensor(w, dtype=torch.float32, device=self.device)
+
+    def _pos_weight(self) -> torch.Tensor:
+        """Per-label BCE weight of the positives: n_neg / n_pos of the training chips, clipped
+        to [1, 100] so a rare label is not ignored and one positive cannot dominate the loss."""
+        Y = self.prep.targets[self.prep.indices("train")].astype(np.float64)
+        n_pos = Y.sum(0)
+        w = np.clip((len(Y) - n_pos) / np.maximum(n_pos, 1), 1.0, POS_WEIGHT_MAX)
         return torch.as_tensor(w, dtype=torch.float32, device=self.device)
 
     def _epoch_batches(self) -> list[np.ndarray]:
@@ -215,9 +227,7 @@ class Engine:
         batches = self._epoch_batches()
         sizes = [len(b) for b in batches]
         mine = [shard(b, self.rank, self.world) for b in batches]
-        loaded = prefetch(
-            (load_batch(p.images.pixels, p.images.folder.labels, b) for b in mine), self.device
-        )
+        loaded = prefetch((load_batch(p.images.pixels, p.targets, b) for b in mine), self.device)
         for i, ((x, y), n_global) in enumerate(zip(loaded, sizes, strict=True)):
             if n_global < self.world:
                 continue  # a last global batch too small to give every process a chip
@@ -243,7 +253,10 @@ class Engine:
                 scheduler.step()
             seen += len(y)
             loss_sum += float(loss.detach()) * n_global / self.world
-            correct += int((logits.argmax(1) == y).sum())
+            if self.multilabel:  # label-wise accuracy (1 - Hamming loss), per chip
+                correct += float(((logits > 0) == (y > 0)).float().mean(1).sum())
+            else:
+                correct += int((logits.argmax(1) == y).sum())
             if progress is not None:
                 progress(loss_sum / seen, correct / seen)
         elapsed = time.perf_counter() - t0
@@ -256,11 +269,14 @@ class Engine:
         }
 
     def validate(self) -> dict[str, Any]:
-        """Validation loss and accuracy of the plain view (empty without a validation part)."""
+        """Validation loss and accuracy of the plain view (empty without a validation part);
+        multi-label: loss and macro mAP (``val_map``)."""
         p = self.prep
         val_idx = p.indices("val")
         if not len(val_idx):
             return {}
+        if self.multilabel:
+            return self._validate_multilabel(val_idx)
         _, logits = predict(
             self.module,
             p.preprocessing,
@@ -281,9 +297,42 @@ class Engine:
             "val_average_accuracy": float(balanced_accuracy_score(yv.numpy(), pred.numpy())),
         }
 
+    def _validate_multilabel(self, val_idx: np.ndarray) -> dict[str, Any]:
+        from geotune.engine.selection import macro_average_precision
+
+        p = self.prep
+        probs, logits = self.val_probabilities(val_idx)
+        yv = torch.from_numpy(p.targets[val_idx].astype(np.float32))
+        return {
+            "val_loss": float(nn.functional.binary_cross_entropy_with_logits(logits, yv)),
+            "val_map": macro_average_precision(p.targets[val_idx], probs.numpy()),
+        }
+
+    def val_probabilities(
+        self, val_idx=None, shared: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities and logits of the plain view on the validation chips (``shared``:
+        split across the DDP processes; False when the lead predicts alone after training)."""
+        p = self.prep
+        val_idx = p.indices("val") if val_idx is None else val_idx
+        return predict(
+            self.module,
+            p.preprocessing,
+            p.images.pixels,
+            val_idx,
+            self.eval_batch,
+            self.device,
+            self.fabric,
+            shared=shared,
+            multilabel=self.multilabel,
+        )
+
     @property
     def selection_metric(self) -> str:
-        """What picks the best epoch: average accuracy when the run balances its classes."""
+        """What picks the best epoch: average accuracy when the run balances its classes;
+        macro mAP for multi-label data."""
+        if self.multilabel:
+            return "val_map"
         balanced = self.config.class_weights != "none" or self.config.sampler != "shuffle"
         return "val_average_accuracy" if balanced else "val_accuracy"
 
@@ -301,8 +350,27 @@ class Engine:
             self.fabric,
             tta,
             shared=False,  # the lead alone: the other processes stop after training
+            multilabel=self.multilabel,
         )
         return probs, plain, time.perf_counter() - t0
+
+
+POS_WEIGHT_MAX = 100.0
+
+
+class MultiLabelLoss(nn.Module):
+    """BCE with logits over every label, summed (as the single-label loss sums over chips),
+    with per-label positive weights; label smoothing pulls targets towards 0.5."""
+
+    def __init__(self, pos_weight: torch.Tensor, smoothing: float = 0.0):
+        super().__init__()
+        self.pos_weight, self.smoothing = pos_weight, smoothing
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = y.float() * (1 - self.smoothing) + 0.5 * self.smoothing
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits.float(), target, pos_weight=self.pos_weight, reduction="sum"
+        )
 
 
 def gradient_steps(

@@ -24,8 +24,10 @@ def predict(
     fabric=None,
     tta: str = "none",
     shared: bool = True,
+    multilabel: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities for the chips at ``indices``, averaged over the ``tta`` views.
+    """Class probabilities for the chips at ``indices``, averaged over the ``tta`` views
+    (``multilabel``: one independent sigmoid probability per label instead of a softmax).
 
     Also returns the logits of the plain view, so one pass gives the figures with and without TTA.
     Under data parallelism (``fabric`` with several processes) each process predicts its own
@@ -34,7 +36,9 @@ def predict(
     """
     world = fabric.world_size if fabric is not None else 1
     if world > 1 and shared:
-        return _predict_shared(model, prep, pixels, indices, batch_size, device, fabric, tta)
+        return _predict_shared(
+            model, prep, pixels, indices, batch_size, device, fabric, tta, multilabel
+        )
     model.eval()
     probs, plain = [], []
     dummy = np.zeros(len(pixels), dtype=np.int64)
@@ -47,7 +51,7 @@ def predict(
                 logits = model(v).float()
             if turns == 0 and not flip:
                 plain.append(logits.cpu())
-            p = logits.softmax(-1)
+            p = logits.sigmoid() if multilabel else logits.softmax(-1)
             p_sum = p if p_sum is None else p_sum + p
         probs.append((p_sum / len(TTA_VIEWS[tta])).cpu())
     if not probs:
@@ -55,7 +59,7 @@ def predict(
     return torch.cat(probs), torch.cat(plain)
 
 
-def _predict_shared(model, prep, pixels, indices, batch_size, device, fabric, tta):
+def _predict_shared(model, prep, pixels, indices, batch_size, device, fabric, tta, multilabel):
     """``predict`` split across the processes: contiguous shares, gathered and put back in the
     order of ``indices``. Every share is padded to the longest (repeating a chip) so that each
     process runs the same number of forward passes (DDP may sync buffers in each) and
@@ -68,7 +72,9 @@ def _predict_shared(model, prep, pixels, indices, batch_size, device, fabric, tt
     own = shares[fabric.global_rank]
     mine = np.resize(indices[own] if len(own) else indices[:1], longest)
     with fabric.autocast():
-        probs, plain = predict(model, prep, pixels, mine, batch_size, device, None, tta)
+        probs, plain = predict(
+            model, prep, pixels, mine, batch_size, device, None, tta, multilabel=multilabel
+        )
 
     def gathered(t: torch.Tensor) -> torch.Tensor:
         every = fabric.all_gather(t.to(device)).cpu()  # (world, longest, classes)

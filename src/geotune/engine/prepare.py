@@ -15,7 +15,8 @@ from geotune.data.bands import BandRequest
 from geotune.data.dataset import dataset_classes, dataset_source, materialise
 from geotune.data.decode import DecodedImages, decode_folder, detect_layout
 from geotune.data.folder import SceneFolder, scan_folder
-from geotune.data.splits import make_split, read_split
+from geotune.data.multilabel import scan_labelled
+from geotune.data.splits import make_multilabel_split, make_split, read_split
 from geotune.engine.bands import band_model, band_preprocessing
 from geotune.errors import ConfigError, DataError
 from geotune.models.backbones import Preprocessing
@@ -46,6 +47,16 @@ class Prepared:
         return self.images.folder.classes
 
     @property
+    def multilabel(self) -> bool:
+        """Chips with any number of labels (--labels): multi-hot targets, sigmoid outputs."""
+        return self.images.folder.multilabel
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Training targets of every chip: int labels, or the (N, L) multi-hot matrix."""
+        return self.images.folder.target_array
+
+    @property
     def group_names(self) -> list[str]:
         return [g.name for g in self.groups]
 
@@ -64,6 +75,7 @@ class Prepared:
             "preprocessing": self.preprocessing.to_dict(),
             **({"bands": self.band_record()} if self.images.layout else {}),
             **({"probe_stages": self.stages} if self.stages > 1 else {}),
+            **({"multilabel": True} if self.multilabel else {}),
         }
 
     @property
@@ -108,10 +120,7 @@ def prepare(
     anything is written.
     """
     console = console or Console(stderr=True)
-    if dataset is not None:
-        folder = _dataset_folder(dataset, config)
-    else:
-        folder = scan_folder(config.data, skip_bad=config.skip_bad_images)
+    folder = _scan(config, dataset)
     if len(folder.classes) < 2:
         raise DataError(
             f"{config.data} has one class folder ({folder.classes[0]}); a scene classifier "
@@ -159,7 +168,7 @@ def prepare(
     if split_file is not None:
         split = read_split(split_file, images.folder)
     else:
-        split = make_split(
+        split = (make_multilabel_split if images.folder.multilabel else make_split)(
             images.folder,
             config.train_fraction if config.labels_per_class is None else None,
             config.labels_per_class,
@@ -167,6 +176,8 @@ def prepare(
             config.seed,
         )
     _check_split(split, config)
+    if images.folder.multilabel:
+        _check_label_positives(images.folder, split, config)
     if layout is not None:  # per-band statistics of the training chips only
         train_idx = np.flatnonzero(split == "train")
         prep = band_preprocessing(prep, layout, stem, weights, images.pixels, train_idx)
@@ -174,6 +185,15 @@ def prepare(
     lr_multipliers(config, groups)  # validates group_lr names before anything is written
     phases = [] if config.uses_cached_features() else plan_phases(config, groups)
     return Prepared(config, images, split, model, prep, weights, groups, phases, stem)
+
+
+def _scan(config: TrainConfig, dataset) -> SceneFolder:
+    """The chips and labels: a Python dataset, a folder with a label table, or class folders."""
+    if dataset is not None:
+        return _dataset_folder(dataset, config)
+    if config.labels is not None:
+        return scan_labelled(config.data, config.labels, config.skip_bad_images)
+    return scan_folder(config.data, skip_bad=config.skip_bad_images)
 
 
 def _dataset_folder(dataset, config: TrainConfig) -> SceneFolder:
@@ -186,6 +206,10 @@ def _dataset_folder(dataset, config: TrainConfig) -> SceneFolder:
     if config.skip_bad_images:
         raise ConfigError(
             "--skip-bad-images applies to folders; drop bad samples in the Python dataset"
+        )
+    if config.labels is not None:
+        raise ConfigError(
+            "--labels applies to folders of chips; a Python dataset gives its own labels"
         )
     classes = dataset_classes(dataset)
     if classes is None:  # the classes are the labels seen (materialise reads every sample)
@@ -210,3 +234,16 @@ def _check_split(split: np.ndarray, config: TrainConfig) -> None:
                 f"the split of {config.data} has no {part} chips; "
                 "use another --split, --train-fraction or --labels-per-class"
             )
+
+
+def _check_label_positives(folder: SceneFolder, split: np.ndarray, config: TrainConfig) -> None:
+    """Every label needs a positive training chip: a one-vs-rest head cannot learn it otherwise."""
+    n_pos = folder.label_matrix[split == "train"].sum(0)
+    if (n_pos == 0).any():
+        j = int(np.flatnonzero(n_pos == 0)[0])
+        total = int(folder.label_matrix[:, j].sum())
+        raise ConfigError(
+            f"label '{folder.classes[j]}' of {config.labels} has no positive chip in the training "
+            f"split ({total} in all); raise --train-fraction, use --labels-per-class, or label "
+            "more chips with it"
+        )

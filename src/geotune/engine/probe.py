@@ -31,6 +31,7 @@ from geotune.engine.fabric import cudnn_enabled, resolve_cudnn, resolve_device
 from geotune.engine.outputs import finish_run, write_run_header
 from geotune.engine.prepare import Prepared, RunResult
 from geotune.engine.streamed_probe import STREAMED_PROBE_ROWS, fit_standardiser, fit_streamed
+from geotune.errors import ConfigError
 from geotune.models.backbones import Preprocessing
 from geotune.models.classifier import save_classifier, signed_power, wrap_stages
 from geotune.models.stages import StagePooling, stage_candidates, stage_width
@@ -117,7 +118,7 @@ def run_backbone(
             parts.append(f)
         else:
             out[start : start + len(f)] = f
-            RESIDENT.touched(out, f.nbytes)
+            RESIDENT.touched(out)
         start += len(f)
     return np.concatenate(parts).astype(np.float32) if out is None else out
 
@@ -362,7 +363,15 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
         if stages > 1:  # each candidate's features are a prefix of the widest (models/stages.py)
             widths = {k: stage_width(backbone, k) for k in sorted(set(candidates))}
         n_labelled = len(prep.indices("train")) + len(prep.indices("val"))
-        if n_labelled >= STREAMED_PROBE_ROWS:
+        if prep.multilabel and n_labelled >= STREAMED_PROBE_ROWS:
+            raise ConfigError(
+                f"the streamed linear probe ({n_labelled} labelled chips, from "
+                f"{STREAMED_PROBE_ROWS}) does not support multi-label data yet; use --strategy "
+                "full, or a smaller --train-fraction"
+            )
+        if prep.multilabel:
+            fitted = _multilabel_probe(prep, np.asarray(feats), widths)
+        elif n_labelled >= STREAMED_PROBE_ROWS:
             fitted = _streamed_logistic_probe(prep, feats, widths, device)
         else:
             fitted = _logistic_probe(prep, np.asarray(feats), widths)
@@ -470,6 +479,99 @@ def _logistic_probe(prep: Prepared, feats: np.ndarray, widths: dict[int, int]) -
     )
 
 
+def fit_one_vs_rest(X, Y, C: float):
+    """Standardised features and one logistic regression per label: (scaler, classifier)."""
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(X)
+    with fit_threads():
+        return scaler, OneVsRestClassifier(new_logistic().set_params(C=C)).fit(
+            scaler.transform(X), Y
+        )
+
+
+def _multilabel_probe(prep: Prepared, feats: np.ndarray, widths: dict[int, int]) -> ProbeFit:
+    """The one-vs-rest counterpart of ``_logistic_probe``: the same candidates (power, C,
+    stages), chosen on validation macro mAP; sigmoid probabilities per label."""
+    from geotune.engine.selection import macro_average_precision
+
+    config, Y = prep.config, prep.targets
+    tr, va, te = prep.indices("train"), prep.indices("val"), prep.indices("test")
+    lab = np.concatenate([tr, va])
+    Cs = sorted(config.probe_c)
+    cands = [(a, c, k) for k in widths for a in config.probe_power for c in Cs]
+    powered = {a: signed_power(torch.from_numpy(feats), a).numpy() for a in config.probe_power}
+
+    def features(cand):
+        return powered[cand[0]][:, : widths[cand[2]]]
+
+    def probs_of(m, Z):
+        return m[1].predict_proba(m[0].transform(Z))
+
+    if len(va):
+        best, scores = _select(
+            cands,
+            lambda cand: fit_one_vs_rest(features(cand)[tr], Y[tr], cand[1]),
+            lambda m: macro_average_precision(Y[va], probs_of(m, m[2][va])),
+            fit_with=features,
+        )
+    else:
+        best, scores = (1.0, Cs[len(Cs) // 2], min(widths)), {}
+    power, C, stages = best
+    Z = features(best)
+    fitted = fit_one_vs_rest(Z[lab], Y[lab], C)  # refit on all labelled chips
+    val_probs = None
+    if len(va):  # for the thresholds (see ProbeFit.val_probs)
+        val_probs = torch.from_numpy(probs_of(fit_one_vs_rest(Z[tr], Y[tr], C), Z[va])).float()
+    train_acc = float(((probs_of(fitted, Z[lab]) >= 0.5) == Y[lab].astype(bool)).mean())
+    return ProbeFit(
+        torch.from_numpy(probs_of(fitted, Z[te])).float(),
+        train_acc,  # label-wise (1 - Hamming loss) at 0.5
+        {
+            "C": C,
+            "feature_power": power,
+            "probe_stages": stages,
+            "probe_solver": "lbfgs one-vs-rest",
+            "val_map_by_power_and_C": scores,
+        },
+        lambda path: _save_multilabel_head(path, prep, *fitted, power, stages),
+        val_probs,
+    )
+
+
+def _save_multilabel_head(path: Path, prep, scaler, ovr, power: float, stages: int) -> None:
+    """The one-vs-rest probe folded into the classifier's nn.Linear: logit j = label j's."""
+    rows, bias = [], []
+    for est in ovr.estimators_:
+        if hasattr(est, "coef_"):
+            rows.append(est.coef_[0])
+            bias.append(est.intercept_[0])
+        else:  # a label constant in the labelled chips: sklearn keeps a constant predictor
+            rows.append(np.zeros(scaler.mean_.shape))
+            bias.append(1e4 if est.y_[0] else -1e4)
+    coef = np.stack(rows)
+    W = coef / scaler.scale_[None, :]
+    b = np.asarray(bias) - (coef * (scaler.mean_ / scaler.scale_)[None, :]).sum(1)
+    _write_linear_head(path, prep, torch.from_numpy(W).float(), torch.from_numpy(b).float(),
+                       power, stages)  # fmt: skip
+
+
+def _write_linear_head(path: Path, prep, weight, bias, power: float, stages: int) -> None:
+    model = prep.model
+    if stages > 1:  # the checkpoint computes the same concatenated stage features
+        wrap_stages(model, stages, prep.config.head, prep.config.head_dropout)
+    linear = model.head[-1]
+    if not isinstance(linear, nn.Linear) or len(model.head) != 2:
+        return  # an MLP head has no closed form from a linear probe
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        linear.bias.copy_(bias)
+    model.feature_power = power
+    meta = {**prep.checkpoint_meta(), "feature_power": power, "epoch": 0}
+    save_classifier(path, model, {**meta, **({"probe_stages": stages} if stages > 1 else {})})
+
+
 def _streamed_logistic_probe(prep: Prepared, feats, widths: dict[int, int], device) -> ProbeFit:
     """The logistic probe of ``_logistic_probe`` for large labelled sets: the same candidates
     chosen the same way on validation, fitted by streaming the cached features (see
@@ -543,9 +645,6 @@ def _knn_probe(prep: Prepared, feats: np.ndarray, stages: int) -> ProbeFit:
 
 
 def _save_linear_head(path: Path, prep, scaler, clf, power: float, stages: int = 1) -> None:
-    model = prep.model
-    if stages > 1:  # the checkpoint computes the same concatenated stage features
-        wrap_stages(model, stages, prep.config.head, prep.config.head_dropout)
     W = clf.coef_ / scaler.scale_[None, :]
     b = clf.intercept_ - (clf.coef_ * (scaler.mean_ / scaler.scale_)[None, :]).sum(1)
     weight = torch.zeros(len(prep.classes), W.shape[1])
@@ -554,12 +653,4 @@ def _save_linear_head(path: Path, prep, scaler, clf, power: float, stages: int =
         W, b = np.vstack([-W / 2, W / 2]), np.array([-b[0] / 2, b[0] / 2])
     weight[clf.classes_] = torch.from_numpy(W).float()
     bias[clf.classes_] = torch.from_numpy(b).float()
-    linear = model.head[-1]
-    if not isinstance(linear, nn.Linear) or len(model.head) != 2:
-        return  # an MLP head has no closed form from a linear probe
-    with torch.no_grad():
-        linear.weight.copy_(weight)
-        linear.bias.copy_(bias)
-    model.feature_power = power
-    meta = {**prep.checkpoint_meta(), "feature_power": power, "epoch": 0}
-    save_classifier(path, model, {**meta, **({"probe_stages": stages} if stages > 1 else {})})
+    _write_linear_head(path, prep, weight, bias, power, stages)

@@ -56,7 +56,7 @@ def read_blocks(feats: np.ndarray, idx: np.ndarray, rows: int = BLOCK_ROWS) -> I
     for start in range(0, len(idx), rows):
         pos = start + np.argsort(idx[start : start + rows], kind="stable")
         block = np.asarray(feats[idx[pos]], dtype=np.float32)
-        RESIDENT.touched(feats, block.nbytes)  # RSS flat in N (data.cache)
+        RESIDENT.touched(feats)  # RSS flat in N (data.cache)
         yield pos, idx[pos], block
 
 

@@ -95,6 +95,7 @@ def refuse_train_outputs_in_inputs(config: TrainConfig, **more_inputs: Path | No
     inputs = {
         "--data": config.data,
         "--split": config.split,
+        "--labels": config.labels,
         "--weights": existing_file(config.weights),
         **more_inputs,
     }
@@ -176,8 +177,12 @@ def fit(
         engine.raw.load_state_dict(best["state_dict"])
         probs, plain, test_time = engine.test(prep.config.tta)
         summary = _summary(engine, state, phase_log, test_time)
+        # Multi-label: the kept epoch's validation probabilities choose the label thresholds.
+        val = engine.val_probabilities(shared=False)[0] if prep.multilabel else None
         (run.path / "checkpoints" / "last.pt").unlink(missing_ok=True)  # not needed once done
-        return finish_run(run, prep, probs, plain, summary, engine.console, state.best_epoch)
+        return finish_run(
+            run, prep, probs, plain, summary, engine.console, state.best_epoch, val_scores=val
+        )
 
 
 def _log_start(engine: Engine, run: RunDir, state: TrainState) -> None:
@@ -237,7 +242,8 @@ def _train_phases(engine: Engine, run: RunDir | None, state: TrainState) -> list
                         f"time limit: another epoch would end past max_time "
                         f"{engine.config.max_time:.0f}s"
                         if state.out_of_time
-                        else f"early stop: no better validation accuracy for {state.stale} epochs"
+                        else f"early stop: no better validation "
+                        f"{'mAP' if engine.multilabel else 'accuracy'} for {state.stale} epochs"
                     )
                     break
     return phase_log
@@ -249,6 +255,7 @@ def _end_epoch(
     """History, best checkpoint and early stopping after one epoch."""
     state.history.append(row)
     val = f" val acc {row['val_accuracy']:.1%}" if "val_accuracy" in row else ""
+    val += f" val mAP {row['val_map']:.1%}" if "val_map" in row else ""
     engine.console.log(
         f"epoch {row['epoch']}/{sum(p.epochs for p in engine.prep.phases)} ({row['phase']}): loss {row['train_loss']:.3f} "
         f"acc {row['train_accuracy']:.1%}{val} ({row['epoch_time_s']:.0f}s)"
@@ -286,7 +293,12 @@ def _summary(engine: Engine, state: TrainState, phase_log: list[dict], test_time
         "trainable_params": max((p["trainable_params"] for p in phase_log), default=trainable),
         "total_params": total,
         "best_epoch": state.best_epoch,
-        "best_val_accuracy": state.best_acc if len(engine.prep.indices("val")) else None,
+        "best_val_accuracy": state.best_acc
+        if len(engine.prep.indices("val")) and not engine.multilabel
+        else None,
+        "best_val_map": state.best_acc
+        if len(engine.prep.indices("val")) and engine.multilabel
+        else None,
         # Accuracy on the (augmented) training batches of the kept epoch: train - test = the gap.
         "train_accuracy": next(
             (r["train_accuracy"] for r in history if r["epoch"] == state.best_epoch), None

@@ -200,6 +200,9 @@ def export_model(
     Raises:
         ExportError: the exported graph does not reproduce PyTorch (nothing is written).
     """
+    from geotune.runs.artifacts import refuse_multilabel_run
+
+    refuse_multilabel_run(Path(run), "export")
     from geotune.models.classifier import load_classifier
 
     console = console or Console(stderr=True)

@@ -114,9 +114,11 @@ def load_predictor(source: Path, device: str = "auto") -> Predictor:
 
 def run_checkpoint(run: Path) -> Path:
     """The classifier checkpoint of a finished run, with one-line errors for anything else."""
+    from geotune.runs.artifacts import refuse_multilabel_run
     from geotune.runs.rundir import require_complete_run
 
     run = require_complete_run(run)
+    refuse_multilabel_run(run, "predict")
     ckpt_path = run / "checkpoints" / "best.pt"
     if not ckpt_path.is_file():
         raise ConfigError(

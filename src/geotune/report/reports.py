@@ -138,9 +138,10 @@ def _learning_figure(curves: dict[str, list[dict]]):
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, hist in curves.items():
         ep = [int(r["epoch"]) for r in hist]
-        if hist and hist[0].get("val_accuracy") not in (None, ""):
+        key = "val_map" if hist and "val_map" in hist[0] else "val_accuracy"  # multi-label: mAP
+        if hist and hist[0].get(key) not in (None, ""):
             line = ax.plot(
-                ep, [100 * float(r["val_accuracy"]) for r in hist], marker="o", label=f"{label} val"
+                ep, [100 * float(r[key]) for r in hist], marker="o", label=f"{label} val"
             )
             ax.plot(
                 ep,
@@ -208,8 +209,10 @@ def run_report(run: Path, title: str | None = None) -> Path:
         The path of report.html.
     """
     run = Path(run)
-    metrics = TestMetrics.read(run / TEST_METRICS_FILE).model_dump()
     s = RunSummary.read(run / SUMMARY_FILE)
+    if s.multilabel:
+        return _multilabel_report(run, s, title)
+    metrics = TestMetrics.read(run / TEST_METRICS_FILE).model_dump()
     doc = _Doc(run, f"geotune run {title or run.name}")
     doc.para(
         f"{s.strategy} on {s.backbone} ({s.weights}); {s.n_train} training, "
@@ -249,6 +252,39 @@ def run_report(run: Path, title: str | None = None) -> Path:
         doc.figure(reliability_figure(c, metrics.get("ece")), "reliability diagram")
     doc.h2("Most confused class pairs")
     _confused_pairs(doc, run)
+    return doc.write()
+
+
+def _multilabel_report(run: Path, s: RunSummary, title: str | None) -> Path:
+    """A multi-label run's report: the summary figures, the per-label table, learning curves.
+    (The confusion matrix, calibration and confused pairs are single-label figures.)"""
+    metrics = json.loads((run / TEST_METRICS_FILE).read_text())
+    doc = _Doc(run, f"geotune run {title or run.name}")
+    doc.para(
+        f"{s.strategy} on {s.backbone} ({s.weights}), multi-label; {s.n_train} training, "
+        f"{s.n_val} validation and {s.n_test} test chips. Thresholds: "
+        f"{metrics.get('thresholds_chosen', '0.5')}."
+    )
+    figures = [("map_macro", "mAP macro %"), ("map_micro", "mAP micro %"),
+               ("f1_micro", "F1 micro %"), ("f1_macro", "F1 macro %"),
+               ("f1_samples", "F1 samples %"), ("subset_accuracy", "subset accuracy %")]  # fmt: skip
+    rows = [[name, "-" if metrics[k] is None else _pct(metrics[k])] for k, name in figures]
+    rows.append(["Hamming loss", f"{metrics['hamming_loss']:.4f}"])
+    rows.append(["label prevalence (chance mAP) %", _pct(metrics["label_prevalence"])])
+    doc.table(["metric", "value"], rows)
+    doc.h2("Per label")
+    doc.table(
+        ["label", "test positives", "AP %", "precision %", "recall %", "F1 %", "threshold"],
+        [
+            [c, v["n_positive"], "-" if v["ap"] is None else _pct(v["ap"]), _pct(v["precision"]),
+             _pct(v["recall"]), _pct(v["f1"]), f"{v['threshold']:.3f}"]
+            for c, v in metrics["per_label"].items()
+        ],
+    )  # fmt: skip
+    history = _read_csv(run / "metrics.csv")
+    if history:
+        doc.h2("Learning curves")
+        doc.figure(_learning_figure({s.strategy: history}), "learning curves")
     return doc.write()
 
 

@@ -120,6 +120,7 @@ class RunSummary(Artifact):
     # lbfgs (scikit-learn, in RAM) or streamed (engine/streamed_probe, large labelled sets)
     probe_solver: str | None = None
     val_accuracy_by_power_and_C: dict[str, float] | None = None
+    val_map_by_power_and_C: dict[str, float] | None = None  # multi-label probes
     k: int | None = None
     val_accuracy_by_k: dict[str, float] | None = None
     features_from_cache: bool | None = None
@@ -132,12 +133,34 @@ class RunSummary(Artifact):
     bands: dict[str, Any] | None = None
     # --strategy auto: what it chose and why (None: the strategy was given)
     strategy_auto: dict[str, Any] | None = None
+    # multi-label runs (--labels): test_overall_accuracy is then the subset accuracy (exact
+    # match of the label set); mAP and the per-label thresholds are the figures to read
+    multilabel: bool = False
+    test_map_macro: float | None = None
+    best_val_map: float | None = None
+    thresholds: dict[str, float] | None = None
 
     def accuracy_under(self, tta: str) -> float | None:
         """The run's test accuracy under test-time augmentation ``tta``, when it is known."""
         if self.tta == tta:
             return self.test_overall_accuracy
         return self.test_overall_accuracy_without_tta if tta == "none" else None
+
+
+def refuse_multilabel_run(run: Path, command: str) -> None:
+    """A one-line ConfigError when ``run`` is a multi-label run (``command`` cannot read it)."""
+    from geotune.errors import ConfigError
+
+    path = Path(run) / SUMMARY_FILE
+    try:
+        multilabel = bool(json.loads(path.read_text()).get("multilabel"))
+    except (OSError, ValueError, AttributeError):
+        return  # not a finished run: the command's own checks say what is wrong
+    if multilabel:
+        raise ConfigError(
+            f"{command} does not support multi-label runs yet ({Path(run)} was trained with "
+            "--labels); its test metrics are in test_metrics.json and test_per_label.csv"
+        )
 
 
 def read_run_config(run: Path) -> TrainConfig:

@@ -141,6 +141,11 @@ _SET_BY_COMPARE = {
 
 def _check_train_options(config: CompareConfig) -> None:
     """Refuse train options that compare sets per run, naming the compare option to use."""
+    if "labels" in config.train:
+        raise ConfigError(
+            "compare does not support multi-label data yet ('labels' in the train options); "
+            "train each strategy with geotune train --labels"
+        )
     for key, instead in _SET_BY_COMPARE.items():
         if key in config.train:
             raise ConfigError(

@@ -1,0 +1,47 @@
+"""What chooses on validation for multi-label data: macro mAP (the best epoch, the probe's C)
+and each label's F1-optimal threshold. In the engine, which selects; evaluation reports the test
+metrics with them (geotune.evaluation.multilabel)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchmetrics.functional.classification import binary_average_precision
+
+DEFAULT_THRESHOLD = 0.5
+
+
+def per_label_ap(y_true: np.ndarray, probs: np.ndarray) -> list[float | None]:
+    """Average precision of every label; None for a label without a positive in ``y_true``."""
+    y = torch.as_tensor(np.asarray(y_true), dtype=torch.long)
+    p = torch.as_tensor(np.asarray(probs), dtype=torch.float32)
+    return [
+        float(binary_average_precision(p[:, j], y[:, j])) if y[:, j].any() else None
+        for j in range(y.shape[1])
+    ]
+
+
+def macro_average_precision(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Macro mAP over the labels that have a positive in ``y_true`` (what picks the best epoch)."""
+    aps = [a for a in per_label_ap(y_true, probs) if a is not None]
+    return float(np.mean(aps)) if aps else 0.0
+
+
+def f1_thresholds(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Per label, the threshold with the best F1 on these chips (predicted: p >= threshold);
+    0.5 for a label without a positive here. Between two adjacent scores the midpoint is kept,
+    so the choice does not sit on one validation chip's exact value."""
+    y, p = np.asarray(y_true, dtype=bool), np.asarray(probs, dtype=np.float64)
+    out = np.full(y.shape[1], DEFAULT_THRESHOLD)
+    for j in range(y.shape[1]):
+        n_pos = int(y[:, j].sum())
+        if n_pos == 0:
+            continue
+        order = np.argsort(-p[:, j], kind="stable")
+        s, tp = p[order, j], np.cumsum(y[order, j])
+        k = np.arange(1, len(s) + 1)  # predicted positives when the top k are taken
+        last = np.r_[s[1:] != s[:-1], True]  # only cut between different scores
+        f1 = np.where(last, 2 * tp / (k + n_pos), -1.0)
+        best = int(np.argmax(f1))
+        out[j] = s[best] if best + 1 == len(s) else (s[best] + s[best + 1]) / 2
+    return out
