@@ -184,6 +184,11 @@ def _run_ladder(config, run_one, console, start, budget, final, trials) -> RunRe
         for b in backbones
     ]
     ran = sorted((p for p in probes if p.val_accuracy is not None), key=lambda p: -p.val_accuracy)
+    if not ran:
+        raise ConfigError(
+            "--time-budget chooses on validation, and this split has no validation chips; "
+            "raise --val-fraction or --train-fraction"
+        )
     best = ran[0].recipe["backbone"]
     if len(ran) >= 2 and not _multispectral(prep):
         pair = f"{ran[0].recipe['backbone']}+{ran[1].recipe['backbone']}"
