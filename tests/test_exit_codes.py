@@ -50,11 +50,18 @@ def run(tmp: Path, *args, prelude: str = "", timeout: float = 300) -> subprocess
     )  # fmt: skip
 
 
+def _interruptible() -> None:
+    # A shell's background job (`cmd &`) starts with SIGINT ignored, and Python keeps an ignored
+    # SIGINT ignored: give the child the default, as a terminal would, so Ctrl-C can be tested.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def signal_after(tmp: Path, args: list, marker: str, sig: int, timeout: float = 240):
     """Start `geotune ARGS`, send ``sig`` once ``marker`` is printed; (exit code, output)."""
     proc = subprocess.Popen(
         [*geotune(tmp), *map(str, args)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(tmp), cwd=tmp,
+        preexec_fn=_interruptible,
     )  # fmt: skip
     seen, deadline = [], time.time() + timeout
     for line in proc.stdout:
@@ -189,6 +196,7 @@ def test_interrupt_with_nothing_to_keep_says_so(tmp):
         [*geotune(tmp, prelude), "train", "--data", str(tmp / "data"), "--output",
          str(tmp / "runs"), "--name", "p", *STUB, "--strategy", "linear-probe"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(tmp), cwd=tmp,
+        preexec_fn=_interruptible,
     )  # fmt: skip
     for line in proc.stdout:
         if "finishing" in line:
