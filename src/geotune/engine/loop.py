@@ -277,15 +277,7 @@ class Engine:
             return {}
         if self.multilabel:
             return self._validate_multilabel(val_idx)
-        _, logits = predict(
-            self.module,
-            p.preprocessing,
-            p.images.pixels,
-            val_idx,
-            self.eval_batch,
-            self.device,
-            self.fabric,
-        )
+        _, logits = self.val_probabilities(val_idx)
         from sklearn.metrics import balanced_accuracy_score
 
         yv = torch.from_numpy(np.asarray(p.images.folder.labels)[val_idx])

@@ -420,6 +420,22 @@ def _all_classes(prep: Prepared, probs: np.ndarray, present: np.ndarray) -> torc
     return torch.from_numpy(full)
 
 
+def _candidates(config, feats: np.ndarray, widths: dict[int, int]):
+    """The probe's (power, C, stages) candidates, C ascending within each feature set; the
+    features of a candidate (power-normalised once per power, a prefix per stage count); and the
+    candidate used when there is no validation part."""
+    Cs = sorted(config.probe_c)
+    cands = [(a, c, k) for k in widths for a in config.probe_power for c in Cs]
+    powered = {a: signed_power(torch.from_numpy(feats), a).numpy() for a in config.probe_power}
+
+    def features(cand):
+        return powered[cand[0]][:, : widths[cand[2]]]
+
+    # Without validation chips: the middle C on the final features, unpowered.
+    default = (1.0, Cs[len(Cs) // 2], min(widths))
+    return cands, features, default
+
+
 def _logistic_probe(prep: Prepared, feats: np.ndarray, widths: dict[int, int]) -> ProbeFit:
     """``widths``: stage count -> width of its feature prefix (see models/stages.py)."""
     config, y = prep.config, prep.images.folder.labels
@@ -428,12 +444,7 @@ def _logistic_probe(prep: Prepared, feats: np.ndarray, widths: dict[int, int]) -
     # Regularisation, power normalisation and stages are chosen together on validation data.
     # Each feature set's C path runs from strong to weak regularisation, every fit starting from
     # the previous solution (warm start): 1.5-1.9x faster, the same choice up to solver tolerance.
-    Cs = sorted(config.probe_c)
-    cands = [(a, c, k) for k in widths for a in config.probe_power for c in Cs]
-    powered = {a: signed_power(torch.from_numpy(feats), a).numpy() for a in config.probe_power}
-
-    def features(cand):
-        return powered[cand[0]][:, : widths[cand[2]]]
+    cands, features, default = _candidates(config, feats, widths)
 
     weight = None if config.class_weights == "none" else config.class_weights
     paths: dict = {}
@@ -452,7 +463,7 @@ def _logistic_probe(prep: Prepared, feats: np.ndarray, widths: dict[int, int]) -
             fit_with=features,
         )
     else:
-        best, scores = (1.0, Cs[len(Cs) // 2], min(widths)), {}
+        best, scores = default, {}
     power, C, stages = best
     Z = features(best)
     scaler, clf = fit_logistic(Z[lab], y[lab], C, weight)  # refit on all labelled chips
@@ -499,12 +510,7 @@ def _multilabel_probe(prep: Prepared, feats: np.ndarray, widths: dict[int, int])
     config, Y = prep.config, prep.targets
     tr, va, te = prep.indices("train"), prep.indices("val"), prep.indices("test")
     lab = np.concatenate([tr, va])
-    Cs = sorted(config.probe_c)
-    cands = [(a, c, k) for k in widths for a in config.probe_power for c in Cs]
-    powered = {a: signed_power(torch.from_numpy(feats), a).numpy() for a in config.probe_power}
-
-    def features(cand):
-        return powered[cand[0]][:, : widths[cand[2]]]
+    cands, features, default = _candidates(config, feats, widths)
 
     def probs_of(m, Z):
         return m[1].predict_proba(m[0].transform(Z))
@@ -517,7 +523,7 @@ def _multilabel_probe(prep: Prepared, feats: np.ndarray, widths: dict[int, int])
             fit_with=features,
         )
     else:
-        best, scores = (1.0, Cs[len(Cs) // 2], min(widths)), {}
+        best, scores = default, {}
     power, C, stages = best
     Z = features(best)
     fitted = fit_one_vs_rest(Z[lab], Y[lab], C)  # refit on all labelled chips
