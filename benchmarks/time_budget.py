@@ -22,6 +22,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Plain runs to set beside the budgets, on the same seed and so the same split.
+BASELINES = {
+    "default": [],
+    "linear-probe": ["--strategy", "linear-probe"],
+    "readme": ["--strategy", "linear-probe", "--tta", "rot2"],
+}
 
 
 def run(args: list[str], work: Path, name: str) -> dict:
@@ -66,14 +72,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=Path("/tmp/geotune-budget"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/time_budget.json")
+    ap.add_argument(
+        "--baselines",
+        nargs="*",
+        default=["default", "linear-probe"],
+        choices=sorted(BASELINES),
+        help="plain runs beside the budgets (readme = the README main job)",
+    )
     ap.add_argument("extra", nargs="*", help="more geotune train options, for every run")
     args = ap.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     common = ["--data", str(args.data), "--seed", str(args.seed), *args.extra]
     rows = [run([*common, "--time-budget", b], args.work, f"budget-{b}") for b in args.budgets]
-    rows.append(run(common, args.work, "default"))
-    rows.append(run([*common, "--strategy", "linear-probe"], args.work, "linear-probe"))
+    rows += [run([*common, *BASELINES[b]], args.work, b) for b in args.baselines]
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
