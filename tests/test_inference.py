@@ -25,11 +25,11 @@ from geotune.cli.main import main
 from geotune.config import make_config
 from geotune.engine.trainer import train
 from geotune.errors import ConfigError, DataError, ExportError
-from geotune.evaluation.calibration import fit_temperature, nll
 from geotune.inference.chips import predict_chips
 from geotune.inference.export import export_model
 from geotune.inference.model import load_predictor
 from geotune.inference.scene import predict_scene
+from geotune.metrics.calibration import fit_temperature, nll
 
 CHIP = 48  # aid_tiny chips are 48 x 48 px
 ORIGIN = (500_000.0, 4_200_000.0)  # UTM metres

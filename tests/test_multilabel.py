@@ -25,7 +25,7 @@ from geotune.data.decode import decode_folder
 from geotune.data.multilabel import read_label_table, scan_labelled
 from geotune.data.splits import iterative_stratification, make_multilabel_split, read_split
 from geotune.errors import ConfigError
-from geotune.evaluation.multilabel import f1_thresholds, multilabel_metrics
+from geotune.metrics.multilabel import f1_thresholds, multilabel_metrics
 from geotune.sweep.compare import make_compare_config
 
 FAST = ["--backbone", STUB_BACKBONE, "--weights", "random", "--image-size", "32",

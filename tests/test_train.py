@@ -273,7 +273,7 @@ def test_cudnn_off_only_for_short_runs_of_depthwise_models():
 def test_metrics_agree_with_scikit_learn():
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score
 
-    from geotune.evaluation import classification_metrics
+    from geotune.metrics import classification_metrics
 
     rng = np.random.default_rng(0)
     t = rng.integers(0, 5, 200)

@@ -46,8 +46,8 @@ from geotune.engine.fabric import resolve_device
 from geotune.engine.predict import predict
 from geotune.errors import ConfigError, DataError
 from geotune.evaluation.evaluate import run_images
-from geotune.evaluation.metrics import classification_metrics, save_metrics
 from geotune.fileio import atomic_write_csv, atomic_write_json, atomic_write_text
+from geotune.metrics.classification import classification_metrics, save_metrics
 from geotune.models.classifier import load_classifier, save_classifier
 from geotune.runs.artifacts import TEST_METRICS_FILE, TestMetrics, read_run_config
 from geotune.runs.paths import CACHE, refuse_outputs_in_inputs, staging_of

@@ -290,7 +290,7 @@ class Engine:
         }
 
     def _validate_multilabel(self, val_idx: np.ndarray) -> dict[str, Any]:
-        from geotune.engine.selection import macro_average_precision
+        from geotune.metrics.selection import macro_average_precision
 
         p = self.prep
         probs, logits = self.val_probabilities(val_idx)

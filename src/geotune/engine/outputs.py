@@ -8,16 +8,16 @@ from rich.console import Console
 
 from geotune.config import save_config
 from geotune.data.splits import write_split
+from geotune.engine.calibrate import calibrate_run
 from geotune.engine.prepare import Prepared, RunResult
-from geotune.engine.selection import DEFAULT_THRESHOLD, f1_thresholds, macro_average_precision
-from geotune.evaluation.calibration import calibrate_run
-from geotune.evaluation.metrics import classification_metrics, metrics_table, save_metrics
-from geotune.evaluation.multilabel import (
+from geotune.fileio import atomic_torch_save, atomic_write_csv, atomic_write_json, atomic_write_text
+from geotune.metrics.classification import classification_metrics, metrics_table, save_metrics
+from geotune.metrics.multilabel import (
     multilabel_metrics,
     multilabel_table,
     save_multilabel_metrics,
 )
-from geotune.fileio import atomic_torch_save, atomic_write_csv, atomic_write_json, atomic_write_text
+from geotune.metrics.selection import DEFAULT_THRESHOLD, f1_thresholds, macro_average_precision
 from geotune.runs.artifacts import DATA_FILE, SUMMARY_FILE, RunSummary
 from geotune.runs.rundir import RunDir
 

@@ -505,7 +505,7 @@ def fit_one_vs_rest(X, Y, C: float):
 def _multilabel_probe(prep: Prepared, feats: np.ndarray, widths: dict[int, int]) -> ProbeFit:
     """The one-vs-rest counterpart of ``_logistic_probe``: the same candidates (power, C,
     stages), chosen on validation macro mAP; sigmoid probabilities per label."""
-    from geotune.engine.selection import macro_average_precision
+    from geotune.metrics.selection import macro_average_precision
 
     config, Y = prep.config, prep.targets
     tr, va, te = prep.indices("train"), prep.indices("val"), prep.indices("test")

@@ -20,7 +20,7 @@ from geotune.data.splits import read_split
 from geotune.engine.fabric import resolve_device
 from geotune.engine.predict import predict
 from geotune.errors import ConfigError, DataError
-from geotune.evaluation.metrics import classification_metrics, metrics_table, save_metrics
+from geotune.metrics.classification import classification_metrics, metrics_table, save_metrics
 from geotune.models.classifier import load_classifier
 from geotune.runs.artifacts import SUMMARY_FILE, RunSummary, check_run_data, read_run_config
 from geotune.runs.paths import CACHE, refuse_outputs_in_inputs

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from geotune.data.augment import TTA_VIEWS, tta_view
 from geotune.engine.fabric import resolve_device
 from geotune.errors import ConfigError
-from geotune.evaluation.calibration import temperature_of
+from geotune.metrics.calibration import temperature_of
 from geotune.models.backbones import Preprocessing
 
 EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}

@@ -1,5 +1,5 @@
 """The reliability diagram of a run: accuracy against confidence per bin, before and after the
-validation-fitted temperature (geotune.evaluation.calibration)."""
+validation-fitted temperature (geotune.metrics.calibration)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from geotune.evaluation.calibration import reliability_arrays  # noqa: E402
+from geotune.metrics.calibration import reliability_arrays  # noqa: E402
 
 
 def reliability_figure(calibration: dict, ece: float | None = None):

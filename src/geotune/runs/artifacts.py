@@ -68,7 +68,7 @@ class TestMetrics(Artifact):
     tta: str = "none"
     overall_accuracy_without_tta: float | None = None
     best_epoch: int | None = None
-    # Calibration (geotune.evaluation.calibration): of the probabilities as reported, and the
+    # Calibration (geotune.metrics.calibration): of the probabilities as reported, and the
     # validation-fitted temperature with test ECE / Brier before and after it.
     ece: float | None = None
     brier: float | None = None

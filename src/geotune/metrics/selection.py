@@ -1,6 +1,6 @@
 """What chooses on validation for multi-label data: macro mAP (the best epoch, the probe's C)
-and each label's F1-optimal threshold. In the engine, which selects; evaluation reports the test
-metrics with them (geotune.evaluation.multilabel)."""
+and each label's F1-optimal threshold. The engine selects with them; the test metrics that use
+them are in geotune.metrics.multilabel."""
 
 from __future__ import annotations
 

@@ -21,13 +21,13 @@ from torchmetrics.functional.classification import (
     multilabel_recall,
 )
 
-from geotune.engine.selection import (  # noqa: F401 - also this module's names
+from geotune.fileio import atomic_write_csv, atomic_write_json
+from geotune.metrics.selection import (  # noqa: F401 - also this module's names
     DEFAULT_THRESHOLD,
     f1_thresholds,
     macro_average_precision,
     per_label_ap,
 )
-from geotune.fileio import atomic_write_csv, atomic_write_json
 
 
 def multilabel_metrics(
