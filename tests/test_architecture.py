@@ -210,7 +210,7 @@ def test_a_registered_strategy_runs_end_to_end(toy_strategy, aid_tiny, tmp_path)
     assert summary["phases"][0]["trainable_params"] < summary["total_params"]
 
 
-def test_a_registered_bn_policy_and_adaptation_method_validate(aid_tiny):
+def test_a_registered_bn_policy_trains_and_an_adaptation_method_validates(aid_tiny, tmp_path):
     from geotune.adapt import ADAPT_METHODS, AdaptMethod, make_adapt_config, register_adapt_method
     from geotune.transfer.batchnorm import BN_POLICIES, BNPolicySpec, register_bn_policy
 
@@ -220,6 +220,12 @@ def test_a_registered_bn_policy_and_adaptation_method_validate(aid_tiny):
     register_adapt_method(AdaptMethod("noop", "toy: changes nothing", lambda ctx: {}))
     try:
         assert make_config(data=aid_tiny, bn_policy="stem-only").bn_policy == "stem-only"
+        # ...and trains through the API: real steps, the policy recorded in the run.
+        from geotune.engine.trainer import train
+
+        args = stub_args(aid_tiny, tmp_path, bn_policy="stem-only", epochs=1, strategy="full")
+        summary = json.loads((train(make_config(**args)).run_dir / "summary.json").read_text())
+        assert summary["bn_policy"] == "stem-only"
         assert make_adapt_config(method="noop", target=aid_tiny).method == "noop"
         with pytest.raises(
             ConfigError, match=r"unknown method 'nope' \(did you mean 'noop'\?\); use one of .*noop"
