@@ -55,6 +55,7 @@ TIMED_CHIPS = 16  # per timed batch: enough to amortise Python overhead on a CPU
 # lp-ft gets the rest of the budget when it affords this many epochs (one head epoch, then the
 # network): fewer rarely move a pretrained backbone past its own frozen features.
 FT_MIN_EPOCHS = 4
+PROBE = {"strategy": "linear-probe"}
 # Options the budget chooses; given with it they would be silently overridden, so refused.
 CHOSEN = ("strategy", "tta", "head_epochs")
 
@@ -185,16 +186,15 @@ def _run_ladder(config, run_one, console, start, budget, final, trials) -> RunRe
         c.status, c.result = "ran", result
         return c
 
-    probe = {"strategy": "linear-probe"}
     size = prep.preprocessing.size  # chips are decoded at this size already
 
     def probe_cost(b: str, views: int = 1) -> float:
         return _probe_cost(cost(b), n, views, decoded=cost(b).size == size)
 
     default = backbones[0]
-    attempt(f"probe-{_short(default)}", {**probe, "backbone": default}, lambda: probe_cost(default))
+    attempt(f"probe-{_short(default)}", {**PROBE, "backbone": default}, lambda: probe_cost(default))
     if not _multispectral(prep):
-        rot2 = {**probe, "backbone": default, "tta": "rot2"}
+        rot2 = {**PROBE, "backbone": default, "tta": "rot2"}
         attempt(f"probe-{_short(default)}-rot2", rot2, lambda: probe_cost(default, views=2))
     if not _ran(ladder):
         raise ConfigError(
@@ -203,28 +203,25 @@ def _run_ladder(config, run_one, console, start, budget, final, trials) -> RunRe
         )
     if _affordable_epochs(ladder, cost(default)) < FT_MIN_EPOCHS:
         _explore_backbones(attempt, ladder, backbones, cost, probe_cost, prep)
-    best = max(_ran(ladder), key=lambda c: c.val_accuracy).recipe["backbone"]
-    if "+" in best:  # an ensemble serves probes only: fine-tune its best member
-        best = max(
-            (c for c in _ran(ladder) if "+" not in c.recipe["backbone"]),
-            key=lambda c: c.val_accuracy,
-        ).recipe["backbone"]
+    # The best single backbone (an ensemble serves probes only) is the one fine-tuned.
+    singles = [c for c in _ran(ladder) if "+" not in c.recipe["backbone"]]
+    best = max(singles, key=lambda c: c.val_accuracy).recipe["backbone"]
     if ladder.left() > MIN_STEP_S:
         _fine_tune(attempt, ladder, best, cost(best))
     return _keep_best(ladder, final, budget)
 
 
 def _ran(ladder: Ladder) -> list[Candidate]:
+    """The candidates that ran, in the order tried."""
     return [c for c in ladder.tried if c.val_accuracy is not None]
 
 
 def _explore_backbones(attempt, ladder: Ladder, backbones, cost, probe_cost, prep) -> None:
     """The other installed backbones (cheapest first), an ensemble of the two best, and rot2
     on the best: for budgets too short to fine-tune."""
-    probe = {"strategy": "linear-probe"}
     others = sorted(backbones[1:], key=lambda b: probe_cost(b))
     for b in others:
-        attempt(f"probe-{_short(b)}", {**probe, "backbone": b}, lambda b=b: probe_cost(b))
+        attempt(f"probe-{_short(b)}", {**PROBE, "backbone": b}, lambda b=b: probe_cost(b))
     singles = [c for c in _ran(ladder) if "tta" not in c.recipe]
     singles.sort(key=lambda c: -c.val_accuracy)
     if len(singles) >= 2 and not _multispectral(prep):
@@ -232,12 +229,12 @@ def _explore_backbones(attempt, ladder: Ladder, backbones, cost, probe_cost, pre
         # Ensemble features are each member's final pooled features, a cache of their own.
         attempt(
             "probe-ensemble",
-            {**probe, "backbone": f"{a}+{b}"},
+            {**PROBE, "backbone": f"{a}+{b}"},
             lambda: probe_cost(a) + probe_cost(b),
         )
     best = singles[0].recipe["backbone"] if singles else backbones[0]
     if best != backbones[0] and not _multispectral(prep):
-        rot2 = {**probe, "backbone": best, "tta": "rot2"}
+        rot2 = {**PROBE, "backbone": best, "tta": "rot2"}
         attempt(f"probe-{_short(best)}-rot2", rot2, lambda: probe_cost(best, views=2))
 
 
@@ -273,7 +270,7 @@ def _fine_tune(attempt, ladder: Ladder, backbone: str, cost: Costs) -> None:
 
 
 def _keep_best(ladder: Ladder, final, budget: float) -> RunResult:
-    ran = [c for c in ladder.tried if c.status == "ran" and c.val_accuracy is not None]
+    ran = _ran(ladder)  # a validation accuracy is set only once a candidate has run
     kept = one_standard_error_choice(ran, ladder.n["val"])
     kept.status = "kept"
     result = kept.result
