@@ -23,7 +23,7 @@ from PIL import Image
 from geotune.config import make_config
 from geotune.data.decode import decode_folder
 from geotune.data.multilabel import read_label_table, scan_labelled
-from geotune.data.splits import iterative_stratification, make_multilabel_split, read_split
+from geotune.data.splits import iterative_stratification, make_split, read_split
 from geotune.errors import ConfigError
 from geotune.metrics.multilabel import f1_thresholds, multilabel_metrics
 from geotune.sweep.compare import make_compare_config
@@ -163,18 +163,18 @@ def test_splits_keep_k_positives_per_label_and_stratify(mosaics):
     folder = scan_labelled(data, table)
     Y = folder.label_matrix
     for k in (1, 3):
-        split = make_multilabel_split(folder, None, k, 0.2, seed=1)
+        split = make_split(folder, None, k, 0.2, seed=1)
         assert (Y[split == "train"].sum(0) >= k).all()
         assert (Y[split == "val"].sum(0) >= 1).all()
         assert (split == "test").sum() > 0
-        assert np.array_equal(split, make_multilabel_split(folder, None, k, 0.2, seed=1))
+        assert np.array_equal(split, make_split(folder, None, k, 0.2, seed=1))
     with pytest.raises(Exception, match="too few for --labels-per-class 40"):
-        make_multilabel_split(folder, None, 40, 0.2, seed=0)
-    split = make_multilabel_split(folder, 0.5, None, 0.25, seed=0)
+        make_split(folder, None, 40, 0.2, seed=0)
+    split = make_split(folder, 0.5, None, 0.25, seed=0)
     share = Y[split != "test"].sum(0) / Y.sum(0)
     assert np.all(np.abs(share - 0.5) <= 0.1), share  # each label's share follows the fraction
     assert set(split) == {"train", "val", "test"}
-    assert set(make_multilabel_split(folder, 0.5, None, 0.0, seed=0)) == {"train", "test"}
+    assert set(make_split(folder, 0.5, None, 0.0, seed=0)) == {"train", "test"}
     # Sechidis' greedy placement: a rare label's chips spread over the folds by their shares.
     Yr = np.zeros((20, 2), dtype=bool)
     Yr[:, 0], Yr[:4, 1] = True, True

@@ -25,8 +25,16 @@ def make_split(
 
     The labelled part of each class is ``labels_per_class`` images, or ``train_fraction`` of the
     class; ``val_fraction`` of the labelled part is held out for validation (model selection),
-    so the test part is exactly what the protocol (e.g. AID 20/80) leaves unlabelled.
+    so the test part is exactly what the protocol (e.g. AID 20/80) leaves unlabelled. A
+    multi-label folder (``folder.multilabel``) is split by iterative stratification over its
+    label matrix instead (:func:`_multilabel_split`).
     """
+    if folder.multilabel:
+        return _multilabel_split(folder, train_fraction, labels_per_class, val_fraction, seed)
+    return _single_label_split(folder, train_fraction, labels_per_class, val_fraction, seed)
+
+
+def _single_label_split(folder, train_fraction, labels_per_class, val_fraction, seed):
     rng = np.random.default_rng(seed)
     split = np.empty(len(folder), dtype=object)
     need_val = val_fraction > 0
@@ -56,14 +64,8 @@ def make_split(
     return split.astype(str)
 
 
-def make_multilabel_split(
-    folder: SceneFolder,
-    train_fraction: float | None = 0.2,
-    labels_per_class: int | None = None,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-) -> np.ndarray:
-    """The multi-label counterpart of ``make_split``, over ``folder.label_matrix``.
+def _multilabel_split(folder, train_fraction, labels_per_class, val_fraction, seed):
+    """``make_split`` of a multi-label folder, over ``folder.label_matrix``.
 
     ``train_fraction``: iterative stratification into train / val / test shares of the chips.
     ``labels_per_class`` k: chips drawn, rarest label first, until every label has at least k

