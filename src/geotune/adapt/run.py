@@ -49,7 +49,12 @@ from geotune.evaluation.evaluate import run_images
 from geotune.fileio import atomic_write_csv, atomic_write_json, atomic_write_text
 from geotune.metrics.classification import classification_metrics, save_metrics
 from geotune.models.classifier import load_classifier, save_classifier
-from geotune.runs.artifacts import TEST_METRICS_FILE, TestMetrics, read_run_config
+from geotune.runs.artifacts import (
+    TEST_METRICS_FILE,
+    TestMetrics,
+    read_run_config,
+    refuse_multilabel_run,
+)
 from geotune.runs.paths import CACHE, refuse_outputs_in_inputs, staging_of
 from geotune.runs.rundir import RunDir, require_complete_run
 
@@ -74,6 +79,16 @@ class Evaluation:
         metrics = classification_metrics(y, preds, classes)
         metrics["chip_correct"] = (y == preds).astype(int).tolist()  # for paired intervals
         return metrics
+
+
+def _adaptable_checkpoint(run: Path) -> tuple[Path, Path]:
+    """The finished run and its classifier checkpoint, or a one-line error."""
+    run = require_complete_run(run)
+    ckpt_path = run / "checkpoints" / "best.pt"
+    if not ckpt_path.is_file():
+        raise ConfigError(f"run {run} keeps no classifier checkpoint (kNN); adapt a trained run")
+    refuse_multilabel_run(run, "adapt")  # its methods assume one softmax over the classes
+    return run, ckpt_path
 
 
 def adapt_run(
@@ -101,10 +116,7 @@ def adapt_run(
     """
     console = console or Console(stderr=True)
     refuse_adapt_outputs_in_inputs(run, config)  # before any work (geotune.runs.paths)
-    run = require_complete_run(run)
-    ckpt_path = run / "checkpoints" / "best.pt"
-    if not ckpt_path.is_file():
-        raise ConfigError(f"run {run} keeps no classifier checkpoint (kNN); adapt a trained run")
+    run, ckpt_path = _adaptable_checkpoint(run)
     device = resolve_device(config.device)
     model, prep, ckpt = load_classifier(ckpt_path)
     # The declared legend (label-set): read once; a bad class map fails before any work.

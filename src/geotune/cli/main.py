@@ -126,9 +126,16 @@ def evaluate_command(**kwargs: Any) -> None:
 
     cfg = options_from(EvaluateConfig, kwargs)
     metrics, out = evaluate_run(**cfg.model_dump(), console=err_console)
-    typer.echo(
-        f"overall accuracy {100 * metrics['overall_accuracy']:.2f}% on {metrics['n']} images"
-    )
+    if metrics.get("multilabel"):
+        m = metrics["map_macro"]
+        typer.echo(
+            f"mAP (macro) {'-' if m is None else f'{100 * m:.2f}%'}, F1 macro "
+            f"{100 * metrics['f1_macro']:.2f}% on {metrics['n']} chips"
+        )
+    else:
+        typer.echo(
+            f"overall accuracy {100 * metrics['overall_accuracy']:.2f}% on {metrics['n']} images"
+        )
     if metrics.get("drop_vs_in_domain") is not None:
         typer.echo(
             f"drop vs in-domain test accuracy: {100 * metrics['drop_vs_in_domain']:.2f} points"

@@ -70,7 +70,12 @@ def export_command(**kwargs: Any) -> None:
     p = r.parity
     typer.echo(
         f"parity on {p['chips']} chips: max |logit diff| {p['max_abs_logit_diff']:.2e}, "
-        f"top-1 identical {p['top1_identical']}/{p['chips']}"
+        + (
+            f"top-1 identical {p['top1_identical']}"
+            if "top1_identical" in p
+            else f"label sets identical {p['label_sets_identical']}"
+        )  # multi-label
+        + f"/{p['chips']}"
     )
     typer.echo(f"model: {r.model_path}; card: {r.card_path}")
 

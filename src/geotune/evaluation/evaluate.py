@@ -16,11 +16,14 @@ from geotune.data.classmap import label_remap, load_class_map, pair_classes, sco
 from geotune.data.dataset import is_dataset_source
 from geotune.data.decode import decode_folder
 from geotune.data.folder import cache_root, scan_folder
+from geotune.data.multilabel import scan_labelled
 from geotune.data.splits import read_split
 from geotune.engine.fabric import resolve_device
 from geotune.engine.predict import predict
 from geotune.errors import ConfigError, DataError
 from geotune.metrics.classification import classification_metrics, metrics_table, save_metrics
+from geotune.metrics.multilabel import multilabel_metrics, multilabel_table, save_multilabel_metrics
+from geotune.metrics.selection import label_thresholds
 from geotune.models.classifier import load_classifier
 from geotune.runs.artifacts import SUMMARY_FILE, RunSummary, check_run_data, read_run_config
 from geotune.runs.paths import CACHE, refuse_outputs_in_inputs
@@ -47,11 +50,18 @@ class EvaluateConfig(StrictConfig):
         description="YAML 'their_class: model_class' pairs for --data (many-to-one ok)",
     )
     workers: int | None = Field(None, ge=1, description="decode workers (default: cores)")
+    labels: Path | None = path_field(
+        "input-file",
+        None,
+        description="multi-label runs: the label table of --data (path,labels or 0/1 columns)",
+    )
 
     @model_validator(mode="after")
     def _class_map_needs_data(self) -> EvaluateConfig:
         if self.class_map is not None and self.data is None:
             raise ValueError("class_map pairs the classes of --data with the model's; give --data")
+        if self.labels is not None and self.data is None:
+            raise ValueError("labels is the label table of --data; give --data")
         return self
 
 
@@ -64,6 +74,7 @@ def evaluate_run(
     tta: str = "none",
     console: Console | None = None,
     class_map: Path | dict | None = None,
+    labels: Path | None = None,
 ) -> tuple[dict, Path]:
     """Metrics of a run's best checkpoint; written to ``RUN/evaluations/<name>/``.
 
@@ -82,12 +93,14 @@ def evaluate_run(
         tta: test-time augmentation views.
         console: where the table goes.
         class_map: YAML file or mapping ``their_class: model_class``.
+        labels: a multi-label run's label table for ``data`` (see
+            :func:`geotune.data.multilabel.scan_labelled`); scored on the labels it names.
 
     Returns:
         (metrics, folder of this evaluation).
     """
     console = console or Console(stderr=True)
-    _refuse_outputs_in_inputs(run_dir, data, class_map)
+    _refuse_outputs_in_inputs(run_dir, data, class_map, labels)
     run = require_complete_run(run_dir)
     if not (run / "checkpoints" / "best.pt").is_file():
         strategy = read_run_config(run).strategy
@@ -96,6 +109,25 @@ def evaluate_run(
             "features; train a linear-probe or fine-tuned run to evaluate elsewhere"
         )
     model, prep, ckpt = load_classifier(run / "checkpoints" / "best.pt")
+    _check_label_kind(run, ckpt, class_map, labels)
+    if ckpt.get("multilabel"):
+        metrics, out = _evaluate_multilabel(
+            run, model, prep, ckpt, data, labels, batch_size, device, workers, tta
+        )
+        console.print(multilabel_table(metrics, f"{run.name} on {metrics['split']}"))
+        return metrics, out
+    metrics, out = _evaluate_single_label(
+        run, model, prep, ckpt, data, class_map, batch_size, device, workers, tta
+    )
+    _print_evaluation(console, metrics, f"{run.name} on {metrics['split']}", data is not None)
+    return metrics, out
+
+
+def _evaluate_single_label(
+    run, model, prep, ckpt, data, class_map, batch_size, device, workers, tta
+):
+    """A single-label run on its own test split, or on ``data`` (classes paired by name or by
+    ``class_map``): the classification metrics, saved in a new evaluation folder."""
     classes: list[str] = ckpt["classes"]
     if data is None:
         images, split = run_images(run, prep, workers)
@@ -133,18 +165,79 @@ def evaluate_run(
     out = RunDir(run / "evaluations", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     with out.building():  # committed whole, or removed
         save_metrics(metrics, out.path, "eval")
-    _print_evaluation(console, metrics, f"{run.name} on {name}", data is not None)
     return metrics, out.final
 
 
-def _refuse_outputs_in_inputs(run_dir: Path, data: Path | None, class_map) -> None:
+def _check_label_kind(run: Path, ckpt: dict, class_map, labels) -> None:
+    """--class-map is for single-label runs, --labels (a label table) for multi-label ones."""
+    if ckpt.get("multilabel") and class_map is not None:
+        raise ConfigError(
+            "--class-map pairs single-label classes; a multi-label run takes --labels "
+            "TABLE.csv for --data, named with the model's labels"
+        )
+    if not ckpt.get("multilabel") and labels is not None:
+        raise ConfigError(f"--labels is for multi-label runs; {run.name} is single-label")
+
+
+def _refuse_outputs_in_inputs(run_dir: Path, data: Path | None, class_map, labels) -> None:
     """The evaluation goes inside the run it reads, by design (geotune.runs.paths); it and the
-    cache must not lie inside the other data or its class map."""
+    cache must not lie inside the other data, its class map or its label table."""
     refuse_outputs_in_inputs(
         {},
-        {"--data": data, "--class-map": None if isinstance(class_map, dict) else class_map},
+        {
+            "--data": data,
+            "--class-map": None if isinstance(class_map, dict) else class_map,
+            "--labels": labels,
+        },  # fmt: skip
         {"RUN_DIR/evaluations": Path(run_dir) / "evaluations", CACHE: cache_root()},
     )
+
+
+def _evaluate_multilabel(run, model, prep, ckpt, data, labels, batch_size, device, workers, tta):
+    """A multi-label run on its own test split, or on ``data`` with its label table: every
+    multi-label figure at the thresholds stored in the checkpoint."""
+    classes: list[str] = list(ckpt["classes"])
+    if data is None:
+        images, split = run_images(run, prep, workers)
+        idx, name, cols = np.flatnonzero(split == "test"), "test", list(range(len(classes)))
+        Y = images.folder.label_matrix
+    else:
+        if labels is None:
+            raise ConfigError(
+                f"run {run.name} is multi-label: pass --labels TABLE.csv with the labels of "
+                f"the chips in {data}"
+            )
+        folder = scan_labelled(data, labels)
+        unknown = [c for c in folder.classes if c not in classes]
+        if unknown:
+            raise DataError(
+                f"label table {labels} names labels the model was not trained on "
+                f"({', '.join(unknown[:5])}); the model's labels: {', '.join(classes[:8])}"
+            )
+        bands = BandRequest.for_run(prep.bands, "the run")
+        images = decode_folder(folder, prep.size, prep.interpolation, workers, bands=bands)
+        cols = [classes.index(c) for c in images.folder.classes]  # scored: the table's labels
+        idx, name = np.arange(len(images.folder)), Path(data).resolve().name
+        Y = images.folder.label_matrix
+    dev = resolve_device(device)
+    model.to(dev)
+    t0 = time.perf_counter()
+    probs, _ = predict(model, prep, images.pixels, idx, batch_size, dev, tta=tta, multilabel=True)
+    thresholds = np.asarray(label_thresholds(ckpt, classes))[cols]
+    names = [classes[j] for j in cols]
+    metrics = multilabel_metrics(Y[idx], probs.numpy()[:, cols], thresholds, names)
+    metrics.update(
+        split=name,
+        data=str(data or images.folder.root),
+        checkpoint_epoch=ckpt.get("epoch"),
+        tta=tta,
+        seconds=time.perf_counter() - t0,
+        labels_not_scored=[c for c in classes if c not in names],
+    )
+    out = RunDir(run / "evaluations", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    with out.building():  # committed whole, or removed
+        save_multilabel_metrics(metrics, out.path, "eval")
+    return metrics, out.final
 
 
 def _print_evaluation(console: Console, metrics: dict, title: str, cross: bool) -> None:
@@ -200,7 +293,11 @@ def run_images(run: Path, prep, workers: int | None = None):
             "split cannot be re-read: pass --data DIR of chips to evaluate it on"
         )
     skip = config.skip_bad_images
-    folder = scan_folder(config.data, skip_bad=skip)
+    folder = (
+        scan_labelled(config.data, config.labels, skip)
+        if config.labels is not None
+        else scan_folder(config.data, skip_bad=skip)
+    )
     bands = BandRequest.for_run(prep.bands, run)
     images = decode_folder(folder, prep.size, prep.interpolation, workers, skip, bands=bands)
     check_run_data(run, images.folder)

@@ -139,7 +139,11 @@ def decoded_batches(
             yield done_idx, [f.result() for f in futures]
 
 
-def csv_header(top_k: int, labelled: bool) -> list[str]:
+def csv_header(top_k: int, labelled: bool, labels: list[str] | None = None) -> list[str]:
+    """The predictions CSV's columns; ``labels`` (a multi-label model's): the predicted label
+    set and every label's probability instead of ranked classes."""
+    if labels is not None:
+        return ["path", "predicted_labels", *(f"p_{c}" for c in labels)]
     ranks = [c for r in range(1, top_k + 1) for c in (f"class_{r}", f"probability_{r}")]
     return ["path", "predicted_class", "probability", *ranks] + (["true_class"] if labelled else [])
 
@@ -155,6 +159,25 @@ def csv_rows(predictor: Predictor, chips: ChipInputs, idx, probs: torch.Tensor, 
         ranked += ["", ""] * (top_k - p.shape[1])
         true = [chips.true[i] or ""] if labelled else []
         yield [str(chips.paths[i]), ranked[0], ranked[1], *ranked, *true]
+
+
+def multilabel_rows(predictor: Predictor, chips: ChipInputs, idx, probs: torch.Tensor):
+    """A multi-label model's rows: every label at or above its threshold, ';'-joined."""
+    hits = predictor.decisions(probs)
+    for row, i in enumerate(idx):
+        present = [c for c, hit in zip(predictor.classes, hits[row].tolist(), strict=True) if hit]
+        yield [str(chips.paths[i]), ";".join(present), *(f"{float(v):.6f}" for v in probs[row])]
+
+
+def write_batch(writer, predictor: Predictor, chips: ChipInputs, idx, probs, top_k: int):
+    """Write one batch's rows; (correct, labelled) among its chips with a true class."""
+    if predictor.multilabel:
+        writer.writerows(multilabel_rows(predictor, chips, idx, probs))
+        return 0, 0
+    writer.writerows(csv_rows(predictor, chips, idx, probs, top_k))
+    truth = [(chips.true[i], p) for i, p in zip(idx, probs.argmax(1).tolist(), strict=True)
+             if chips.true[i] is not None]  # fmt: skip
+    return sum(predictor.classes[p] == t for t, p in truth), len(truth)
 
 
 @dataclass
@@ -225,7 +248,8 @@ def predict_chips(
     outputs = OutputSet(
         [output, skipped_path(output)], overwrite, predictor_inputs(predictor, inputs, "INPUTS")
     )
-    chips = collect_chips(inputs, predictor.classes)
+    # A multi-label chip's labels are not its folder's name: no true class from folders.
+    chips = collect_chips(inputs, [] if predictor.multilabel else predictor.classes)
     labelled = any(t is not None for t in chips.true)
     skipped, correct, n_labelled, n_done = list(chips.missing), 0, 0, 0
     prep, t0 = predictor.preprocessing, time.perf_counter()
@@ -235,7 +259,9 @@ def predict_chips(
         progress_bar(console) as bar,
     ):
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(csv_header(top_k, labelled))
+        writer.writerow(
+            csv_header(top_k, labelled, predictor.classes if predictor.multilabel else None)
+        )
         task = bar.add_task("predict", total=len(chips.paths))
         batches = decoded_batches(
             chips.paths,
@@ -252,12 +278,8 @@ def predict_chips(
             if good:
                 x = torch.from_numpy(np.stack([d for d in decoded if not isinstance(d, str)]))
                 probs = predictor.probabilities(x, tta, calibrated)
-                writer.writerows(csv_rows(predictor, chips, good, probs, top_k))
-                pred = probs.argmax(1).tolist()
-                for i, p in zip(good, pred, strict=True):
-                    if chips.true[i] is not None:
-                        n_labelled += 1
-                        correct += predictor.classes[p] == chips.true[i]
+                hits, labelled_here = write_batch(writer, predictor, chips, good, probs, top_k)
+                correct, n_labelled = correct + hits, n_labelled + labelled_here
                 n_done += len(good)
             bar.update(task, advance=len(idx))
         fh.flush()

@@ -10,6 +10,7 @@ tolerance or any changed top-1 class is a one-line ExportError and no file is le
 from __future__ import annotations
 
 import csv
+import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from geotune.inference.model import (
     torchscript_logits,
 )
 from geotune.inference.outputs import OutputSet
+from geotune.metrics.selection import label_thresholds
 from geotune.models.backbones import Preprocessing
 from geotune.models.onnx import INPUT_NAME, OUTPUT_NAME, write_onnx
 
@@ -86,20 +88,33 @@ def reference_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x).float()
 
 
-def check_parity(reference: torch.Tensor, exported: torch.Tensor, atol: float, what: str) -> dict:
-    """Max |logit difference| and top-1 agreement; ExportError when either fails."""
+def check_parity(
+    reference: torch.Tensor,
+    exported: torch.Tensor,
+    atol: float,
+    what: str,
+    thresholds: list[float] | None = None,
+) -> dict:
+    """Max |logit difference| and top-1 agreement (multi-label, ``thresholds`` given: the
+    predicted label sets); ExportError when either fails."""
     diff = float((reference - exported).abs().max())
-    same = int((reference.argmax(1) == exported.argmax(1)).sum())
+    if thresholds is None:
+        same = int((reference.argmax(1) == exported.argmax(1)).sum())
+    else:
+        t = torch.tensor(thresholds)
+        same = int(((reference.sigmoid() >= t) == (exported.sigmoid() >= t)).all(1).sum())
     parity = {
         "chips": len(reference),
         "max_abs_logit_diff": diff,
-        "top1_identical": same,
+        "top1_identical" if thresholds is None else "label_sets_identical": same,
         "atol": atol,
     }
     if not diff <= atol or same != len(reference):
+        decided = "top-1" if thresholds is None else "the label set"
         raise ExportError(
             f"{what} does not reproduce PyTorch on {len(reference)} chips (max |logit diff| "
-            f"{diff:.3g} > {atol:g} or top-1 changed on {len(reference) - same}); nothing written"
+            f"{diff:.3g} > {atol:g} or {decided} changed on {len(reference) - same}); nothing "
+            "written"
         )
     return parity
 
@@ -115,14 +130,22 @@ def model_card(run: Path, ckpt: dict, fmt: str, model_file: Path, parity: dict) 
     )
 
     cfg = read_run_config(run)
-    metrics = TestMetrics.read(run / TEST_METRICS_FILE).model_dump()
-    keep = ("n", "overall_accuracy", "average_accuracy", "macro_f1", "kappa", "ece", "brier")
+    multilabel = bool(ckpt.get("multilabel"))
+    if multilabel:  # the multi-label figures (geotune.metrics.multilabel), not TestMetrics'
+        metrics = json.loads((run / TEST_METRICS_FILE).read_text())
+        keep = ("n", "map_macro", "map_micro", "f1_micro", "f1_macro", "f1_samples",
+                "hamming_loss", "subset_accuracy")  # fmt: skip
+    else:
+        metrics = TestMetrics.read(run / TEST_METRICS_FILE).model_dump()
+        keep = ("n", "overall_accuracy", "average_accuracy", "macro_f1", "kappa", "ece", "brier")
+    classes = list(ckpt["classes"])
+    thresholds = label_thresholds(ckpt, classes)
     prep = Preprocessing.from_dict(ckpt["preprocessing"])
     summary = RunSummary.read(run / SUMMARY_FILE)
     card = ModelCard(
         format=fmt,
         file=model_file.name,
-        classes=list(ckpt["classes"]),
+        classes=classes,
         bands=BANDS,
         input={
             "name": INPUT_NAME,
@@ -153,8 +176,16 @@ def model_card(run: Path, ckpt: dict, fmt: str, model_file: Path, parity: dict) 
         },  # fmt: skip
         test_metrics={k: metrics.get(k) for k in keep},
         parity=parity,
+        multilabel=multilabel,
+        thresholds=None if thresholds is None else dict(zip(classes, thresholds, strict=True)),
     )
-    return {**card.model_dump(), "calibration": "probabilities = softmax(logits / temperature)",
+    rule = (
+        "probabilities = sigmoid(logits / temperature), one per label; a label is present "
+        "where its probability >= thresholds[label] (F1-optimal on the validation chips)"
+        if multilabel
+        else "probabilities = softmax(logits / temperature)"
+    )
+    return {**card.model_dump(), "calibration": rule,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
 
 
@@ -200,9 +231,6 @@ def export_model(
     Raises:
         ExportError: the exported graph does not reproduce PyTorch (nothing is written).
     """
-    from geotune.runs.artifacts import refuse_multilabel_run
-
-    refuse_multilabel_run(Path(run), "export")
     from geotune.models.classifier import load_classifier
 
     console = console or Console(stderr=True)
@@ -226,12 +254,14 @@ def export_model(
             run_exported = torchscript_logits(tmp, torch.device("cpu"))
         seconds = time.perf_counter() - t0
         exported = torch.cat([run_exported(x[i : i + 32]) for i in range(0, len(x), 32)])
-        parity = check_parity(reference_logits(model, x), exported, atol, f"{format} export")
+        parity = check_parity(
+            reference_logits(model, x), exported, atol, f"{format} export", ckpt.get("thresholds")
+        )
         parity["export_seconds"] = seconds
         card = model_card(Path(run), ckpt, format, output, parity)
         atomic_write_json(outputs.temp(card_path(output)), card)
     console.log(
         f"{format}: max |logit diff| {parity['max_abs_logit_diff']:.2e} on {parity['chips']} chips, "
-        f"top-1 identical on all"
+        f"{'top-1' if 'top1_identical' in parity else 'label sets'} identical on all"
     )
     return ExportResult(output, card_path(output), parity)

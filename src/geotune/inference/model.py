@@ -22,6 +22,7 @@ from geotune.data.augment import TTA_VIEWS, tta_view
 from geotune.engine.fabric import resolve_device
 from geotune.errors import ConfigError
 from geotune.metrics.calibration import temperature_of
+from geotune.metrics.selection import label_thresholds
 from geotune.models.backbones import Preprocessing
 
 EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}
@@ -43,6 +44,10 @@ class ModelCard(BaseModel):
     training: dict[str, Any] = {}
     test_metrics: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
+    # Multi-label models: a label is present when its sigmoid probability reaches its threshold
+    # (chosen per label on the validation chips); None for a single-label (softmax) model.
+    multilabel: bool = False
+    thresholds: dict[str, float] | None = None
 
 
 def card_path(model_file: Path) -> Path:
@@ -53,7 +58,8 @@ def card_path(model_file: Path) -> Path:
 
 @dataclass
 class Predictor:
-    """A classifier, its classes, preprocessing and temperature.
+    """A classifier, its classes, preprocessing and temperature (and, for a multi-label
+    classifier, its per-label decision thresholds).
 
     Attributes:
         classes: class names in the model's output order.
@@ -64,6 +70,7 @@ class Predictor:
         logits: normalised float NCHW batch (on ``device``) -> CPU float logits.
         device: where batches go.
         meta: checkpoint metadata or the model card.
+        thresholds: per-label thresholds in class order (multi-label); None: single-label.
     """
 
     classes: list[str]
@@ -74,6 +81,11 @@ class Predictor:
     logits: Callable[[torch.Tensor], torch.Tensor]
     device: torch.device
     meta: dict = field(default_factory=dict)
+    thresholds: list[float] | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        return self.thresholds is not None
 
     @torch.inference_mode()
     def probabilities(
@@ -81,14 +93,21 @@ class Predictor:
     ) -> torch.Tensor:
         """uint8 NCHW chips (already at the input size) -> class probabilities (CPU).
 
-        Each TTA view's logits are divided by the temperature before the softmax; the views'
-        probabilities are averaged.
+        Each TTA view's logits are divided by the temperature before the softmax (multi-label:
+        one sigmoid per label); the views' probabilities are averaged.
         """
         x = self.preprocessing.normalize(x_uint8.to(self.device))
         t = self.temperature if calibrated else 1.0
         views = TTA_VIEWS[tta]
-        total = sum((self.logits(tta_view(x, k, f)) / t).softmax(-1) for k, f in views)
+        squash = torch.sigmoid if self.multilabel else (lambda z: z.softmax(-1))
+        total = sum(squash(self.logits(tta_view(x, k, f)) / t) for k, f in views)
         return total / len(views)
+
+    def decisions(self, probs: torch.Tensor) -> torch.Tensor:
+        """Multi-label: (N, L) bool, each label present at or above its threshold."""
+        if self.thresholds is None:
+            raise ConfigError(f"{self.source} is a single-label model; it has no label thresholds")
+        return probs >= torch.tensor(self.thresholds, dtype=probs.dtype)
 
 
 def load_predictor(source: Path, device: str = "auto") -> Predictor:
@@ -114,11 +133,9 @@ def load_predictor(source: Path, device: str = "auto") -> Predictor:
 
 def run_checkpoint(run: Path) -> Path:
     """The classifier checkpoint of a finished run, with one-line errors for anything else."""
-    from geotune.runs.artifacts import refuse_multilabel_run
     from geotune.runs.rundir import require_complete_run
 
     run = require_complete_run(run)
-    refuse_multilabel_run(run, "predict")
     ckpt_path = run / "checkpoints" / "best.pt"
     if not ckpt_path.is_file():
         raise ConfigError(
@@ -140,9 +157,11 @@ def run_predictor(run: Path, device: torch.device) -> Predictor:
         return model(x.contiguous(memory_format=torch.channels_last)).float().cpu()
 
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    classes = list(ckpt["classes"])
     return Predictor(
-        list(ckpt["classes"]), prep, temperature_of(ckpt), "torch", run, logits, device, meta
-    )
+        classes, prep, temperature_of(ckpt), "torch", run, logits, device, meta,
+        label_thresholds(ckpt, classes),
+    )  # fmt: skip
 
 
 def read_card(model_file: Path) -> ModelCard:
@@ -175,9 +194,10 @@ def exported_predictor(model_file: Path, device: torch.device) -> Predictor:
         else torchscript_logits(model_file, device)
     )
     prep = Preprocessing.from_dict(card.preprocessing)
+    meta = card.model_dump()
     return Predictor(
-        card.classes, prep, card.temperature, kind, Path(model_file), logits, device,
-        card.model_dump(),
+        card.classes, prep, card.temperature, kind, Path(model_file), logits, device, meta,
+        label_thresholds(meta, card.classes),
     )  # fmt: skip
 
 

@@ -35,7 +35,12 @@ from geotune.fileio import atomic_write_json
 from geotune.inference.chips import predictor_inputs, progress_bar
 from geotune.inference.model import Predictor
 from geotune.inference.outputs import OutputSet
-from geotune.inference.scene_files import SceneWriter, scene_outputs, write_preview
+from geotune.inference.scene_files import (
+    SceneWriter,
+    scene_outputs,
+    write_label_preview,
+    write_preview,
+)
 
 GDAL_CACHE_MB = 64
 
@@ -211,8 +216,10 @@ def predict_scene(
     Args:
         predictor: from :func:`geotune.inference.model.load_predictor`.
         scene: a 3-band 8-bit GeoTIFF (or any raster GDAL reads, e.g. a VRT) of any size.
-        output: the class map GeoTIFF; ``.json`` (classes, areas), ``.png`` (preview) and, with
-            ``probabilities``, ``.probabilities.tif`` are written beside it.
+        output: the class map GeoTIFF (a multi-label model's: one 0/1 band per label, present
+            where the blended probability reaches the label's threshold); ``.json`` (classes,
+            areas), ``.png`` (preview) and, with ``probabilities``, ``.probabilities.tif`` are
+            written beside it.
         tile: window size in scene pixels (default: the model's input size).
         stride: window step (default: tile / 2); the map's cells are stride-sized.
         blend: ``mean`` or ``centre`` weighting of overlapping windows.
@@ -243,13 +250,16 @@ def predict_scene(
         notes = [] if src.crs else [f"scene {scene} has no CRS: the map is not georeferenced"]
         for note in notes:
             console.log(f"warning: {note}")
-        writer = SceneWriter(src, grid, predictor.classes, full_res, outputs, files)
+        writer = SceneWriter(
+            src, grid, predictor.classes, full_res, outputs, files, predictor.thresholds
+        )
         with writer:
             stats = run_windows(
                 predictor, src, grid, writer, blend, tta, calibrated, batch_size,
                 workers or default_workers(), console,
             )  # fmt: skip
-        write_preview(outputs.temp(files["preview"]), writer.cells, predictor.classes)
+        preview = write_label_preview if predictor.multilabel else write_preview
+        preview(outputs.temp(files["preview"]), writer.cells, predictor.classes)
         info = scene_info(predictor, scene, grid, writer, src, stats, notes)
         info.update(blend=blend, full_res=full_res, tta=tta, calibrated=calibrated)
         atomic_write_json(outputs.temp(files["json"]), info)
@@ -301,7 +311,8 @@ def scene_info(predictor, scene, grid: SceneGrid, writer, src, stats: dict, note
     projected = bool(crs and crs.is_projected)
     t = src.transform
     pixel_m2 = abs(t.a * t.e - t.b * t.d) * crs.linear_units_factor[1] ** 2 if projected else None
-    total = max(int(writer.class_pixels.sum()), 1)
+    # Multi-label: a label's share of the mapped pixels (labels overlap, shares do not sum to 1).
+    total = max(writer.valid_pixels if predictor.multilabel else int(writer.class_pixels.sum()), 1)
     areas = [
         {
             "index": i,
@@ -316,6 +327,8 @@ def scene_info(predictor, scene, grid: SceneGrid, writer, src, stats: dict, note
         "scene": str(scene),
         "model": str(predictor.source),
         "classes": predictor.classes,
+        "multilabel": predictor.multilabel,
+        "thresholds": predictor.thresholds,
         "nodata": writer.nodata,
         "colours": writer.colours,
         "crs": crs.to_string() if crs else None,
@@ -339,7 +352,8 @@ def describe_scene(result: SceneResult) -> str:
     info = result.info
     top = sorted(info["class_areas"], key=lambda a: -a["pixels"])[:3]
     shares = ", ".join(f"{a['class']} {100 * a['share']:.1f}%" for a in top)
+    what = "labels present most" if info.get("multilabel") else "largest classes"
     return (
         f"{info['windows']} windows in {info['seconds']:.1f}s "
-        f"({info['megapixels_per_s']:.2f} MP/s); largest classes: {shares}"
+        f"({info['megapixels_per_s']:.2f} MP/s); {what}: {shares}"
     )

@@ -45,3 +45,14 @@ def f1_thresholds(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
         best = int(np.argmax(f1))
         out[j] = s[best] if best + 1 == len(s) else (s[best] + s[best + 1]) / 2
     return out
+
+
+def label_thresholds(meta: dict, classes: list[str]) -> list[float] | None:
+    """A multi-label checkpoint's (list) or card's (label -> threshold) thresholds in class
+    order; 0.5 where none was chosen; None for a single-label model."""
+    t = meta.get("thresholds")
+    if not meta.get("multilabel") and t is None:
+        return None
+    if isinstance(t, dict):
+        return [float(t.get(c, DEFAULT_THRESHOLD)) for c in classes]
+    return [float(v) for v in t] if t is not None else [DEFAULT_THRESHOLD] * len(classes)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from geotune.errors import ConfigError, WeightsError
+from geotune.errors import WeightsError
 from geotune.fileio import atomic_torch_save
 from geotune.models.backbones import Preprocessing, create_backbone, load_into
 
@@ -144,11 +144,6 @@ def load_classifier(path: Path) -> tuple[SceneClassifier, Preprocessing, dict]:
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "geotune-classifier-v1":
         raise WeightsError(f"{path} is not a geotune classifier checkpoint")
-    if ckpt.get("multilabel"):  # sigmoid outputs and label thresholds: not a softmax classifier
-        raise ConfigError(
-            f"{path} is a multi-label classifier; evaluate, predict, export, adapt and shift do "
-            "not support multi-label runs yet (its test metrics are in test_metrics.json)"
-        )
     bands = ckpt.get("bands") or {}  # multispectral runs: the stem takes that many bands
     stem = bands.get("stem") or {}
     composites = stem.get("band_init") == "composites"  # an RGB stem behind composite views

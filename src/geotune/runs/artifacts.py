@@ -158,8 +158,9 @@ def refuse_multilabel_run(run: Path, command: str) -> None:
         return  # not a finished run: the command's own checks say what is wrong
     if multilabel:
         raise ConfigError(
-            f"{command} does not support multi-label runs yet ({Path(run)} was trained with "
-            "--labels); its test metrics are in test_metrics.json and test_per_label.csv"
+            f"{command} does not support multi-label runs ({Path(run)} was trained with "
+            "--labels): its methods assume one softmax over the classes; evaluate, predict, "
+            "export and shift do take it"
         )
 
 
