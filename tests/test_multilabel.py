@@ -462,12 +462,34 @@ def test_positive_weights_follow_the_training_split(mosaics):
     torch.testing.assert_close(loss(logits, y), manual, rtol=1e-4, atol=1e-4)
 
 
-def test_unsupported_strategies_refuse_in_one_line(mosaics, tmp_path):
+def test_knn_votes_per_label_and_auto_counts_positives_per_label(mosaics, tmp_path):
+    from geotune.engine.trainer import train
+
     data, table, _, _ = mosaics
-    for strategy in ("knn", "auto"):
-        line = one_error(cli(tmp_path, "train", "--data", data, "--labels", table,
-                             "--output", tmp_path / "runs", "--strategy", strategy, *FAST))  # fmt: skip
-        assert f"strategy {strategy} does not support multi-label data yet" in line
+    # kNN on the offline ImageNet features: each label's share of the neighbours' votes.
+    config = make_config(data=data, labels=table, output=tmp_path / "runs", strategy="knn",
+                         image_size=64, train_fraction=0.5, probe_stages=[1], knn_k=[3, 9])  # fmt: skip
+    result = train(config)
+    m = result.test_metrics
+    assert m["multilabel"] and m["map_macro"] > m["label_prevalence"] + 0.25, m
+    assert result.summary["k"] in (3, 9) and set(result.summary["val_map_by_k"]) == {"3", "9"}
+    assert m["thresholds_chosen"].startswith("F1-optimal")
+    rows = list(csv.DictReader((result.run_dir / "test_predictions.csv").open()))
+    probs = np.array([[float(r[f"p_{c}"]) for c in CLASSES] for r in rows])
+    assert probs.min() >= 0 and probs.max() <= 1 and (probs.max(1) > 0).all()
+    # auto: the rule's label count is the median positive training chips per label
+    auto = train(make_config(data=data, labels=table, output=tmp_path / "runs", strategy="auto",
+                             name="auto", backbone=STUB_BACKBONE, weights="random",
+                             image_size=32, train_fraction=0.5))  # fmt: skip
+    record = auto.summary["strategy_auto"]
+    assert record["chose"] == "linear-probe" and "chips per class" in record["why"], record
+    split = read_split(auto.run_dir / "split.csv", scan_labelled(data, table))
+    positives = scan_labelled(data, table).label_matrix[split == "train"].sum(0)
+    assert record["train_chips_per_class_median"] == float(np.median(positives))
+
+
+def test_unsupported_options_refuse_in_one_line(mosaics, tmp_path):
+    data, table, _, _ = mosaics
     with pytest.raises(ConfigError, match="class_weights and sampler"):
         make_config(data=data, labels=table, class_weights="balanced")
     from geotune.engine.trainer import train

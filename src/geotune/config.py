@@ -41,10 +41,12 @@ __all__ = [
 ]
 
 
-# Strategies that handle multi-label data (--labels): the one-vs-rest probe, and every strategy
-# of the training loop (BCE with logits). knn and auto refuse until they learn it.
+# Strategies that handle multi-label data (--labels): the one-vs-rest probe, kNN voting per
+# label, every strategy of the training loop (BCE with logits), and auto choosing among them.
 MULTILABEL_STRATEGIES = (
+    "auto",
     "linear-probe",
+    "knn",
     "full",
     "partial",
     "lp-ft",
@@ -346,7 +348,7 @@ class TrainConfig(StrictConfig):
         if self.strategy not in MULTILABEL_STRATEGIES:
             raise ValueError(
                 f"strategy {self.strategy} does not support multi-label data yet; use "
-                "linear-probe or full (or partial, lp-ft, feature-extraction, gradual)"
+                "linear-probe, knn, auto or full (or partial, lp-ft, feature-extraction, gradual)"
             )
         if self.class_weights != "none" or self.sampler != "shuffle":
             raise ValueError(

@@ -64,9 +64,16 @@ def resolve_auto(config: TrainConfig, console: Console) -> tuple[TrainConfig, di
 
 
 def choose_strategy(prep: Prepared) -> tuple[str, dict]:
-    """Apply the rule to prepared data (a linear-probe preparation: split made, model built)."""
-    labels = prep.images.folder.labels
-    counts = np.bincount(labels[prep.indices("train")], minlength=len(prep.classes))
+    """Apply the rule to prepared data (a linear-probe preparation: split made, model built).
+
+    Multi-label data count positive training chips per label; the quick probe (a single-label
+    measure) is not run for them: with enough positives they get the fine-tuning default.
+    """
+    if prep.multilabel:
+        counts = prep.targets[prep.indices("train")].sum(0)
+    else:
+        labels = prep.images.folder.labels
+        counts = np.bincount(labels[prep.indices("train")], minlength=len(prep.classes))
     per_class = float(np.median(counts[counts > 0]))
     record: dict = {"train_chips_per_class_median": per_class}
     if len(backbone_members(prep.config.backbone)) > 1:
@@ -83,6 +90,10 @@ def choose_strategy(prep: Prepared) -> tuple[str, dict]:
     if rewired:
         why = "an RGB stem rewired to more bands has to learn them from the first step"
         return "full", {**record, "why": why}
+    if prep.multilabel:
+        why = (f"median {per_class:g} positive training chips per label (>= {FEW_LABELS}): "
+               "fine-tune (multi-label data: no quick probe)")  # fmt: skip
+        return "lp-ft", {**record, "why": why}
     accuracy = quick_probe_accuracy(prep)
     record["quick_probe_val_accuracy"] = accuracy
     return _ruled(per_class, accuracy, record)

@@ -123,6 +123,7 @@ class RunSummary(Artifact):
     val_map_by_power_and_C: dict[str, float] | None = None  # multi-label probes
     k: int | None = None
     val_accuracy_by_k: dict[str, float] | None = None
+    val_map_by_k: dict[str, float] | None = None  # multi-label kNN
     features_from_cache: bool | None = None
     feature_time_s: float | None = None
     feature_engine: str | None = None  # torch | onnxruntime: what computed the cached features
