@@ -329,11 +329,11 @@ def _use_the_multilabel_run(run: Path, data: Path, table: Path, tmp: Path) -> No
     tiles = [np.asarray(Image.open(c).convert("RGB")) for c in chips[:4]]
     side = tiles[0].shape[0]
     scene = np.concatenate([np.concatenate(tiles[:2], 1), np.concatenate(tiles[2:], 1)], 0)
-    from rasterio.transform import from_origin
+    from rasterio.transform import Affine
 
     with rasterio.open(tmp / "scene.tif", "w", driver="GTiff", width=2 * side, height=2 * side,
                        count=3, dtype="uint8", crs="EPSG:32633",
-                       transform=from_origin(500000, 4000000, 0.5, 0.5)) as dst:  # fmt: skip
+                       transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as dst:  # fmt: skip
         dst.write(scene.transpose(2, 0, 1))
     proc = cli(tmp, "predict", run, tmp / "scene.tif", "--scene", "--tile", side, "--stride",
                side, "--probabilities", "--output", tmp / "map.tif")  # fmt: skip

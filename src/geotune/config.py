@@ -294,7 +294,7 @@ class TrainConfig(StrictConfig):
         if self.max_time is not None and self.devices * self.num_nodes > 1:
             raise ValueError("max_time stops one process by its clock; give it with one device")
         if self.labels is not None:
-            self._check_multilabel()
+            self.check_multilabel()
         if any(c <= 0 for c in self.probe_c) or any(k < 1 for k in self.knn_k):
             raise ValueError("probe_c values must be > 0 and knn_k values >= 1")
         if any(not 0 < a <= 1 for a in self.probe_power):
@@ -343,8 +343,9 @@ class TrainConfig(StrictConfig):
                 "every labelled chip once); use class_weights=balanced"
             )
 
-    def _check_multilabel(self) -> None:
-        """What multi-label data (--labels) supports so far; the rest refuses in one line."""
+    def check_multilabel(self) -> None:
+        """What multi-label data supports; the rest refuses in one line (ValueError). Run here
+        for --labels, and by the engine for BigEarthNet folders once it has found them."""
         if self.strategy not in MULTILABEL_STRATEGIES:
             raise ValueError(
                 f"strategy {self.strategy} does not support multi-label data yet; use "

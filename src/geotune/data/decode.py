@@ -104,8 +104,13 @@ def fit_square(im: Image.Image, size: int, interpolation: str) -> Image.Image:
 def _folder_key(folder: SceneFolder, size: int, interpolation: str) -> str:
     h = hashlib.sha1(f"v{CACHE_VERSION}|{folder.root.resolve()}|{size}|{interpolation}".encode())
     for rel in folder.paths:
-        st = (folder.root / rel).stat()
+        path = folder.root / rel
+        st = path.stat()
         h.update(f"|{rel}|{st.st_size}|{st.st_mtime_ns}".encode())
+        if path.is_dir():  # a folder of band files (BigEarthNet): its files' sizes and times
+            for f in sorted(path.iterdir()):
+                fs = f.stat()
+                h.update(f"|{f.name}|{fs.st_size}|{fs.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
 
 

@@ -163,3 +163,16 @@ def scan_labelled(root: Path, table: Path, skip_bad: bool = False) -> SceneFolde
         skipped,
         label_matrix=matrix,
     )
+
+
+def scan_chips(root: Path, labels: Path | None = None, skip_bad: bool = False) -> SceneFolder:
+    """The one entry to a dataset on disk: chips with a label table (``labels``), BigEarthNet's
+    patch folders (geotune.data.bigearthnet), or class folders (ImageFolder)."""
+    from geotune.data.bigearthnet import is_bigearthnet, scan_bigearthnet
+    from geotune.data.folder import scan_folder
+
+    if labels is not None:
+        return scan_labelled(root, labels, skip_bad)
+    if is_bigearthnet(root):
+        return scan_bigearthnet(root, skip_bad)
+    return scan_folder(root, skip_bad=skip_bad)

@@ -2,10 +2,15 @@
 
 8-bit RGB files (JPEG, PNG, 8-bit 1/3-band TIFF) keep the PIL path of ``decode.read_rgb``; a
 TIFF of more bands or deeper pixels is read here, band by band, without losing precision.
+
+A chip may also be a folder of single-band GeoTIFFs named ``<chip>_<band>.tif`` (BigEarthNet's
+layout, geotune.data.bigearthnet): its bands are stacked in Sentinel-2 order and the coarser
+ones resampled (bilinear) to the finest band's grid, the way torchgeo reads BigEarthNet.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +47,44 @@ class RasterInfo:
         return "8-bit RGB" if self.is_rgb else f"{self.count} bands ({self.dtype})"
 
 
+BAND_FILE = re.compile(r"_(B\d{2}|B8A)\.tiff?$", re.IGNORECASE)
+
+
+def band_files(folder: Path) -> list[tuple[str, Path]]:
+    """A patch folder's single-band files as (band name, path) in Sentinel-2 order (B8A after
+    B08); empty when ``folder`` is not such a folder."""
+    if not Path(folder).is_dir():
+        return []
+    found = []
+    for f in Path(folder).iterdir():
+        m = BAND_FILE.search(f.name)
+        if m:
+            found.append((m.group(1).upper(), f))
+
+    def order(item):  # B01 < ... < B08 < B8A < B09 < ... < B12
+        name = item[0]
+        return 8.5 if name == "B8A" else int(name[1:])
+
+    return sorted(found, key=order)
+
+
+def _read_band_folder(folder: Path) -> tuple[np.ndarray, float | None]:
+    """(C, H, W) of a patch folder's bands on the finest band's grid, and their nodata."""
+    from rasterio.enums import Resampling
+
+    files = band_files(folder)
+    sources = [_open(path) for _, path in files]
+    try:
+        height = max(s.height for s in sources)
+        width = max(s.width for s in sources)
+        arr = np.stack([s.read(1, out_shape=(height, width), resampling=Resampling.bilinear)
+                        for s in sources])  # fmt: skip
+        return arr, sources[0].nodata
+    finally:
+        for s in sources:
+            s.close()
+
+
 def _open(path: Path):
     """rasterio.open without the warning for chips that carry no georeference (most do not)."""
     import rasterio
@@ -53,7 +96,16 @@ def _open(path: Path):
 
 
 def raster_info(path: Path) -> RasterInfo | None:
-    """The header of a TIFF chip (None: not a TIFF, or not one rasterio can open)."""
+    """The header of a TIFF chip or a folder of band files (None: neither, or not one rasterio
+    can open)."""
+    files = band_files(path)
+    if files:
+        try:
+            with _open(files[0][1]) as src:
+                dtype, nodata = str(src.dtypes[0]), src.nodata
+        except Exception:  # noqa: BLE001 - unreadable: read_raster says why
+            return None
+        return RasterInfo(len(files), dtype, tuple(name for name, _ in files), nodata, False)
     if Path(path).suffix.lower() not in TIFF_SUFFIXES:
         return None
     from rasterio.enums import ColorInterp
@@ -75,10 +127,15 @@ def read_raster(path: Path, layout: BandLayout, reference: Path | None = None) -
     """The selected bands of one chip, (C, H, W) in the layout's dtype; one-line DataErrors
     (``reference``: a chip of the layout, named when this one has another band count)."""
     try:
-        with _open(path) as src:
-            count = src.count
-            arr = src.read() if count == layout.file_bands else None
-            nodata = src.nodata
+        if Path(path).is_dir():
+            arr, nodata = _read_band_folder(path)
+            count = len(arr)
+            arr = arr if count == layout.file_bands else None
+        else:
+            with _open(path) as src:
+                count = src.count
+                arr = src.read() if count == layout.file_bands else None
+                nodata = src.nodata
     except Exception as err:  # noqa: BLE001 - GDAL errors come in many types
         raise DataError(
             f"{path} is corrupt or truncated ({' '.join(str(err).split())[:120]}); re-export it "
@@ -129,8 +186,11 @@ def preview_image(path: Path) -> Image.Image:
     if info is None or info.is_rgb:
         with Image.open(path) as im:
             return im.convert("RGB")
-    with _open(path) as src:
-        arr = src.read().astype(np.float32)
+    if Path(path).is_dir():
+        arr = _read_band_folder(path)[0].astype(np.float32)
+    else:
+        with _open(path) as src:
+            arr = src.read().astype(np.float32)
     lowered = [str(d or "").lower() for d in info.descriptions]
     named = [next((i for i, d in enumerate(lowered) if d in a), None) for a in COLOUR_ALIASES]
     if None not in named:
@@ -148,6 +208,13 @@ def preview_image(path: Path) -> Image.Image:
 
 def chip_side(path: Path) -> int:
     """The short side of a chip in pixels, any format (PIL cannot open 13-band 16-bit TIFFs)."""
+    files = band_files(path)
+    if files:  # the finest band's grid (see _read_band_folder)
+        sides = []
+        for _, f in files:
+            with _open(f) as src:
+                sides.append(min(src.width, src.height))
+        return max(sides)
     if Path(path).suffix.lower() in TIFF_SUFFIXES:
         try:
             with _open(path) as src:

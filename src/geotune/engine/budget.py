@@ -110,9 +110,12 @@ def check_budget_config(config: TrainConfig) -> None:
         )
     if config.devices > 1:
         raise ConfigError("--time-budget runs on one device; leave out --devices or the budget")
-    if config.labels is not None:
+    from geotune.data.bigearthnet import is_bigearthnet
+
+    if config.labels is not None or is_bigearthnet(config.data):
         raise ConfigError(
-            "--time-budget does not choose for multi-label chips (--labels) yet; name a strategy"
+            "--time-budget does not choose for multi-label chips (--labels, BigEarthNet) yet; "
+            "name a strategy"
         )
     if config.val_fraction <= 0:
         raise ConfigError("--time-budget chooses on validation chips; give --val-fraction > 0")

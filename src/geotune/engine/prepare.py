@@ -14,8 +14,8 @@ from geotune.config import TrainConfig
 from geotune.data.bands import BandRequest
 from geotune.data.dataset import dataset_classes, dataset_source, materialise
 from geotune.data.decode import DecodedImages, decode_folder, detect_layout
-from geotune.data.folder import SceneFolder, scan_folder
-from geotune.data.multilabel import scan_labelled
+from geotune.data.folder import SceneFolder
+from geotune.data.multilabel import scan_chips
 from geotune.data.splits import make_split, read_split
 from geotune.engine.bands import band_model, band_preprocessing
 from geotune.errors import ConfigError, DataError
@@ -188,12 +188,17 @@ def prepare(
 
 
 def _scan(config: TrainConfig, dataset) -> SceneFolder:
-    """The chips and labels: a Python dataset, a folder with a label table, or class folders."""
+    """The chips and labels: a Python dataset, a folder with a label table, BigEarthNet's
+    patch folders, or class folders."""
     if dataset is not None:
         return _dataset_folder(dataset, config)
-    if config.labels is not None:
-        return scan_labelled(config.data, config.labels, config.skip_bad_images)
-    return scan_folder(config.data, skip_bad=config.skip_bad_images)
+    folder = scan_chips(config.data, config.labels, config.skip_bad_images)
+    if folder.multilabel and config.labels is None:  # BigEarthNet: multi-label without --labels
+        try:
+            config.check_multilabel()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    return folder
 
 
 def _dataset_folder(dataset, config: TrainConfig) -> SceneFolder:

@@ -16,7 +16,7 @@ from geotune.data.classmap import label_remap, load_class_map, pair_classes, sco
 from geotune.data.dataset import is_dataset_source
 from geotune.data.decode import decode_folder
 from geotune.data.folder import cache_root, scan_folder
-from geotune.data.multilabel import scan_labelled
+from geotune.data.multilabel import scan_chips, scan_labelled
 from geotune.data.splits import read_split
 from geotune.engine.fabric import resolve_device
 from geotune.engine.predict import predict
@@ -293,11 +293,7 @@ def run_images(run: Path, prep, workers: int | None = None):
             "split cannot be re-read: pass --data DIR of chips to evaluate it on"
         )
     skip = config.skip_bad_images
-    folder = (
-        scan_labelled(config.data, config.labels, skip)
-        if config.labels is not None
-        else scan_folder(config.data, skip_bad=skip)
-    )
+    folder = scan_chips(config.data, config.labels, skip)
     bands = BandRequest.for_run(prep.bands, run)
     images = decode_folder(folder, prep.size, prep.interpolation, workers, skip, bands=bands)
     check_run_data(run, images.folder)

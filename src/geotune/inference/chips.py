@@ -24,6 +24,7 @@ from rich.console import Console
 from geotune.data.bands import BandLayout
 from geotune.data.decode import read_chip
 from geotune.data.folder import IGNORED_FILES, IMAGE_EXTENSIONS, default_workers
+from geotune.data.raster import band_files
 from geotune.errors import DataError, GeotuneError
 from geotune.fileio import atomic_write_text
 from geotune.inference.model import Predictor, card_path
@@ -58,7 +59,9 @@ def collect_chips(inputs: list[Path], classes: list[str]) -> ChipInputs:
     """
     out, known = ChipInputs(), set(classes)
     for item in map(Path, inputs):
-        if item.is_dir():
+        if item.is_dir() and band_files(item):
+            out.add(item)
+        elif item.is_dir():
             add_folder(out, item, known)
         elif item.is_file() and item.suffix.lower() == ".txt":
             add_list(out, item, known)
@@ -79,6 +82,10 @@ def add_folder(out: ChipInputs, root: Path, known: set[str]) -> None:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         rel = Path(folder).relative_to(root).parts
         true = rel[0] if rel and rel[0] in known else None
+        if band_files(Path(folder)):  # a folder of band files (BigEarthNet) is one chip
+            out.add(Path(folder), true)
+            dirs[:] = []
+            continue
         for name in sorted(files):
             if name.startswith(".") or name in IGNORED_FILES:
                 continue
@@ -92,7 +99,9 @@ def add_list(out: ChipInputs, listing: Path, known: set[str]) -> None:
         if not line or line.startswith("#"):
             continue
         path = Path(line) if Path(line).is_absolute() else listing.parent / line
-        if path.is_dir():
+        if path.is_dir() and band_files(path):
+            out.add(path)
+        elif path.is_dir():
             add_folder(out, path, known)
         elif path.is_file():
             out.add(path)

@@ -1,0 +1,166 @@
+"""BigEarthNet's own layout (a folder per patch: single-band GeoTIFFs at 10 / 20 / 60 m and a
+labels JSON), read in place, on real Sentinel-2 pixels.
+
+No BigEarthNet patch ships here, so the fixture is written from the real EuroSAT MS chips of
+``../shared/datasets/eurosat_ms_dev`` in BigEarthNet's exact layout: each patch is the left
+half of one chip beside the right half of another (so it has one or two land covers), cropped
+to 60 x 60 px; the 20 m bands are stored at 30 px and the 60 m bands at 10 px (BigEarthNet's
+120 / 60 / 20 ratios), B10 left out as BigEarthNet does. Each EuroSAT class gets the CORINE
+level-3 label that describes it, so the 43 -> 19 mapping is exercised, including a dropped label
+(roads).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from conftest import REPO, STUB_BACKBONE
+from PIL import Image
+from rasterio.transform import Affine
+from test_multilabel import cli, one_error
+
+from geotune.data.bigearthnet import NOMENCLATURE_19, is_bigearthnet, scan_bigearthnet
+from geotune.data.decode import decode_folder
+from geotune.data.multilabel import scan_chips
+from geotune.data.raster import band_files, raster_info
+from geotune.errors import DataError
+
+EUROSAT_MS = REPO.parent / "shared" / "datasets" / "eurosat_ms_dev"
+FILE_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12",
+              "B8A")  # fmt: skip
+SIDE = {"B02": 60, "B03": 60, "B04": 60, "B08": 60, "B05": 30, "B06": 30, "B07": 30, "B8A": 30,
+        "B11": 30, "B12": 30, "B01": 10, "B09": 10}  # fmt: skip
+CORINE = {
+    "AnnualCrop": "Non-irrigated arable land",
+    "Forest": "Mixed forest",
+    "HerbaceousVegetation": "Natural grassland",
+    "Highway": "Road and rail networks and associated land",  # not in the 19 classes
+    "Industrial": "Industrial or commercial units",
+    "Pasture": "Pastures",
+    "PermanentCrop": "Fruit trees and berry plantations",
+    "Residential": "Discontinuous urban fabric",
+    "River": "Water courses",
+    "SeaLake": "Water bodies",
+}
+
+pytestmark = pytest.mark.skipif(not EUROSAT_MS.is_dir(), reason="needs ../shared/datasets")
+
+
+def eurosat_chips() -> dict[str, list[Path]]:
+    return {c: sorted((EUROSAT_MS / c).glob("*.tif")) for c in sorted(CORINE)}
+
+
+def write_patch(root: Path, name: str, left: Path, right: Path, labels: list[str]) -> np.ndarray:
+    """One BigEarthNet patch folder from the halves of two real chips; returns its 60 x 60 px
+    pixels of the 10 m bands (B02, B03, B04, B08) for checks."""
+    with rasterio.open(left) as a, rasterio.open(right) as b:
+        pix = np.concatenate([a.read()[:, 2:62, 2:32], b.read()[:, 2:62, 32:62]], axis=2)
+    folder = root / name
+    folder.mkdir(parents=True)
+    for band, side in SIDE.items():
+        arr = pix[FILE_ORDER.index(band)]
+        if side != 60:  # the coarser grid BigEarthNet stores this band on
+            arr = np.asarray(Image.fromarray(arr.astype(np.float32)).resize((side, side),
+                             Image.BOX)).round().astype(np.uint16)  # fmt: skip
+        with rasterio.open(folder / f"{name}_{band}.tif", "w", driver="GTiff", width=side,
+                           height=side, count=1, dtype="uint16", crs="EPSG:32633",
+                           transform=Affine(600 / side, 0, 500000, 0, -600 / side, 5000000)) as dst:  # fmt: skip
+            dst.write(arr[None])
+    meta = {"labels": labels, "coordinates": {}, "projection": "", "tile_source": "",
+            "acquisition_date": "2017-06-13 10:10:31"}  # fmt: skip
+    (folder / f"{name}_labels_metadata.json").write_text(json.dumps(meta))
+    return pix[[1, 2, 3, 7]]
+
+
+def write_bigearthnet(root: Path, n: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n`` patches under ``root/BigEarthNet-v1.0``; returns name -> 10 m pixels."""
+    rng = np.random.default_rng(seed)
+    chips = eurosat_chips()
+    classes = [c for c in chips if c != "Highway"]
+    written = {}
+    for i in range(n):
+        a, b = rng.choice(classes, size=2, replace=bool(i % 3 == 0))
+        left, right = (
+            chips[a][int(rng.integers(len(chips[a])))],
+            chips[b][int(rng.integers(len(chips[b])))],
+        )
+        name = f"S2A_MSIL2A_20170613T101031_{i // 10}_{i % 10}"
+        labels = sorted({CORINE[a], CORINE[b]})
+        written[name] = write_patch(root / "BigEarthNet-v1.0", name, left, right, labels)
+    return written
+
+
+@pytest.fixture(scope="module")
+def bigearthnet(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ben")
+    return root, write_bigearthnet(root)
+
+
+def test_patches_labels_and_bands_read_in_place(bigearthnet, tmp_path):
+    root, written = bigearthnet
+    assert is_bigearthnet(root) and not is_bigearthnet(EUROSAT_MS)
+    folder = scan_chips(root)  # the one entry: found without --labels
+    assert folder.multilabel and len(folder) == len(written)
+    assert set(folder.classes) <= set(NOMENCLATURE_19)
+    assert "Road and rail networks and associated land" not in folder.classes
+    # 43 -> 19: "Mixed forest" and "Water courses" become their 19-class names
+    first = json.loads(
+        next((root / "BigEarthNet-v1.0").rglob("*_0_0_labels_metadata.json")).read_text()
+    )
+    row = folder.label_matrix[folder.paths.index("BigEarthNet-v1.0/S2A_MSIL2A_20170613T101031_0_0")]
+    to19 = {old: new for new, olds in NOMENCLATURE_19.items() for old in olds}
+    assert {folder.classes[j] for j in np.flatnonzero(row)} == {to19[n] for n in first["labels"]}
+    # a patch is one 12-band chip in Sentinel-2 order, on the 10 m grid
+    patch = root / folder.paths[0]
+    assert [b for b, _ in band_files(patch)] == ["B01", "B02", "B03", "B04", "B05", "B06", "B07",
+                                                "B08", "B8A", "B09", "B11", "B12"]  # fmt: skip
+    info = raster_info(patch)
+    assert info.count == 12 and info.dtype == "uint16" and info.descriptions[3] == "B04"
+    images = decode_folder(folder, 60)
+    ten_m = images.pixels[0][[1, 2, 3, 7]]
+    assert ten_m.dtype == np.uint16 and np.array_equal(ten_m, written[Path(folder.paths[0]).name])
+
+    # a patch whose only label is dropped by the 19 classes, and a damaged JSON
+    bad = tmp_path / "bad"
+    chips = eurosat_chips()
+    write_patch(bad, "P_road", chips["Highway"][0], chips["Highway"][1], [CORINE["Highway"]])
+    write_patch(bad, "P_ok", chips["Forest"][0], chips["River"][0],
+                [CORINE["Forest"], CORINE["River"]])  # fmt: skip
+    write_patch(bad, "P_ok2", chips["Pasture"][0], chips["River"][1],
+                [CORINE["Pasture"], CORINE["River"]])  # fmt: skip
+    with pytest.raises(DataError, match="P_road has no label of the 19-class nomenclature"):
+        scan_bigearthnet(bad)
+    kept = scan_bigearthnet(bad, skip_bad=True)
+    assert kept.paths == ["P_ok", "P_ok2"] and kept.skipped[0][0] == "P_road"
+    (bad / "P_ok" / "P_ok_labels_metadata.json").write_text("{not json")
+    with pytest.raises(DataError, match="P_ok_labels_metadata.json is not a BigEarthNet labels"):
+        scan_bigearthnet(bad, skip_bad=False)
+
+
+def test_train_evaluate_predict_on_the_patch_folders(bigearthnet, tmp_path):
+    root, _ = bigearthnet
+    fast = ["--backbone", STUB_BACKBONE, "--weights", "random", "--image-size", "32",
+            "--batch-size", "8", "--train-fraction", "0.5"]  # fmt: skip
+    proc = cli(tmp_path, "train", "--data", root, "--output", tmp_path / "runs", "--name", "ben",
+               "--strategy", "full", "--epochs", "1", *fast)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "runs" / "ben"
+    m = json.loads((run / "test_metrics.json").read_text())
+    s = json.loads((run / "summary.json").read_text())
+    assert m["multilabel"] and s["multilabel"] and s["bands"]["channels"] == 12
+    assert set(m["labels"]) <= set(NOMENCLATURE_19)
+    proc = cli(tmp_path, "evaluate", run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # predict takes patch folders as chips (not their band files)
+    proc = cli(tmp_path, "predict", run, root / "BigEarthNet-v1.0", "--output", tmp_path / "p.csv")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert len(rows) == 1 + 40 and rows[1].split(",")[0].endswith("_0_0")
+    # strategies multi-label data cannot take refuse in one line, as with --labels
+    line = one_error(cli(tmp_path, "train", "--data", root, "--output", tmp_path / "runs",
+                         "--class-weights", "balanced", *fast))  # fmt: skip
+    assert "class_weights and sampler apply to single-label data" in line
