@@ -460,6 +460,10 @@ def test_positive_weights_follow_the_training_split(mosaics):
     w = torch.tensor(expected, dtype=torch.float32)
     manual = -(w * t * logits.sigmoid().log() + (1 - t) * (1 - logits.sigmoid()).log()).sum()
     torch.testing.assert_close(loss(logits, y), manual, rtol=1e-4, atol=1e-4)
+    # --label-pos-weight none: plain BCE (the baseline of the multi-label benchmark)
+    plain = Engine(prepare(config.model_copy(update={"label_pos_weight": "none"}),
+                           Console(quiet=True)), Console(quiet=True)).loss_fn  # fmt: skip
+    assert expected.max() > 1 and torch.equal(plain.pos_weight, torch.ones(len(CLASSES)))
 
 
 def test_knn_votes_per_label_and_auto_counts_positives_per_label(mosaics, tmp_path):

@@ -212,6 +212,11 @@ class TrainConfig(StrictConfig):
         None, ge=0, description="warmup length in optimizer steps (overrides warmup_epochs)"
     )
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    label_pos_weight: Literal["balanced", "none"] = Field(
+        "balanced",
+        description="multi-label: BCE weight of each label's positives; balanced = n_neg / n_pos "
+        "of the training chips (clipped to [1, 100]), none = plain BCE",
+    )
     class_weights: Literal["none", "balanced"] = Field(
         "none",
         description="balanced: loss (and linear-probe) weights n / (k * n_class), for "

@@ -142,10 +142,13 @@ class Engine:
 
     def _pos_weight(self) -> torch.Tensor:
         """Per-label BCE weight of the positives: n_neg / n_pos of the training chips, clipped
-        to [1, 100] so a rare label is not ignored and one positive cannot dominate the loss."""
+        to [1, 100] so a rare label is not ignored and one positive cannot dominate the loss
+        (``label_pos_weight none``: 1 for every label, plain BCE)."""
         Y = self.prep.targets[self.prep.indices("train")].astype(np.float64)
         n_pos = Y.sum(0)
         w = np.clip((len(Y) - n_pos) / np.maximum(n_pos, 1), 1.0, POS_WEIGHT_MAX)
+        if self.config.label_pos_weight == "none":
+            w = np.ones_like(w)
         return torch.as_tensor(w, dtype=torch.float32, device=self.device)
 
     def _epoch_batches(self) -> list[np.ndarray]:
