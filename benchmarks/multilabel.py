@@ -37,7 +37,7 @@ from PIL import Image
 from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
-AID = ROOT.parent / "shared" / "datasets" / "aid150"
+AID = Path(os.environ.get("GEOTUNE_AID150", ROOT.parent / "shared" / "datasets" / "aid150"))
 RECIPES = {
     "default": [],
     "probe-rot2": ["--strategy", "linear-probe", "--tta", "rot2"],
