@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO, stub_args
 
 from geotune.cli.options import model_signature
@@ -210,23 +211,45 @@ def test_a_registered_strategy_runs_end_to_end(toy_strategy, aid_tiny, tmp_path)
     assert summary["phases"][0]["trainable_params"] < summary["total_params"]
 
 
-def test_a_registered_bn_policy_trains_and_an_adaptation_method_validates(aid_tiny, tmp_path):
+def test_a_registered_bn_policy_trains_and_an_adaptation_method_adapts(aid_tiny, tmp_path):
     from geotune.adapt import ADAPT_METHODS, AdaptMethod, make_adapt_config, register_adapt_method
     from geotune.transfer.batchnorm import BN_POLICIES, BNPolicySpec, register_bn_policy
 
     with pytest.raises(ConfigError, match="unknown bn_policy 'stem-only'"):
         make_config(data=aid_tiny, bn_policy="stem-only")
     register_bn_policy(BNPolicySpec("stem-only", "toy", lambda m, g, f: []))
-    register_adapt_method(AdaptMethod("noop", "toy: changes nothing", lambda ctx: {}))
+
+    def zero_head_bias(ctx) -> dict:
+        """A toy method: reads the unlabelled target batches, zeroes the head's bias."""
+        seen = sum(len(x) for x in ctx.target_batches())
+        with torch.no_grad():
+            ctx.model.head[-1].bias.zero_()
+        return {"target_chips_seen": seen}
+
+    register_adapt_method(AdaptMethod("noop", "toy: zero the head bias", zero_head_bias))
     try:
         assert make_config(data=aid_tiny, bn_policy="stem-only").bn_policy == "stem-only"
         # ...and trains through the API: real steps, the policy recorded in the run.
+        from geotune.adapt import adapt_run
         from geotune.engine.trainer import train
 
         args = stub_args(aid_tiny, tmp_path, bn_policy="stem-only", epochs=1, strategy="full")
-        summary = json.loads((train(make_config(**args)).run_dir / "summary.json").read_text())
+        run = train(make_config(**args)).run_dir
+        summary = json.loads((run / "summary.json").read_text())
         assert summary["bn_policy"] == "stem-only"
-        assert make_adapt_config(method="noop", target=aid_tiny).method == "noop"
+        # the registered adaptation method adapts through the API: a new run, the method's record
+        config = make_adapt_config(
+            method="noop", target=aid_tiny, output=tmp_path / "adapted", batch_size=8
+        )
+        assert config.method == "noop"
+        record, adapted = adapt_run(run, config)
+        assert json.loads((adapted / "adaptation.json").read_text())["method"] == "noop"
+        written = json.loads((adapted / "adaptation.json").read_text())
+        assert "target_chips_seen" in json.dumps(written) and record["method"] == "noop"
+        bias = torch.load(adapted / "checkpoints" / "best.pt", weights_only=True)["state_dict"]
+        source = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["state_dict"]
+        key = next(k for k in bias if k.startswith("head") and k.endswith("bias"))
+        assert not bias[key].any() and source[key].any()
         with pytest.raises(
             ConfigError, match=r"unknown method 'nope' \(did you mean 'noop'\?\); use one of .*noop"
         ):
