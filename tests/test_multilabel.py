@@ -182,6 +182,29 @@ def test_splits_keep_k_positives_per_label_and_stratify(mosaics):
     assert Yr[fold == 0, 1].sum() == 2 and (fold == 0).sum() == 10
 
 
+def test_label_temperatures_undo_known_overconfidence():
+    from geotune.metrics.calibration import (
+        apply_label_temperatures,
+        fit_label_temperatures,
+        label_ece,
+    )
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, size=(4000, 3))  # calibrated logits: y ~ Bernoulli(sigmoid(z))
+    y = (rng.random(z.shape) < 1 / (1 + np.exp(-z))).astype(np.uint8)
+    scale = np.array([3.0, 1.0, 0.5])  # over-confident, calibrated, under-confident
+    p = 1 / (1 + np.exp(-z * scale))
+    temps = fit_label_temperatures(y[:2000], p[:2000])
+    assert temps == pytest.approx(scale, rel=0.15)
+    after, before = (
+        label_ece(y[2000:], apply_label_temperatures(p[2000:], temps)),
+        label_ece(y[2000:], p[2000:]),
+    )
+    assert after[0] < before[0] / 2 and after[2] < before[2] / 2
+    # a label constant on validation keeps T = 1
+    assert fit_label_temperatures(np.zeros((10, 1)), np.full((10, 1), 0.9))[0] == 1.0
+
+
 def test_thresholds_and_metrics_on_known_scores():
     y = np.array([[1, 0], [1, 0], [0, 1], [0, 0]])
     p = np.array([[0.9, 0.1], [0.6, 0.2], [0.3, 0.8], [0.2, 0.7]])
@@ -209,6 +232,11 @@ def _check_run(run: Path, min_gain: float) -> dict:
     assert ckpt["multilabel"] and len(ckpt["thresholds"]) == len(CLASSES)
     assert ckpt["thresholds"] == pytest.approx([s["thresholds"][c] for c in ckpt["classes"]])
     assert s["thresholds"] == m["thresholds"]
+    cal = m["calibration"]  # one temperature per label, fitted on validation; ECE per label
+    assert set(cal["label_temperatures"]) == set(CLASSES) == set(cal["ece_after"])
+    assert all(0.05 <= t <= 20 for t in cal["label_temperatures"].values())
+    assert ckpt["label_temperatures"] == pytest.approx([cal["label_temperatures"][c]
+                                                         for c in ckpt["classes"]])  # fmt: skip
     with (run / "test_per_label.csv").open() as fh:
         assert [r["label"] for r in csv.DictReader(fh)] == list(CLASSES)
     with (run / "split.csv").open() as fh:
@@ -297,7 +325,7 @@ def _use_the_multilabel_run(run: Path, data: Path, table: Path, tmp: Path) -> No
     chips = sorted(data.rglob("*.png"))[:6]
     listing = tmp / "chips.txt"
     listing.write_text("".join(f"{c}\n" for c in chips))
-    proc = cli(tmp, "predict", run, listing, "--output", tmp / "p.csv")
+    proc = cli(tmp, "predict", run, listing, "--output", tmp / "p.csv", "--no-calibration")
     assert proc.returncode == 0, proc.stderr[-2000:]
     pred = list(csv.DictReader((tmp / "p.csv").open()))
     assert [Path(r["path"]) for r in pred] == chips
@@ -313,12 +341,26 @@ def _use_the_multilabel_run(run: Path, data: Path, table: Path, tmp: Path) -> No
                 assert float(r[f"p_{c}"]) == pytest.approx(float(by_path[r["path"]][f"p_{c}"]),
                                                           abs=2e-3)  # fmt: skip
 
+    # calibrated (the default): each label's probability through its temperature, and the
+    # same label sets (the thresholds map with the temperatures)
+    temps = own["calibration"]["label_temperatures"]
+    proc = cli(tmp, "predict", run, listing, "--output", tmp / "cal.csv")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cal = list(csv.DictReader((tmp / "cal.csv").open()))
+    assert [r["predicted_labels"] for r in cal] == [r["predicted_labels"] for r in pred]
+    for r, c in zip(pred, cal, strict=True):
+        for label in CLASSES:
+            p = min(max(float(r[f"p_{label}"]), 1e-6), 1 - 1e-6)
+            expected = 1 / (1 + ((1 - p) / p) ** (1 / temps[label]))
+            assert float(c[f"p_{label}"]) == pytest.approx(expected, abs=2e-3)
+
     # export + predict model.onnx: the card carries the thresholds; same label sets
     proc = cli(tmp, "export", run, "--output", tmp / "m.onnx", "--check-chips", "8")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "label sets identical 8/8" in proc.stdout
     card = json.loads((tmp / "m.onnx.json").read_text())
     assert card["multilabel"] and card["thresholds"] == pytest.approx(own["thresholds"])
+    assert card["label_temperatures"] == pytest.approx(temps)
     assert "sigmoid" in card["calibration"] and card["test_metrics"]["map_macro"] is not None
     proc = cli(tmp, "predict", tmp / "m.onnx", listing, "--output", tmp / "onnx.csv")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -349,7 +391,7 @@ def _use_the_multilabel_run(run: Path, data: Path, table: Path, tmp: Path) -> No
         assert present == set(filter(None, r["predicted_labels"].split(";"))), t
     with rasterio.open(tmp / "map.probabilities.tif") as p:
         assert p.count == len(CLASSES)
-        assert float(p.read(1)[0, 0]) == pytest.approx(float(pred[0][f"p_{CLASSES[0]}"]), abs=2e-3)
+        assert float(p.read(1)[0, 0]) == pytest.approx(float(cal[0][f"p_{CLASSES[0]}"]), abs=2e-3)
     assert (tmp / "map.png").stat().st_size > 0
 
     # shift reads the run's backbone: its features do not depend on the label kind

@@ -11,6 +11,7 @@ from geotune.data.splits import write_split
 from geotune.engine.calibrate import calibrate_run
 from geotune.engine.prepare import Prepared, RunResult
 from geotune.fileio import atomic_torch_save, atomic_write_csv, atomic_write_json, atomic_write_text
+from geotune.metrics.calibration import fit_label_temperatures, label_calibration
 from geotune.metrics.classification import classification_metrics, metrics_table, save_metrics
 from geotune.metrics.multilabel import (
     multilabel_metrics,
@@ -66,13 +67,18 @@ def _multilabel_metrics(run: RunDir, prep: Prepared, probs, plain, val_probs) ->
         chosen = "0.5: no validation chips"
     metrics = multilabel_metrics(Y[test_idx], probs.numpy(), thresholds, prep.classes)
     metrics["thresholds_chosen"] = chosen
+    temps = np.ones(len(prep.classes))
+    if val_probs is not None and len(val_idx):
+        temps = fit_label_temperatures(Y[val_idx], torch.as_tensor(val_probs).numpy())
+    metrics["calibration"] = label_calibration(Y[test_idx], probs.numpy(), temps, prep.classes)
     # Trained runs report logits of the plain view; probes report their probabilities.
     plain_p = plain if prep.config.uses_cached_features() else torch.as_tensor(plain).sigmoid()
     metrics["map_macro_without_tta"] = macro_average_precision(Y[test_idx], plain_p.numpy())
     ckpt_path = run.path / "checkpoints" / "best.pt"
     if ckpt_path.is_file():  # the decision rule travels with the weights
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        ckpt["thresholds"] = [float(t) for t in thresholds]
+        ckpt["thresholds"] = [float(t) for t in thresholds]  # on the uncalibrated scale
+        ckpt["label_temperatures"] = [float(t) for t in temps]
         atomic_torch_save(ckpt, ckpt_path)
     return metrics
 

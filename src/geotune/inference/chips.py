@@ -170,18 +170,18 @@ def csv_rows(predictor: Predictor, chips: ChipInputs, idx, probs: torch.Tensor, 
         yield [str(chips.paths[i]), ranked[0], ranked[1], *ranked, *true]
 
 
-def multilabel_rows(predictor: Predictor, chips: ChipInputs, idx, probs: torch.Tensor):
+def multilabel_rows(predictor: Predictor, chips: ChipInputs, idx, probs, calibrated: bool):
     """A multi-label model's rows: every label at or above its threshold, ';'-joined."""
-    hits = predictor.decisions(probs)
+    hits = predictor.decisions(probs, calibrated)
     for row, i in enumerate(idx):
         present = [c for c, hit in zip(predictor.classes, hits[row].tolist(), strict=True) if hit]
         yield [str(chips.paths[i]), ";".join(present), *(f"{float(v):.6f}" for v in probs[row])]
 
 
-def write_batch(writer, predictor: Predictor, chips: ChipInputs, idx, probs, top_k: int):
+def write_batch(writer, predictor: Predictor, chips: ChipInputs, idx, probs, top_k, calibrated):
     """Write one batch's rows; (correct, labelled) among its chips with a true class."""
     if predictor.multilabel:
-        writer.writerows(multilabel_rows(predictor, chips, idx, probs))
+        writer.writerows(multilabel_rows(predictor, chips, idx, probs, calibrated))
         return 0, 0
     writer.writerows(csv_rows(predictor, chips, idx, probs, top_k))
     truth = [(chips.true[i], p) for i, p in zip(idx, probs.argmax(1).tolist(), strict=True)
@@ -287,8 +287,8 @@ def predict_chips(
             if good:
                 x = torch.from_numpy(np.stack([d for d in decoded if not isinstance(d, str)]))
                 probs = predictor.probabilities(x, tta, calibrated)
-                hits, labelled_here = write_batch(writer, predictor, chips, good, probs, top_k)
-                correct, n_labelled = correct + hits, n_labelled + labelled_here
+                hits, seen = write_batch(writer, predictor, chips, good, probs, top_k, calibrated)
+                correct, n_labelled = correct + hits, n_labelled + seen
                 n_done += len(good)
             bar.update(task, advance=len(idx))
         fh.flush()

@@ -178,10 +178,14 @@ def model_card(run: Path, ckpt: dict, fmt: str, model_file: Path, parity: dict) 
         parity=parity,
         multilabel=multilabel,
         thresholds=None if thresholds is None else dict(zip(classes, thresholds, strict=True)),
+        label_temperatures=None
+        if not ckpt.get("label_temperatures")
+        else dict(zip(classes, map(float, ckpt["label_temperatures"]), strict=True)),
     )
     rule = (
-        "probabilities = sigmoid(logits / temperature), one per label; a label is present "
-        "where its probability >= thresholds[label] (F1-optimal on the validation chips)"
+        "probabilities = sigmoid(logits / label_temperatures[label]), one per label; the label "
+        "is present where sigmoid(logits) >= thresholds[label] (F1-optimal on the validation "
+        "chips; the same decision as calibrated probability >= sigmoid(logit(threshold) / T))"
         if multilabel
         else "probabilities = softmax(logits / temperature)"
     )

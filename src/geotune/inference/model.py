@@ -48,6 +48,7 @@ class ModelCard(BaseModel):
     # (chosen per label on the validation chips); None for a single-label (softmax) model.
     multilabel: bool = False
     thresholds: dict[str, float] | None = None
+    label_temperatures: dict[str, float] | None = None  # multi-label calibration
 
 
 def card_path(model_file: Path) -> Path:
@@ -82,6 +83,7 @@ class Predictor:
     device: torch.device
     meta: dict = field(default_factory=dict)
     thresholds: list[float] | None = None
+    label_temperatures: list[float] | None = None  # multi-label calibration (1 per label)
 
     @property
     def multilabel(self) -> bool:
@@ -99,15 +101,27 @@ class Predictor:
         x = self.preprocessing.normalize(x_uint8.to(self.device))
         t = self.temperature if calibrated else 1.0
         views = TTA_VIEWS[tta]
+        if self.multilabel and calibrated and self.label_temperatures:
+            t = torch.tensor(self.label_temperatures, dtype=torch.float32)
         squash = torch.sigmoid if self.multilabel else (lambda z: z.softmax(-1))
         total = sum(squash(self.logits(tta_view(x, k, f)) / t) for k, f in views)
         return total / len(views)
 
-    def decisions(self, probs: torch.Tensor) -> torch.Tensor:
+    def decision_thresholds(self, calibrated: bool = True) -> list[float] | None:
+        """Multi-label: the thresholds on the scale of :meth:`probabilities` (calibration maps
+        them with each label's temperature, so calibrating changes no decision)."""
+        if self.thresholds is None or not calibrated or not self.label_temperatures:
+            return self.thresholds
+        th = torch.tensor(self.thresholds, dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+        temps = torch.tensor(self.label_temperatures, dtype=torch.float64)
+        return (torch.logit(th) / temps).sigmoid().tolist()
+
+    def decisions(self, probs: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
         """Multi-label: (N, L) bool, each label present at or above its threshold."""
-        if self.thresholds is None:
+        th = self.decision_thresholds(calibrated)
+        if th is None:
             raise ConfigError(f"{self.source} is a single-label model; it has no label thresholds")
-        return probs >= torch.tensor(self.thresholds, dtype=probs.dtype)
+        return probs >= torch.tensor(th, dtype=probs.dtype)
 
 
 def load_predictor(source: Path, device: str = "auto") -> Predictor:
@@ -160,7 +174,7 @@ def run_predictor(run: Path, device: torch.device) -> Predictor:
     classes = list(ckpt["classes"])
     return Predictor(
         classes, prep, temperature_of(ckpt), "torch", run, logits, device, meta,
-        label_thresholds(ckpt, classes),
+        label_thresholds(ckpt, classes), ckpt.get("label_temperatures"),
     )  # fmt: skip
 
 
@@ -197,8 +211,13 @@ def exported_predictor(model_file: Path, device: torch.device) -> Predictor:
     meta = card.model_dump()
     return Predictor(
         card.classes, prep, card.temperature, kind, Path(model_file), logits, device, meta,
-        label_thresholds(meta, card.classes),
+        label_thresholds(meta, card.classes), _card_temperatures(card),
     )  # fmt: skip
+
+
+def _card_temperatures(card: ModelCard) -> list[float] | None:
+    t = card.label_temperatures
+    return None if t is None else [float(t.get(c, 1.0)) for c in card.classes]
 
 
 def onnx_logits(model_file: Path, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:

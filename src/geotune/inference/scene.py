@@ -251,8 +251,9 @@ def predict_scene(
         for note in notes:
             console.log(f"warning: {note}")
         writer = SceneWriter(
-            src, grid, predictor.classes, full_res, outputs, files, predictor.thresholds
-        )
+            src, grid, predictor.classes, full_res, outputs, files,
+            predictor.decision_thresholds(calibrated),
+        )  # fmt: skip
         with writer:
             stats = run_windows(
                 predictor, src, grid, writer, blend, tta, calibrated, batch_size,
@@ -328,7 +329,8 @@ def scene_info(predictor, scene, grid: SceneGrid, writer, src, stats: dict, note
         "model": str(predictor.source),
         "classes": predictor.classes,
         "multilabel": predictor.multilabel,
-        "thresholds": predictor.thresholds,
+        "thresholds": predictor.thresholds,  # uncalibrated scale (see Predictor)
+        "label_temperatures": predictor.label_temperatures,
         "nodata": writer.nodata,
         "colours": writer.colours,
         "crs": crs.to_string() if crs else None,
