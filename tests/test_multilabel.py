@@ -213,6 +213,13 @@ def test_thresholds_and_metrics_on_known_scores():
     m = multilabel_metrics(y, p, th, ["a", "b"])
     assert m["map_macro"] == pytest.approx(1.0) and m["f1_micro"] == pytest.approx(1.0)
     assert m["subset_accuracy"] == pytest.approx(1.0) and m["hamming_loss"] == 0.0
+    assert m["map_macro_ci95"] == pytest.approx([1.0, 1.0])  # perfect ranking in every resample
+    rng = np.random.default_rng(0)
+    yy = (rng.random((300, 3)) < 0.4).astype(np.uint8)
+    pp = np.clip(yy * 0.3 + rng.random((300, 3)) * 0.7, 0, 1)
+    wide = multilabel_metrics(yy, pp, np.full(3, 0.5), ["a", "b", "c"])
+    lo, hi = wide["map_macro_ci95"]
+    assert lo < wide["map_macro"] < hi and 0.02 < hi - lo < 0.3
     half = multilabel_metrics(y, p, np.array([0.5, 0.5]), ["a", "b"])
     assert half["per_label"]["b"]["precision"] == pytest.approx(0.5)
     assert half["hamming_loss"] == pytest.approx(1 / 8)

@@ -50,6 +50,7 @@ def multilabel_metrics(
         "n": int(len(y)),
         "multilabel": True,
         "map_macro": float(np.mean(present)) if present else None,
+        "map_macro_ci95": map_interval(np.asarray(y_true), np.asarray(probs)),
         "map_micro": None if micro_ap is None else float(micro_ap),
         "f1_micro": float(multilabel_f1_score(hard, y, average="micro", **args)),
         "f1_macro": float(multilabel_f1_score(hard, y, average="macro", **args)),
@@ -72,6 +73,23 @@ def multilabel_metrics(
         "labels": list(labels),
         "thresholds": {c: float(th[j]) for j, c in enumerate(labels)},
     }
+
+
+BOOTSTRAP_RESAMPLES = 200
+
+
+def map_interval(
+    y_true: np.ndarray, probs: np.ndarray, n_boot: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> list[float] | None:
+    """95% percentile bootstrap interval of macro mAP over the chips (resampled with
+    replacement; a label without a positive in a resample is left out of that mean, as in
+    macro_average_precision). None for fewer than two chips."""
+    if len(y_true) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    draws = [macro_average_precision(y_true[i], probs[i])
+             for i in rng.integers(0, len(y_true), (n_boot, len(y_true)))]  # fmt: skip
+    return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
 
 
 def _f1_samples(hard: torch.Tensor, y: torch.Tensor) -> float:
@@ -118,4 +136,7 @@ def multilabel_table(metrics: dict, title: str = "test metrics"):
         value = metrics[key]
         table.add_row(name, "", "-" if value is None else f"{100 * value:.2f}", "", "")
     table.add_row("Hamming loss", "", f"{metrics['hamming_loss']:.4f}", "", "")
+    ci = metrics.get("map_macro_ci95")
+    if ci:
+        table.add_row("mAP 95% CI", "", f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}", "", "")
     return table
