@@ -10,6 +10,7 @@ ones resampled (bilinear) to the finest band's grid, the way torchgeo reads BigE
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from dataclasses import dataclass
@@ -72,17 +73,15 @@ def _read_band_folder(folder: Path) -> tuple[np.ndarray, float | None]:
     """(C, H, W) of a patch folder's bands on the finest band's grid, and their nodata."""
     from rasterio.enums import Resampling
 
-    files = band_files(folder)
-    sources = [_open(path) for _, path in files]
-    try:
+    with contextlib.ExitStack() as stack:  # every opened band file closed, even on an error
+        sources = [stack.enter_context(_open(path)) for _, path in band_files(folder)]
+        if not sources:
+            raise DataError(f"{folder} holds no band files (<chip>_B02.tif, ...)")
         height = max(s.height for s in sources)
         width = max(s.width for s in sources)
         arr = np.stack([s.read(1, out_shape=(height, width), resampling=Resampling.bilinear)
                         for s in sources])  # fmt: skip
         return arr, sources[0].nodata
-    finally:
-        for s in sources:
-            s.close()
 
 
 def _open(path: Path):
