@@ -147,13 +147,6 @@ def _evaluate_single_label(
             images.folder.labels[idx], preds, images.folder.classes, classes, mapping
         )
     metrics = classification_metrics(labels[idx], preds, classes)
-    metrics.update(
-        split=name,
-        data=str(data or images.folder.root),
-        checkpoint_epoch=ckpt.get("epoch"),
-        tta=tta,
-        seconds=time.perf_counter() - t0,
-    )
     if data is not None:
         own = _in_domain_accuracy(run, tta)
         metrics.update(
@@ -162,10 +155,19 @@ def _evaluate_single_label(
             in_domain_overall_accuracy=own,
             drop_vs_in_domain=None if own is None else own - metrics["overall_accuracy"],
         )
+    record = (name, data or images.folder.root, ckpt, tta, t0)
+    return metrics, _save_evaluation(run, metrics, save_metrics, *record)
+
+
+def _save_evaluation(run, metrics: dict, save, name, data, ckpt, tta, t0) -> Path:
+    """Add where the figures come from, then write RUN/evaluations/<name>-<time>/ with
+    ``save`` (single- or multi-label metrics files), committed whole or removed."""
+    metrics.update(split=name, data=str(data), checkpoint_epoch=ckpt.get("epoch"), tta=tta,
+                   seconds=time.perf_counter() - t0)  # fmt: skip
     out = RunDir(run / "evaluations", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    with out.building():  # committed whole, or removed
-        save_metrics(metrics, out.path, "eval")
-    return metrics, out.final
+    with out.building():
+        save(metrics, out.path, "eval")
+    return out.final
 
 
 def _check_label_kind(run: Path, ckpt: dict, class_map, labels) -> None:
@@ -226,18 +228,9 @@ def _evaluate_multilabel(run, model, prep, ckpt, data, labels, batch_size, devic
     thresholds = np.asarray(label_thresholds(ckpt, classes))[cols]
     names = [classes[j] for j in cols]
     metrics = multilabel_metrics(Y[idx], probs.numpy()[:, cols], thresholds, names)
-    metrics.update(
-        split=name,
-        data=str(data or images.folder.root),
-        checkpoint_epoch=ckpt.get("epoch"),
-        tta=tta,
-        seconds=time.perf_counter() - t0,
-        labels_not_scored=[c for c in classes if c not in names],
-    )
-    out = RunDir(run / "evaluations", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    with out.building():  # committed whole, or removed
-        save_multilabel_metrics(metrics, out.path, "eval")
-    return metrics, out.final
+    metrics["labels_not_scored"] = [c for c in classes if c not in names]
+    record = (name, data or images.folder.root, ckpt, tta, t0)
+    return metrics, _save_evaluation(run, metrics, save_multilabel_metrics, *record)
 
 
 def _print_evaluation(console: Console, metrics: dict, title: str, cross: bool) -> None:

@@ -39,19 +39,24 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     logits, labels = logits.detach().float().clone(), labels.long()
     if len(labels) == 0:
         return 1.0
-    log_t = torch.zeros(1, requires_grad=True)  # optimise log T: T stays positive
-    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+    t = _minimise_temperature(lambda t: F.cross_entropy(logits / t, labels), max_iter=200)
+    # A degenerate fit (e.g. a separable validation set pushes T to 0) must not hurt.
+    return t if nll(logits, labels, t) < nll(logits, labels) else 1.0
+
+
+def _minimise_temperature(loss_of, max_iter: int) -> float:
+    """The T in [0.05, 20] that minimises ``loss_of(T)``, by L-BFGS on log T (T stays > 0)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss = loss_of(log_t.exp())
         loss.backward()
         return loss
 
     opt.step(closure)
-    t = float(log_t.detach().exp().clamp(0.05, 20.0))
-    # A degenerate fit (e.g. a separable validation set pushes T to 0) must not hurt.
-    return t if nll(logits, labels, t) < nll(logits, labels) else 1.0
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -184,17 +189,7 @@ def fit_label_temperatures(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 def _binary_temperature(z: torch.Tensor, y: torch.Tensor) -> float:
     """One label's temperature (see fit_label_temperatures); 1 when the fit does not help."""
-    log_t = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(z / log_t.exp(), y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    t = float(log_t.detach().exp().clamp(0.05, 20.0))
+    t = _minimise_temperature(lambda t: F.binary_cross_entropy_with_logits(z / t, y), max_iter=100)
     better = F.binary_cross_entropy_with_logits(z / t, y) < F.binary_cross_entropy_with_logits(z, y)
     return t if better else 1.0
 
