@@ -25,8 +25,8 @@ from test_multilabel import cli, one_error
 
 from geotune.data.bigearthnet import NOMENCLATURE_19, is_bigearthnet, scan_bigearthnet
 from geotune.data.decode import decode_folder
-from geotune.data.multilabel import scan_chips
 from geotune.data.raster import band_files, raster_info
+from geotune.data.scan import scan_chips
 from geotune.errors import DataError
 
 EUROSAT_MS = REPO.parent / "shared" / "datasets" / "eurosat_ms_dev"

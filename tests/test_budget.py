@@ -40,6 +40,50 @@ def test_max_time_stops_training_and_tests_the_best_epoch(aid_tiny, tmp_path):
     assert result.test_metrics["overall_accuracy"] is not None
 
 
+def test_epochs_by_time_fills_max_time_and_anneals_the_rate(aid_tiny, tmp_path):
+    # lp-ft on the stub backbone: one head epoch, then as many as end within 12 s of the start.
+    limit = 12.0
+    args = stub_args(aid_tiny, tmp_path, strategy="lp-ft", head_epochs=1, epochs=400,
+                     max_time=limit, epochs_by_time=True)  # fmt: skip
+    t0 = time.monotonic()
+    result = train(make_config(**args))
+    wall = time.monotonic() - t0
+    history = result.history
+    epoch = max(r["epoch_time_s"] for r in history)
+    # Filled, not stopped at a planned count: it ran until about the limit, and no further.
+    assert 2 < len(history) < 400
+    assert limit - 3 * epoch - 2 <= wall <= limit + 3 * epoch + 2
+    # The schedule was fitted to the epochs run: the last epoch's rate is near the end of the
+    # cosine (an unfitted 399-epoch schedule would still be near its peak).
+    fine = [r for r in history if r["phase"] != "head"]
+    assert fine[-1]["lr"] < 0.1 * max(r["lr"] for r in fine)
+    assert not result.summary["stopped_early"] or result.summary.get("stopped_by") != "patience"
+
+
+def test_a_schedule_resized_mid_run_ends_at_its_minimum():
+    import torch
+
+    from geotune.config import make_config as mk
+    from geotune.transfer.optim import build_scheduler, resize_schedule
+
+    for warmup in (0.0, 1.0):
+        cfg = mk(data=".", warmup_epochs=warmup, epochs=100)
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = build_scheduler(opt, cfg, steps_per_epoch=10, epochs=100)
+        lrs = []
+        for step in range(60):
+            if step == 20:  # after two epochs: 6 epochs in all instead of 100
+                resize_schedule(sched, cfg, 10, 6)
+            opt.step()
+            sched.step()
+            lrs.append(opt.param_groups[0]["lr"])
+        assert lrs[-1] < 1e-3, warmup  # annealed at the new end
+        assert max(lrs[20:]) <= max(lrs[:21]) + 1e-9  # no jump up when resized
+        assert all(b <= a + 1e-9 for a, b in zip(lrs[21:], lrs[22:], strict=False)), (
+            warmup
+        )  # smooth decay
+
+
 def summary_n_val(result) -> int:
     return json.loads((result.run_dir / "summary.json").read_text())["n_val"]
 

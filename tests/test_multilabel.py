@@ -557,6 +557,6 @@ def test_label_table_names_lines(tmp_path):
     (tmp_path / "t.csv").write_text("chip,labels\na.png,x\nb.png,y\na.png,x\n")
     with pytest.raises(ConfigError, match=r"line 4 lists a.png again \(first on line 2\)"):
         read_label_table(tmp_path / "t.csv")
-    (tmp_path / "u.csv").write_text("file,labels\na.png,x\n")
+    (tmp_path / "u.csv").write_text("name,labels\na.png,x\n")
     with pytest.raises(ConfigError, match="no path column"):
         read_label_table(tmp_path / "u.csv")

@@ -62,7 +62,8 @@ class TrainConfig(StrictConfig):
     # --- data -----------------------------------------------------------------------------
     data: Path = path_field(
         "input-dir",
-        description="ImageFolder root: DATA/<class>/<image> (with --labels: chips at any depth)",
+        description="ImageFolder root: DATA/<class>/<image> (with --labels: chips at any depth), "
+        "or an index file DATA.csv of chip paths and labels",
     )
     split: Path | None = path_field(
         "input-file", None, description="reuse a split file (split.csv of a run)"
@@ -242,6 +243,12 @@ class TrainConfig(StrictConfig):
         description="seconds of fine-tuning at most: stop when the next epoch would end past "
         "it, then test the best epoch so far",
     )
+    epochs_by_time: bool = Field(
+        False,
+        description="with --max-time: after the last phase's first epoch, run as many epochs "
+        "(at most --epochs) as end, with the test pass, within --max-time of the run's start, "
+        "and fit the learning-rate schedule to them",
+    )
     time_budget: str | None = Field(
         None,
         description="wall-clock budget (90s, 10m, 1.5h): geotune tries recipes (backbones, "
@@ -296,6 +303,8 @@ class TrainConfig(StrictConfig):
             BAND_INITS.get(self.band_init)  # ConfigError (a ValueError) when unknown
         BN_POLICIES.get(self.bn_policy)
         self._check_strategy()
+        if self.epochs_by_time and self.max_time is None:
+            raise ValueError("epochs_by_time fits the epochs to max_time; give --max-time too")
         if self.max_time is not None and self.devices * self.num_nodes > 1:
             raise ValueError("max_time stops one process by its clock; give it with one device")
         if self.labels is not None:

@@ -40,8 +40,9 @@ from geotune.data.bands import BandRequest
 from geotune.data.batches import image_batches
 from geotune.data.classmap import label_remap, load_class_map, pair_classes, scored_labels
 from geotune.data.decode import DecodedImages, decode_folder
-from geotune.data.folder import cache_root, has_class_folders, list_unlabelled, scan_folder
+from geotune.data.folder import cache_root, has_class_folders, list_unlabelled
 from geotune.data.raster import chip_side
+from geotune.data.scan import single_label_chips
 from geotune.engine.fabric import resolve_device
 from geotune.engine.predict import predict
 from geotune.errors import ConfigError, DataError
@@ -306,7 +307,7 @@ def evaluation_data(config: AdaptConfig, prep, classes: list[str]) -> Evaluation
         root, transductive = config.target, True
     if root is None:
         return None
-    folder = scan_folder(root)
+    folder = single_label_chips(root, "adaptation scores one class per chip")
     mapping, excluded = pair_classes(folder.classes, classes, load_class_map(config.class_map))
     bands = BandRequest.for_run(prep.bands, "the run")
     images = decode_folder(folder, prep.size, prep.interpolation, bands=bands)

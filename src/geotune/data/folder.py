@@ -129,7 +129,8 @@ def scan_folder(root: Path | str, skip_bad: bool = False) -> SceneFolder:
         )
     if not root.is_dir():
         raise DataError(
-            f"data path {root} is a file; pass the folder that holds one sub-folder per class"
+            f"data path {root} is a file; pass the folder that holds one sub-folder per class, "
+            "or an index file FILE.csv (path and label columns)"
         )
     try:
         class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))

@@ -17,7 +17,7 @@ import numpy as np
 from geotune.data.folder import IGNORED_FILES, IMAGE_EXTENSIONS, SceneFolder, unreadable
 from geotune.errors import ConfigError, DataError
 
-PATH_COLUMNS = ("path", "image", "chip")
+PATH_COLUMNS = ("path", "image", "chip", "file", "filename")
 LABELS_COLUMN = "labels"
 SEPARATOR = ";"
 
@@ -64,7 +64,7 @@ def read_label_table(table: Path) -> tuple[list[str], list[str], np.ndarray, lis
     for line, row in enumerate(rows[1:], start=2):
         row = [cell.strip() for cell in row] + [""] * (len(header) - len(row))
         where = f"label table {table} line {line}"
-        rel = _relative(row[path_col], where)
+        rel = relative_chip_path(row[path_col], where)
         if rel in seen:
             raise ConfigError(f"{where} lists {rel} again (first on line {seen[rel]})")
         seen[rel] = line
@@ -93,10 +93,12 @@ def read_label_table(table: Path) -> tuple[list[str], list[str], np.ndarray, lis
     return names, paths, matrix, lines
 
 
-def _relative(text: str, where: str) -> str:
+def relative_chip_path(text: str, where: str, base: str = "--data") -> str:
+    """A table's chip path as a '/'-separated path inside ``base``; absolute paths and '..'
+    are refused (a table must not reach outside the data it describes)."""
     path = PurePosixPath(text.replace("\\", "/"))
     if not text or path.is_absolute() or ".." in path.parts:
-        raise ConfigError(f"{where} has chip path '{text}'; give a path relative to --data")
+        raise ConfigError(f"{where} has chip path '{text}'; give a path relative to {base}")
     return path.as_posix()
 
 
@@ -163,16 +165,3 @@ def scan_labelled(root: Path, table: Path, skip_bad: bool = False) -> SceneFolde
         skipped,
         label_matrix=matrix,
     )
-
-
-def scan_chips(root: Path, labels: Path | None = None, skip_bad: bool = False) -> SceneFolder:
-    """The one entry to a dataset on disk: chips with a label table (``labels``), BigEarthNet's
-    patch folders (geotune.data.bigearthnet), or class folders (ImageFolder)."""
-    from geotune.data.bigearthnet import is_bigearthnet, scan_bigearthnet
-    from geotune.data.folder import scan_folder
-
-    if labels is not None:
-        return scan_labelled(root, labels, skip_bad)
-    if is_bigearthnet(root):
-        return scan_bigearthnet(root, skip_bad)
-    return scan_folder(root, skip_bad=skip_bad)

@@ -4,13 +4,18 @@ No anchor library has this, so it is written here. The plan is a ladder of candi
 ordinary ``train`` run on one shared split:
 
 1. the linear probe on the default backbone, then the same probe with features averaged over two
-   views (``rot2``: the README's main job);
+   views (``rot2``: the README's main job); on multispectral chips instead the probe on true
+   and false-colour composites (the stem untouched), beside the default band handling;
 2. if the budget left affords ``lp-ft`` fine-tuning for at least ``FT_MIN_EPOCHS`` epochs, all of
    it goes to lp-ft of that backbone: with a few hundred labelled chips fine-tuning beats frozen
    features by several points (AID 93.5 vs 89.1, BENCHMARKS.md), far more than the choice among
-   frozen backbones (within ~2 points of each other there);
+   frozen backbones (within ~2 points of each other there). lp-ft's epoch count comes from its
+   own epochs' measured time (``--epochs-by-time``), so it ends at the budget with its learning
+   rate annealed, whatever the cost model's error;
 3. otherwise the other installed backbones (cheapest first), the probe on an ensemble of the two
-   best, and ``rot2`` on the best, then lp-ft with what is left.
+   best, and ``rot2`` on the best, then lp-ft with what is left;
+4. what lp-ft leaves (it reached its epoch cap, or did not fit) goes to the steps not yet tried:
+   the other backbones, then lp-ft of the best of them.
 
 Before each step the cost is estimated from a cost model measured on this machine (a few timed
 batches of each backbone: decoding, forward passes, training steps), corrected by how far the
@@ -55,6 +60,11 @@ TIMED_CHIPS = 16  # per timed batch: enough to amortise Python overhead on a CPU
 # lp-ft gets the rest of the budget when it affords this many epochs (one head epoch, then the
 # network): fewer rarely move a pretrained backbone past its own frozen features.
 FT_MIN_EPOCHS = 4
+# lp-ft's epochs come from its measured epoch time; this caps them when --epochs is not given
+# (enough to converge from a trained head on a few thousand chips; the best epoch is kept).
+BUDGET_EPOCHS = 50
+LEFTOVER = 0.1  # a share of the budget left after lp-ft that is worth more candidates
+RESERVE_S, RESERVE_SHARE = 3.0, 0.02
 PROBE = {"strategy": "linear-probe"}
 # Options the budget chooses; given with it they would be silently overridden, so refused.
 CHOSEN = ("strategy", "tta", "head_epochs")
@@ -95,6 +105,7 @@ class Ladder:
     n: dict[str, int]
     tried: list[Candidate] = field(default_factory=list)
     correction: float = 1.0  # actual / estimated seconds of the last run
+    start: float = 0.0
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -153,7 +164,7 @@ def _run_ladder(config, run_one, console, start, budget, final, trials) -> RunRe
     write_split(split_file, prep.images.folder, prep.split)
     n = {part: len(prep.indices(part)) for part in ("train", "val", "test")}
     n["all"] = len(prep.split)
-    ladder = Ladder(config, console, start + budget, n)
+    ladder = Ladder(config, console, start + budget, n, start=start)
     backbones = _backbones(config, prep)
     costs: dict[str, Costs] = {}
 
@@ -168,7 +179,10 @@ def _run_ladder(config, run_one, console, start, budget, final, trials) -> RunRe
     )
     common = {"split": split_file, "output": trials, "time_budget": None}
 
-    def attempt(name: str, recipe: dict, estimate: Callable[[], float]) -> Candidate:
+    def attempt(
+        name: str, recipe: dict, estimate: Callable[[], float], fills: bool = False
+    ) -> Candidate:
+        # ``fills``: the run fits itself to the time left (lp-ft with --epochs-by-time).
         c = Candidate(name, recipe)
         ladder.tried.append(c)
         if len(ladder.tried) > 1 and ladder.left() < MIN_STEP_S:
@@ -176,14 +190,15 @@ def _run_ladder(config, run_one, console, start, budget, final, trials) -> RunRe
             return c
         raw = estimate()
         c.estimate_s = raw * ladder.correction
-        if c.estimate_s > SAFETY * ladder.left() and len(ladder.tried) > 1:
+        if c.estimate_s > SAFETY * ladder.left() and len(ladder.tried) > 1 and not fills:
             c.status = f"skipped: estimated {c.estimate_s:.0f}s, {ladder.left():.0f}s left"
             return c
         t0 = time.monotonic()
         values = {**config.model_dump(exclude_unset=True), **common, **recipe, "name": name}
         result = run_one(make_config(**values))
         c.seconds = time.monotonic() - t0
-        ladder.correction = float(np.clip(c.seconds / max(raw, 1e-6), 0.5, 3.0))
+        # Timed batches of a cold model on a loaded machine can be off several-fold either way.
+        ladder.correction = float(np.clip(c.seconds / max(raw, 1e-6), 0.25, 4.0))
         c.val_accuracy = validation_accuracy(result.summary)
         c.test_overall_accuracy = result.test_metrics.get("overall_accuracy")
         c.status, c.result = "ran", result
@@ -199,19 +214,35 @@ def _run_ladder(config, run_one, console, start, budget, final, trials) -> RunRe
     if not _multispectral(prep):
         rot2 = {**PROBE, "backbone": default, "tta": "rot2"}
         attempt(f"probe-{_short(default)}-rot2", rot2, lambda: probe_cost(default, views=2))
+    elif "band_init" not in config.model_fields_set and (
+        n_comp := _composite_views(prep)
+    ):  # the stem untouched: true and false colour views
+        comp = {**PROBE, "backbone": default, "band_init": "composites"}
+        attempt(f"probe-{_short(default)}-composites", comp, lambda: probe_cost(default, n_comp))
     if not _ran(ladder):
         raise ConfigError(
             "--time-budget chooses on validation, and this split has no validation chips; "
             "raise --val-fraction or --train-fraction"
         )
-    if _affordable_epochs(ladder, cost(default)) < FT_MIN_EPOCHS:
+    explored = _affordable_epochs(ladder, cost(default)) < FT_MIN_EPOCHS
+    if explored:
         _explore_backbones(attempt, ladder, backbones, cost, probe_cost, prep)
-    # The best single backbone (an ensemble serves probes only) is the one fine-tuned.
-    singles = [c for c in _ran(ladder) if "+" not in c.recipe["backbone"]]
-    best = max(singles, key=lambda c: c.val_accuracy).recipe["backbone"]
-    if ladder.left() > MIN_STEP_S:
-        _fine_tune(attempt, ladder, best, cost(best))
+    tuned = _fine_tune(attempt, ladder, _best_single(ladder), cost)
+    # lp-ft fills the budget unless it reached its epoch cap or did not fit: use what is left.
+    if ladder.left() > max(MIN_STEP_S, LEFTOVER * budget):
+        if not explored:
+            _explore_backbones(attempt, ladder, backbones, cost, probe_cost, prep)
+        best = _best_single(ladder)
+        if best not in tuned:
+            _fine_tune(attempt, ladder, best, cost)
     return _keep_best(ladder, final, budget)
+
+
+def _best_single(ladder: Ladder) -> str:
+    """The backbone of the best single-backbone run on validation (an ensemble serves probes
+    only, so it is never the one fine-tuned)."""
+    singles = [c for c in _ran(ladder) if "+" not in c.recipe["backbone"]]
+    return max(singles, key=lambda c: c.val_accuracy).recipe["backbone"]
 
 
 def _ran(ladder: Ladder) -> list[Candidate]:
@@ -253,23 +284,44 @@ def _affordable_epochs(ladder: Ladder, cost: Costs) -> int:
     return int((SAFETY * ladder.left() / ladder.correction - test) // max(per_epoch, 1e-6))
 
 
-def _fine_tune(attempt, ladder: Ladder, backbone: str, cost: Costs) -> None:
-    """lp-ft with the epochs that fit in what is left (at least 2: a head epoch, then one)."""
-    per_epoch, test = _epoch_costs(ladder, cost)
-    epochs = min(_affordable_epochs(ladder, cost), ladder.config.epochs)
+def _fine_tune(attempt, ladder: Ladder, backbone: str, cost) -> set[str]:
+    """lp-ft of ``backbone`` filling what is left of the budget: its epochs come from its own
+    epochs' measured time (--epochs-by-time), at most ``--epochs`` when given, else
+    BUDGET_EPOCHS. Returns the backbones fine-tuned (none when 2 epochs do not fit)."""
+    if ladder.left() <= MIN_STEP_S:
+        return set()
+    per_epoch, test = _epoch_costs(ladder, cost(backbone))
+    planned = _affordable_epochs(ladder, cost(backbone))
+    name = "lp-ft" if not any(c.name.startswith("lp-ft") for c in ladder.tried) else (
+        f"lp-ft-{_short(backbone)}"
+    )  # fmt: skip
+    if planned < 2:
+        c = Candidate(name, {"backbone": backbone, "strategy": "lp-ft"})
+        c.estimate_s = (per_epoch * 2 + test) * ladder.correction
+        c.status = f"skipped: 2 epochs need ~{c.estimate_s:.0f}s, {ladder.left():.0f}s left"
+        ladder.tried.append(c)
+        return set()
+    cap = ladder.config.epochs if "epochs" in ladder.config.model_fields_set else BUDGET_EPOCHS
     recipe = {
         "backbone": backbone,
         "strategy": "lp-ft",
-        "epochs": max(epochs, 2),
-        "head_epochs": max(1, max(epochs, 2) // 4),
-        "max_time": max(per_epoch, SAFETY * ladder.left() - test * ladder.correction),
+        "epochs": cap,
+        # One head epoch for short runs; two when there is time (the head settles first).
+        "head_epochs": 1 if min(planned, cap) < 8 else 2,
+        "max_time": max(1.0, ladder.left() - _reserve(ladder)),
+        "epochs_by_time": True,
     }
-    if epochs < 2:
-        c = Candidate("lp-ft", recipe, (per_epoch * 2 + test) * ladder.correction)
-        c.status = f"skipped: 2 epochs need ~{c.estimate_s:.0f}s, {ladder.left():.0f}s left"
-        ladder.tried.append(c)
-        return
-    attempt("lp-ft", recipe, lambda: per_epoch * epochs + test)
+    # Estimated: the cap's epochs, or the time left when that is less (raw seconds: the
+    # ladder applies its correction).
+    fill = (ladder.left() - _reserve(ladder)) / ladder.correction
+    attempt(name, recipe, lambda: min(fill, per_epoch * cap + test), fills=True)
+    return {backbone}
+
+
+def _reserve(ladder: Ladder) -> float:
+    """Seconds kept after a run that fills the budget: setting it up (reading the cache,
+    building the model) and moving the kept run into place."""
+    return RESERVE_S + RESERVE_SHARE * (ladder.deadline - ladder.start)
 
 
 def _keep_best(ladder: Ladder, final, budget: float) -> RunResult:
@@ -314,9 +366,13 @@ def _keep_best(ladder: Ladder, final, budget: float) -> RunResult:
 def one_standard_error_choice(ran: list[Candidate], n_val: int) -> Candidate:
     """The earliest candidate whose validation accuracy is within one binomial standard error
     (sqrt(p (1 - p) / n_val)) of the best: the one-standard-error rule (Breiman et al. 1984),
-    so the simpler recipe tried first stays unless another is better beyond validation noise."""
+    so the simpler recipe tried first stays unless another is better beyond validation noise.
+    p is smoothed by one chip each way ((k + 1) / (n + 2)): a perfect score on 20 chips is not
+    a zero standard error."""
     best = max(c.val_accuracy for c in ran)
-    se = float(np.sqrt(best * (1 - best) / max(n_val, 1)))
+    n = max(n_val, 1)
+    p = (best * n + 1) / (n + 2)
+    se = float(np.sqrt(p * (1 - p) / n))
     return next(c for c in ran if c.val_accuracy >= best - se)
 
 
@@ -335,10 +391,19 @@ def validation_accuracy(summary: dict) -> float | None:
 
 
 def _backbones(config: TrainConfig, prep: Prepared) -> list[str]:
-    if "backbone" in config.model_fields_set or _multispectral(prep):
+    if "backbone" in config.model_fields_set:
         return [config.backbone]
     installed = [b for b in offline_names() if b != config.backbone]
     return [config.backbone, *installed]
+
+
+def _composite_views(prep: Prepared) -> int:
+    """How many three-band views ``--band-init composites`` runs on these chips; 0 when it
+    cannot (bands without red, green and blue names)."""
+    try:
+        return len(prep.images.layout.composites()) if prep.images.layout else 0
+    except ConfigError:
+        return 0
 
 
 def _multispectral(prep: Prepared) -> bool:

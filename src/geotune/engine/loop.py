@@ -52,6 +52,7 @@ class TrainState:
     stopped_early: bool = False
     out_of_time: bool = False  # stopped by max_time (engine.budget), not by patience
     train_seconds: float = 0.0  # time in training passes (not validation), across resumes
+    last_phase_epochs: int | None = None  # set by --epochs-by-time after its first epoch
     model: dict | None = None
     optimizer: dict | None = None
     scheduler: dict | None = None

@@ -15,7 +15,7 @@ from geotune.data.bands import BandRequest
 from geotune.data.dataset import dataset_classes, dataset_source, materialise
 from geotune.data.decode import DecodedImages, decode_folder, detect_layout
 from geotune.data.folder import SceneFolder
-from geotune.data.multilabel import scan_chips
+from geotune.data.scan import scan_chips
 from geotune.data.splits import make_split, read_split
 from geotune.engine.bands import band_model, band_preprocessing
 from geotune.errors import ConfigError, DataError
@@ -41,6 +41,8 @@ class Prepared:
     phases: list[Phase]
     stem: dict | None = None  # how an RGB stem was adapted to the bands (engine.bands)
     auto: dict | None = None  # what --strategy auto chose and why (engine.auto)
+    # The clock --epochs-by-time counts from: the run is set up (chips decoded, model built).
+    created: float = field(default_factory=time.monotonic)
 
     @property
     def classes(self) -> list[str]:

@@ -11,6 +11,7 @@ training state is checkpointed atomically, so ``--resume`` continues a killed ru
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,8 @@ from geotune.runs.artifacts import check_run_data, read_run_config
 from geotune.runs.metering import count_params, peak_memory_mb, reset_peak_memory
 from geotune.runs.paths import CACHE, existing_file, refuse_outputs_in_inputs
 from geotune.runs.rundir import RunDir, new_run
+from geotune.transfer.optim import resize_schedule
+from geotune.transfer.strategies import Phase
 
 
 def train(config: TrainConfig, console: Console | None = None, dataset=None) -> RunResult:
@@ -200,6 +203,9 @@ def _log_start(engine: Engine, run: RunDir, state: TrainState) -> None:
 def _train_phases(engine: Engine, run: RunDir | None, state: TrainState) -> list[dict]:
     """Every remaining epoch of every phase; ``run`` None on processes that write nothing."""
     phases = engine.prep.phases
+    most = phases[-1].epochs if phases else 0  # --epochs-by-time never plans beyond this
+    if state.last_phase_epochs is not None:  # fitted to --max-time before a resume
+        phases[-1] = replace(phases[-1], epochs=state.last_phase_epochs)
     phase_log: list[dict] = []
     start_phase, start_epoch = state.phase, state.epoch_in_phase
     global_epoch = sum(ph.epochs for ph in phases[:start_phase]) + start_epoch
@@ -215,7 +221,8 @@ def _train_phases(engine: Engine, run: RunDir | None, state: TrainState) -> list
                 f"phase {pi + 1}/{len(phases)} '{phase.name}': "
                 f"{log['trainable_params']:,} of {log['total_params']:,} parameters trainable"
             )
-            for e in range(start_epoch if pi == start_phase else 0, phase.epochs):
+            e = start_epoch if pi == start_phase else 0
+            while e < phase.epochs:
                 global_epoch += 1
                 task = progress.add_task(
                     "train", total=engine.batches_per_epoch, epoch=f"{global_epoch}/{total}",
@@ -229,11 +236,18 @@ def _train_phases(engine: Engine, run: RunDir | None, state: TrainState) -> list
                 stats = engine.train_epoch(bn, optimizer, scheduler, advance)
                 state.train_seconds += stats.pop("train_seconds")
                 images_per_s = stats.pop("train_images_per_s")
+                t_val = time.perf_counter()
                 row = {"epoch": global_epoch, "phase": phase.name, **stats, **engine.validate()}
                 row.update(epoch_time_s=time.perf_counter() - t0, train_images_per_s=images_per_s)
+                row["val_time_s"] = time.perf_counter() - t_val
                 progress.remove_task(task)
-                _end_epoch(engine, run, state, row, last_phase=pi == len(phases) - 1)
+                last = pi == len(phases) - 1
+                if last and engine.config.epochs_by_time:
+                    phase = _fit_phase_to_time(engine, state, row, scheduler, e + 1, most)
+                    total = sum(ph.epochs for ph in phases)
+                _end_epoch(engine, run, state, row, last_phase=last)
                 state.phase, state.epoch_in_phase = pi, e + 1
+                e += 1
                 if run is not None:
                     engine.snapshot(state, optimizer, scheduler)
                     state.save(run.path / "checkpoints" / "last.pt")  # after best.pt
@@ -270,15 +284,71 @@ def _end_epoch(
         state.stale += 1
     patience = engine.config.patience
     state.stopped_early = bool(patience and last_phase and state.stale >= patience)
-    limit = engine.config.max_time
-    spent = sum(r["epoch_time_s"] for r in state.history)
-    if limit is not None and not state.stopped_early and spent + row["epoch_time_s"] > limit:
+    if not state.stopped_early and _time_left(engine, state) < row["epoch_time_s"]:
         # The next epoch would end past --max-time: stop here, test the best epoch so far.
         state.stopped_early = state.out_of_time = True
     if run is not None:
         columns = list(dict.fromkeys(k for r in state.history for k in r))
         rows = ([r.get(k, "") for k in columns] for r in state.history)
         atomic_write_csv(run.path / "metrics.csv", columns, rows)
+
+
+def _time_left(engine: Engine, state: TrainState) -> float:
+    """Seconds of --max-time left for more epochs (infinite without it). Epoch times count, as
+    they survive a resume; with --epochs-by-time the wall clock since the run was set up counts
+    instead, and the test pass that follows is reserved too."""
+    cfg = engine.config
+    if cfg.max_time is None:
+        return float("inf")
+    if not cfg.epochs_by_time:
+        return cfg.max_time - sum(r["epoch_time_s"] for r in state.history)
+    return cfg.max_time - (time.monotonic() - engine.prep.created) - _test_estimate(engine, state)
+
+
+def _test_estimate(engine: Engine, state: TrainState) -> float:
+    """Seconds the test pass will take: the last validation pass's seconds per chip (a
+    validation pass is a test pass on other chips), times the test views, plus the report."""
+    p, row = engine.prep, state.history[-1]
+    n_val, n_test = len(p.indices("val")), len(p.indices("test"))
+    if n_val and row.get("val_time_s"):
+        per_chip = row["val_time_s"] / n_val
+    else:  # a forward pass is about a third of a training step
+        per_chip = row["epoch_time_s"] / max(len(p.indices("train")), 1) / 3
+    views = {"none": 1, "flip": 2, "rot2": 2, "rot4": 4, "d4": 8}[engine.config.tta]
+    return n_test * per_chip * views + REPORT_S  # the views include the plain one
+
+
+# Seconds kept for writing the test metrics, report and plots after the test pass.
+REPORT_S = 2.0
+
+
+def _fit_phase_to_time(
+    engine: Engine, state: TrainState, row: dict, scheduler, done: int, most: int
+) -> Phase:
+    """--epochs-by-time: after each epoch of the last phase, give that phase as many epochs as
+    end (with the test pass) within --max-time, at most ``most``, from the median epoch time so
+    far (the first epoch carries warm-up), and fit its decay schedule to them, so the learning
+    rate still anneals at the end instead of stopping mid-schedule."""
+    phases = engine.prep.phases
+    state.history.append(row)  # _time_left and the median read the epoch just run
+    try:
+        left = _time_left(engine, state)
+        times = [r["epoch_time_s"] for r in state.history if r["phase"] == phases[-1].name]
+    finally:
+        state.history.pop()
+    more = max(0, int(left // max(float(np.median(times)), 1e-6)))
+    epochs = max(done, min(most, done + more))
+    if epochs != phases[-1].epochs:
+        if done == 1:
+            engine.console.log(
+                f"epochs by time: {epochs} epoch(s) of '{phases[-1].name}' end within "
+                f"--max-time {engine.config.max_time:.0f}s (the first took "
+                f"{row['epoch_time_s']:.0f}s)"
+            )
+        phases[-1] = replace(phases[-1], epochs=epochs)
+        resize_schedule(scheduler, engine.config, engine.steps_per_epoch, epochs)
+    state.last_phase_epochs = epochs
+    return phases[-1]
 
 
 def _summary(engine: Engine, state: TrainState, phase_log: list[dict], test_time: float) -> dict:

@@ -15,8 +15,9 @@ from geotune.data.bands import BandRequest
 from geotune.data.classmap import label_remap, load_class_map, pair_classes, scored_labels
 from geotune.data.dataset import is_dataset_source
 from geotune.data.decode import decode_folder
-from geotune.data.folder import cache_root, scan_folder
-from geotune.data.multilabel import scan_chips, scan_labelled
+from geotune.data.folder import cache_root
+from geotune.data.multilabel import scan_labelled
+from geotune.data.scan import scan_chips, single_label_chips
 from geotune.data.splits import read_split
 from geotune.engine.fabric import resolve_device
 from geotune.engine.predict import predict
@@ -251,7 +252,7 @@ def _print_evaluation(console: Console, metrics: dict, title: str, cross: bool) 
 
 def _other_dataset(data: Path, classes: list[str], class_map, prep, workers):
     """Another dataset's chips, with labels mapped onto the model's classes (-1: left out)."""
-    folder = scan_folder(data)
+    folder = single_label_chips(data, "a single-label model is evaluated on them")
     cmap = load_class_map(class_map)
     unknown = [c for c in folder.classes if c not in classes]
     if unknown and cmap is None:

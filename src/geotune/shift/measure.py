@@ -12,7 +12,8 @@ from rich.console import Console
 from geotune.data.bands import BandRequest
 from geotune.data.classmap import load_class_map, pair_classes
 from geotune.data.decode import decode_folder
-from geotune.data.folder import SceneFolder, cache_root, scan_folder
+from geotune.data.folder import cache_root
+from geotune.data.scan import single_label_chips
 from geotune.engine.fabric import resolve_device
 from geotune.engine.probe import cached_features
 from geotune.fileio import atomic_write_csv, atomic_write_json, atomic_write_text
@@ -24,7 +25,8 @@ from geotune.shift.distances import feature_distances
 from geotune.validation import StrictConfig, path_field, register_config_model
 
 
-def _features_of(folder: SceneFolder, backbone, backbone_id: str, weights_id: str, prep, workers):
+def _features_of(data: Path, backbone, backbone_id: str, weights_id: str, prep, workers):
+    folder = single_label_chips(data, "shift pairs the classes of two datasets")
     bands = BandRequest.for_run(prep.bands, "the model")  # the bands it takes, or an error
     images = decode_folder(folder, prep.size, prep.interpolation, workers, bands=bands)
     device = resolve_device("auto")
@@ -132,8 +134,8 @@ def measure_shift(
     )
     t0 = time.perf_counter()
     net, prep, backbone, weights_id, source = _feature_space(run, backbone, weights, image_size)
-    fa, feats_a = _features_of(scan_folder(a), net, backbone, weights_id, prep, workers)
-    fb, feats_b = _features_of(scan_folder(b), net, backbone, weights_id, prep, workers)
+    fa, feats_a = _features_of(a, net, backbone, weights_id, prep, workers)
+    fb, feats_b = _features_of(b, net, backbone, weights_id, prep, workers)
     mapping, unmapped = pair_classes(fb.classes, fa.classes, load_class_map(class_map), "B")
     sa, sb = _sample(fa.labels, per_class, seed), _sample(fb.labels, per_class, seed + 1)
     overall = feature_distances(feats_a[sa], feats_b[sb], n_boot, seed, dim)

@@ -19,7 +19,8 @@ from pydantic import Field, field_validator
 from rich.console import Console
 
 from geotune.config import build_config, make_config, register_config_model
-from geotune.data.folder import cache_root, scan_folder
+from geotune.data.folder import cache_root
+from geotune.data.scan import single_label_chips
 from geotune.data.splits import budget_split, read_split, write_split
 from geotune.engine.trainer import train
 from geotune.errors import ConfigError
@@ -280,7 +281,9 @@ def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
     console = console or Console(stderr=True)
     refuse_compare_outputs_in_inputs(config)
     config = config.model_copy(update={"data": Path(config.data).resolve()})
-    folder = scan_folder(config.data, skip_bad=bool(config.train.get("skip_bad_images")))
+    folder = single_label_chips(
+        config.data, "compare ranks single-label strategies", config.train.get("skip_bad_images")
+    )
     sweep = sweep_folder(config)
     _check_sweep_splits(sweep, config)
     (sweep / "splits").mkdir(parents=True, exist_ok=True)

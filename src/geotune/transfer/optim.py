@@ -104,3 +104,20 @@ def build_scheduler(optimizer, config: TransferOptions, steps_per_epoch: int, ep
         return decay
     warm = LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
     return SequentialLR(optimizer, [warm, decay], milestones=[warmup])
+
+
+def resize_schedule(scheduler, config: TransferOptions, steps_per_epoch: int, epochs: int) -> None:
+    """Give a running ``build_scheduler`` schedule a new length of ``epochs`` (--epochs-by-time).
+
+    torch's cosine annealing steps by a recursive rule from the current rate, so a new
+    ``T_max`` continues smoothly from where the schedule is and still reaches its minimum at
+    the new end; step and constant schedules do not depend on the length.
+    """
+    from torch.optim.lr_scheduler import CosineAnnealingLR
+
+    if config.schedule != "cosine":
+        return
+    parts = getattr(scheduler, "_schedulers", [scheduler])
+    cosine = next(s for s in parts if isinstance(s, CosineAnnealingLR))
+    warmup = getattr(scheduler, "_milestones", [0])[0]  # SequentialLR: warmup, then cosine
+    cosine.T_max = max(1, steps_per_epoch * epochs - warmup, cosine.last_epoch + 1)
