@@ -12,7 +12,7 @@ from conftest import stub_args
 
 from geotune.config import make_config
 from geotune.data.folder import scan_folder
-from geotune.data.index import is_index_file, scan_index
+from geotune.data.index import is_index_file, multilabel_index, scan_index
 from geotune.data.scan import scan_chips
 from geotune.engine import train
 from geotune.errors import ConfigError, DataError
@@ -76,6 +76,9 @@ def test_a_multi_label_index_file_is_multi_label(flat_chips):
     folder = scan_chips(write_index(flat_chips, multi, header=("path", "labels")))
     assert folder.multilabel and "water" in folder.classes and "land" in folder.classes
     assert folder.label_matrix.sum(1).min() == 2
+    assert multilabel_index(flat_chips)
+    with pytest.raises(ConfigError, match="does not choose for multi-label chips"):
+        train(make_config(data=flat_chips, time_budget="1m"))
 
 
 @pytest.mark.parametrize(

@@ -275,8 +275,6 @@ def test_linear_probe_end_to_end_evaluate_predict_export(mosaics, tmp_path):
     line = one_error(cli(tmp_path, "adapt", run, "--target", data))
     assert "adapt does not support multi-label runs" in line, line
     _use_the_multilabel_run(run, data, table, tmp_path)
-    with pytest.raises(ConfigError, match="compare does not support multi-label data yet"):
-        make_compare_config(data=data, train={"labels": str(table)})
 
     # The checkpoint is the fitted one-vs-rest probe folded into the network's linear head:
     # it reproduces the test probabilities the run reported.
@@ -560,3 +558,42 @@ def test_label_table_names_lines(tmp_path):
     (tmp_path / "u.csv").write_text("name,labels\na.png,x\n")
     with pytest.raises(ConfigError, match="no path column"):
         read_label_table(tmp_path / "u.csv")
+
+
+def test_compare_ranks_multilabel_strategies_by_map(mosaics, tmp_path):
+    from geotune.sweep import run_compare
+
+    data, table, _, _ = mosaics
+    train = {"backbone": STUB_BACKBONE, "weights": "random", "image_size": 32, "batch_size": 8}
+    config = make_compare_config(
+        data=data, labels=table, strategies="linear-probe,knn", labels_per_class="3,all",
+        seeds=3, pool_fraction=0.5, output=tmp_path, name="ml", train=train,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="labels given twice"):
+        make_compare_config(data=data, labels=table, train={**train, "labels": str(table)})
+    sweep = run_compare(config)
+    results = json.loads((sweep / "results.json").read_text())
+    cells, strategies = results["cells"], results["strategies"]
+    assert len(cells) == 2 * 2 * 3 and all(c["metric"] == "map_macro" for c in cells)
+    for c in cells:  # the score is the run's own test mAP, inside its bootstrap interval
+        run_metrics = json.loads((Path(c["run"]) / "test_metrics.json").read_text())
+        assert c["score"] == run_metrics["map_macro"]
+        assert c["score_ci_low"] <= c["score"] <= c["score_ci_high"]
+    assert {t["metric"] for t in strategies} == {"map_macro"}
+    assert results["paired"] and all(p["seeds"] == 3 for p in results["paired"])
+    # Per seed one test part for every budget, and the budget of 3 inside the whole pool.
+    for seed in range(3):
+        small, whole = (read_split(sweep / "splits" / f"{b}-s{seed}.csv", scan_labelled(data, table))
+                        for b in (3, "all"))  # fmt: skip
+        assert ((small == "test") == (whole == "test")).all()
+        labelled = np.isin(small, ["train", "val"])
+        assert (np.isin(whole[labelled], ["train", "val"])).all() and labelled.sum() < (
+            np.isin(whole, ["train", "val"]).sum()
+        )
+        Y = scan_labelled(data, table).label_matrix
+        assert Y[small == "train"].sum(0).min() >= 3
+    lines = results["recommendation"]
+    assert any("mAP" in line and "use " in line for line in lines)
+    assert any("positive training chips per label" in line for line in lines)  # auto's rule
+    report = (sweep / "report.md").read_text()
+    assert "mAP %" in report and "Macro mAP" in report

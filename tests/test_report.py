@@ -48,7 +48,7 @@ def test_grid_results_table(sweep):
         (s, b, str(k)) for s in ("linear-probe", "knn") for b in ("2", "all") for k in (0, 1)
     }
     for r in rows:
-        assert float(r["oa_ci_low"]) <= float(r["overall_accuracy"]) <= float(r["oa_ci_high"])
+        assert float(r["score_ci_low"]) <= float(r["overall_accuracy"]) <= float(r["score_ci_high"])
     # One test set per seed, whatever the budget: strategies are compared on the same chips.
     tests = {}
     for r in rows:
@@ -63,7 +63,7 @@ def test_report_numbers_match_the_results(sweep):
     summary = _csv(sweep / "summary.csv")
     md = (sweep / "report.md").read_text()
     for t in summary:
-        oa = f"{100 * float(t['oa_mean']):.1f}"
+        oa = f"{100 * float(t['score_mean']):.1f}"
         assert re.search(rf"\| {t['strategy']} \| {t['labels_per_class']} \| \d+ \| {oa} \|", md), (
             t,
             md,
@@ -107,7 +107,7 @@ def _table(strategy_oas: dict[str, tuple[float, float]]) -> tuple[list[dict], li
         {
             "strategy": s,
             "labels_per_class": 5,
-            "oa_mean": oa,
+            "score_mean": oa,
             "train_time_s_mean": t,
             "n_train": 150,
         }
@@ -134,7 +134,7 @@ def test_recommendation_follows_the_numbers():
     assert "use lp-ft" in line and "significantly above linear-probe" in line
     # Same strategies, but the fine-tune's advantage is within noise: the cheaper probe wins.
     pairs[0].update(diff_mean=0.01, diff_ci_low=-0.02, diff_ci_high=0.04)
-    table[1]["oa_mean"] = 0.81
+    table[1]["score_mean"] = 0.81
     (line,) = recommend(table, pairs)
     assert "use linear-probe" in line and "not significantly below lp-ft" in line
     # And when the probe is simply better, it is recommended on accuracy alone.
@@ -226,7 +226,7 @@ def _seed_rows(accuracy: dict[str, list[float]], seconds: dict[str, float]) -> l
     """compare's per-run rows: one per strategy and seed, at one label budget."""
     return [
         {"strategy": s, "transfer_strategy": s, "labels_per_class": 20, "seed": i,
-         "overall_accuracy": oa, "overfitting_gap": None, "macro_f1": oa, "kappa": oa,
+         "metric": "overall_accuracy", "score": oa, "overfitting_gap": None, "macro_f1": oa, "kappa": oa,
          "trainable_params": 1, "train_time_s": seconds[s], "peak_memory_mb": None,
          "n_train": 350, "n_classes": 7, "probe_val_accuracy": None}
         for s, oas in accuracy.items() for i, oa in enumerate(oas)
@@ -254,7 +254,7 @@ def test_fewer_than_three_seeds_cannot_separate_strategies(tmp_path):
 
     acc = {"linear-probe": [0.80, 0.74], "feature-extraction": [0.70, 0.76]}
     table, pairs = summarize(_seed_rows(acc, {"linear-probe": 300.0, "feature-extraction": 3.0}))
-    assert all(math.isnan(t["oa_ci_low"]) for t in table)  # not [0, 100]
+    assert all(math.isnan(t["score_ci_low"]) for t in table)  # not [0, 100]
     assert math.isnan(pairs[0]["diff_ci_low"]) and math.isnan(pairs[0]["p_value"])
     first, line = recommend(table, pairs)
     assert first.startswith("With 2 seeds per strategy the 95% intervals cannot separate")

@@ -36,6 +36,19 @@ def is_index_file(data: Path | str) -> bool:
     return p.suffix.lower() in INDEX_SUFFIXES and not p.is_dir()
 
 
+def multilabel_index(data: Path | str) -> bool:
+    """``data`` is an index file whose columns are those of a multi-label table (no ``label``
+    or ``class`` column): read from its header alone."""
+    if not is_index_file(data) or not Path(data).is_file():
+        return False
+    try:
+        with Path(data).open(newline="", encoding="utf-8-sig") as fh:
+            header = [h.strip() for h in next(csv.reader(fh), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False  # scan_index says what is wrong
+    return not any(c in header for c in CLASS_COLUMNS)
+
+
 def scan_index(index: Path, skip_bad: bool = False) -> SceneFolder:
     """The chips an index file lists, with their labels.
 

@@ -186,8 +186,13 @@ def budget_split(
 
     Each class is shuffled once from ``seed``; its first ``pool_fraction`` is the labelled pool, the
     rest is test (capped at ``test_per_class``). A budget takes the first ``labels_per_class`` chips of the pool (None: the whole
-    pool), of which ``val_fraction`` (at least one) is held out for validation.
+    pool), of which ``val_fraction`` (at least one) is held out for validation. Multi-label
+    folders: :func:`_multilabel_budget_split`.
     """
+    if folder.multilabel:
+        return _multilabel_budget_split(
+            folder, pool_fraction, labels_per_class, val_fraction, seed, test_per_class
+        )
     rng = np.random.default_rng(seed)
     split = np.full(len(folder), "unused", dtype=object)
     for c, name in enumerate(folder.classes):
@@ -205,4 +210,46 @@ def budget_split(
         split[perm[n_lab - n_val : n_lab]] = "val"
         split[perm[n_pool:][:test_per_class]] = "test"
         # chips of the pool beyond the budget stay 'unused', so every budget shares one test set
+    return split.astype(str)
+
+
+def _multilabel_budget_split(folder, pool_fraction, k, val_fraction, seed, test_per_class):
+    """``budget_split`` of a multi-label folder: the pool and the test part by iterative
+    stratification (one test part per seed), then the shortest prefix of the pool, shuffled once
+    per seed, whose training chips hold at least ``k`` positives of every label (None: the whole
+    pool). Prefixes of one order are nested, so smaller budgets are subsets of larger ones, as
+    for single-label sweeps. Every ``1 / val_fraction``-th chip of the prefix is validation.
+    ``test_per_class`` caps the test part at that many chips per label.
+    """
+    Y = folder.label_matrix.astype(bool)
+    rng = np.random.default_rng(seed)
+    fold = iterative_stratification(Y, np.array([pool_fraction, 1 - pool_fraction]), rng)
+    split = np.full(len(Y), "unused", dtype=object)
+    test = np.flatnonzero(fold == 1)
+    split[test[: None if test_per_class is None else test_per_class * Y.shape[1]]] = "test"
+    pool = np.flatnonzero(fold == 0)
+    pool = pool[rng.permutation(len(pool))]
+    every = max(2, int(round(1 / val_fraction))) if val_fraction > 0 else 0
+    role = np.array(
+        ["val" if every and i % every == every - 1 else "train" for i in range(len(pool))]
+    )
+    counts = np.cumsum(Y[pool] & (role == "train")[:, None], axis=0)
+    if k is None:
+        end = len(pool)
+    else:
+        enough = np.flatnonzero((counts >= k).all(1))
+        if not len(enough):
+            rarest = folder.classes[int(np.argmin(counts[-1]))]
+            raise DataError(
+                f"label '{rarest}' has {int(counts[-1].min())} positive chips in the labelled "
+                f"pool, fewer than {k} labels per class; lower the budget or raise "
+                "--pool-fraction"
+            )
+        end = int(enough[0]) + 1
+    split[pool[:end]] = role[:end]
+    if not len(test) or not (split == "val").any() and val_fraction > 0:
+        raise DataError(
+            f"{len(Y)} multi-label chips are too few for a labelled pool, validation and a test "
+            "part; add chips or change --pool-fraction"
+        )
     return split.astype(str)

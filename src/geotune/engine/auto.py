@@ -91,9 +91,7 @@ def choose_strategy(prep: Prepared) -> tuple[str, dict]:
         why = "an RGB stem rewired to more bands has to learn them from the first step"
         return "full", {**record, "why": why}
     if prep.multilabel:
-        why = (f"median {per_class:g} positive training chips per label (>= {FEW_LABELS}): "
-               "fine-tune (multi-label data: no quick probe)")  # fmt: skip
-        return "lp-ft", {**record, "why": why}
+        return _ruled_multilabel(per_class, record)
     accuracy = quick_probe_accuracy(prep)
     record["quick_probe_val_accuracy"] = accuracy
     return _ruled(per_class, accuracy, record)
@@ -102,6 +100,25 @@ def choose_strategy(prep: Prepared) -> tuple[str, dict]:
 def _ruled(per_class: float, accuracy: float | None, record: dict) -> tuple[str, dict]:
     strategy, why = label_rule(per_class, accuracy)
     return strategy, {**record, "why": why}
+
+
+def _ruled_multilabel(per_label: float, record: dict) -> tuple[str, dict]:
+    strategy, why = multilabel_rule(per_label)
+    return strategy, {**record, "why": why}
+
+
+def multilabel_rule(per_label: float) -> tuple[str, str]:
+    """The rule for multi-label data, from the median positive training chips per label: the
+    probe below FEW_LABELS, else lp-ft (no quick probe: its measure is single-label)."""
+    if per_label < FEW_LABELS:
+        return "linear-probe", (
+            f"median {per_label:g} positive training chips per label (< {FEW_LABELS}): "
+            "fine-tuning would overfit"
+        )
+    return "lp-ft", (
+        f"median {per_label:g} positive training chips per label (>= {FEW_LABELS}): fine-tune "
+        "(multi-label data: no quick probe)"
+    )
 
 
 def label_rule(per_class: float, probe_val_accuracy: float | None) -> tuple[str, str]:

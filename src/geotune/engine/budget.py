@@ -54,7 +54,7 @@ from geotune.runs.rundir import new_run
 from geotune.validation import parse_duration
 
 # Plan each step to this share of what is left: estimates come from a few timed batches.
-SAFETY = 0.85
+SAFETY = 0.75
 MIN_STEP_S = 10.0  # with less left, no new candidate is timed or run
 TIMED_CHIPS = 16  # per timed batch: enough to amortise Python overhead on a CPU
 # lp-ft gets the rest of the budget when it affords this many epochs (one head epoch, then the
@@ -122,10 +122,12 @@ def check_budget_config(config: TrainConfig) -> None:
     if config.devices > 1:
         raise ConfigError("--time-budget runs on one device; leave out --devices or the budget")
     from geotune.data.bigearthnet import is_bigearthnet
+    from geotune.data.index import multilabel_index
 
-    if config.labels is not None or is_bigearthnet(config.data):
+    if config.labels is not None or is_bigearthnet(config.data) or multilabel_index(config.data):
         raise ConfigError(
-            "--time-budget does not choose for multi-label chips (--labels, BigEarthNet) yet; "
+            "--time-budget does not choose for multi-label chips (--labels, BigEarthNet, a "
+            "multi-label index file) yet; "
             "name a strategy"
         )
     if config.val_fraction <= 0:

@@ -56,3 +56,12 @@ def label_thresholds(meta: dict, classes: list[str]) -> list[float] | None:
     if isinstance(t, dict):
         return [float(t.get(c, DEFAULT_THRESHOLD)) for c in classes]
     return [float(v) for v in t] if t is not None else [DEFAULT_THRESHOLD] * len(classes)
+
+
+# What a sweep ranks runs by (a results row's ``metric``), and its short name in reports.
+METRIC_NAMES = {"overall_accuracy": "OA", "map_macro": "mAP"}
+
+
+def metric_name(table: list[dict]) -> str:
+    """The short name of what a sweep's table ranks by (OA, or mAP for multi-label data)."""
+    return METRIC_NAMES[table[0].get("metric", "overall_accuracy")] if table else "OA"

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from geotune.errors import ConfigError
 from geotune.fileio import atomic_write_bytes, atomic_write_text
+from geotune.metrics.selection import metric_name
 from geotune.runs.artifacts import (
     SUMMARY_FILE,
     TEST_METRICS_FILE,
@@ -297,8 +298,11 @@ def sweep_report(sweep: Path) -> Path:
     for line in results["recommendation"]:
         doc.para(line, "rec")
     doc.h2("Strategies, measured")
+    m = metric_name(table)
     doc.para(
-        "Overall accuracy: mean over seeds with its 95% t-interval; overfitting gap: training minus test accuracy."
+        ("Overall accuracy" if m == "OA" else "Macro mAP (multi-label chips)")
+        + ": mean over seeds with its 95% t-interval; overfitting gap: training minus test "
+        "accuracy."
         + (
             " With fewer than 3 seeds no interval is given: it would span nearly everything and "
             "could not separate strategies."
@@ -306,11 +310,11 @@ def sweep_report(sweep: Path) -> Path:
             else ""
         )
     )
-    _strategy_table(doc, table)
+    _strategy_table(doc, table, m)
     doc.h2("Data efficiency")
-    doc.figure(_efficiency_figure(table), "accuracy versus labels per class")
+    doc.figure(_efficiency_figure(table, m), f"{m} versus labels per class")
     if results.get("backbones"):
-        _pretraining_table(doc, results["backbones"])
+        _pretraining_table(doc, results["backbones"], m)
     if results["paired"]:
         _paired_table(doc, results["paired"])
     top_budget = table[-1]["labels_per_class"]
@@ -323,9 +327,12 @@ def sweep_report(sweep: Path) -> Path:
     if curves:
         doc.h2(f"Learning curves ({top_budget} labels per class, seed 0)")
         doc.figure(_learning_figure(curves), "learning curves")
-    best = max(cells, key=lambda c: c["overall_accuracy"])
+    best = max(cells, key=lambda c: c["score"])
     best_run = Path(best["run"])
     doc.h2(f"Best run: {best_run.name}")
+    if m != "OA":  # multi-label: no confusion matrix; the run's own report has its labels
+        doc.para(f"Per-label AP, thresholds and PR curves: {best_run / 'report.html'}")
+        return doc.write()
     doc.figure(
         _confusion_figure(TestMetrics.read(best_run / TEST_METRICS_FILE).model_dump()),
         "confusion matrix",
@@ -335,13 +342,13 @@ def sweep_report(sweep: Path) -> Path:
     return doc.write()
 
 
-def _strategy_table(doc: _Doc, table: list[dict]) -> None:
+def _strategy_table(doc: _Doc, table: list[dict], m: str) -> None:
     doc.table(
         [
             "strategy",
             "labels / class",
             "training chips",
-            "OA %",
+            f"{m} %",
             "95% CI",
             "macro F1 %",
             "kappa",
@@ -355,10 +362,10 @@ def _strategy_table(doc: _Doc, table: list[dict]) -> None:
                 t["strategy"],
                 t["labels_per_class"],
                 t["n_train"],
-                _pct(t["oa_mean"]),
-                _interval(t["oa_ci_low"], t["oa_ci_high"]),
+                _pct(t["score_mean"]),
+                _interval(t["score_ci_low"], t["score_ci_high"]),
                 _pct(t["macro_f1_mean"]),
-                f"{t['kappa_mean']:.3f}",
+                "-" if t["kappa_mean"] is None else f"{t['kappa_mean']:.3f}",
                 f"{t['trainable_params']:,}",
                 f"{t['train_time_s_mean']:.0f}",
                 f"{t['peak_memory_mb_mean']:.0f}",
@@ -369,10 +376,10 @@ def _strategy_table(doc: _Doc, table: list[dict]) -> None:
     )
 
 
-def _pretraining_table(doc: _Doc, ranking: list[dict]) -> None:
+def _pretraining_table(doc: _Doc, ranking: list[dict], m: str) -> None:
     doc.h2("Pretrainings, ranked (same splits and seeds)")
     doc.para(
-        "Per strategy and label budget, pretrainings by mean overall accuracy; the difference to "
+        f"Per strategy and label budget, pretrainings by mean {m}; the difference to "
         "the best one is paired over seeds (same training and test chips), with its 95% t-interval."
     )
     doc.table(
@@ -381,7 +388,7 @@ def _pretraining_table(doc: _Doc, ranking: list[dict]) -> None:
             "labels / class",
             "rank",
             "pretraining",
-            "OA %",
+            f"{m} %",
             "95% CI",
             "vs best (pt)",
             "95% CI of difference",
@@ -394,8 +401,8 @@ def _pretraining_table(doc: _Doc, ranking: list[dict]) -> None:
                 r["labels_per_class"],
                 r["rank"],
                 r["pretraining"],
-                _pct(r["oa_mean"]),
-                _interval(r["oa_ci_low"], r["oa_ci_high"]),
+                _pct(r["score_mean"]),
+                _interval(r["score_ci_low"], r["score_ci_high"]),
                 "best" if r["diff_to_best"] is None else f"{100 * r['diff_to_best']:+.1f}",
                 ""
                 if r["diff_ci_low"] is None or math.isnan(r["diff_ci_low"])
@@ -428,22 +435,22 @@ def _paired_table(doc: _Doc, paired: list[dict]) -> None:
     )
 
 
-def _efficiency_figure(table: list[dict]):
+def _efficiency_figure(table: list[dict], m: str = "OA"):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     budgets = list(dict.fromkeys(t["labels_per_class"] for t in table))
     xs = {b: i for i, b in enumerate(budgets)}
     for s in dict.fromkeys(t["strategy"] for t in table):
         rows = [t for t in table if t["strategy"] == s]
         x = [xs[t["labels_per_class"]] for t in rows]
-        y = np.array([100 * t["oa_mean"] for t in rows])
+        y = np.array([100 * t["score_mean"] for t in rows])
         line = ax.plot(x, y, marker="o", label=s)
-        lo = np.array([100 * t["oa_ci_low"] for t in rows], dtype=float)
-        hi = np.array([100 * t["oa_ci_high"] for t in rows], dtype=float)
+        lo = np.array([100 * t["score_ci_low"] for t in rows], dtype=float)
+        hi = np.array([100 * t["score_ci_high"] for t in rows], dtype=float)
         if not np.isnan(lo).all():
             ax.fill_between(x, lo, hi, alpha=0.2, color=line[0].get_color())
     ax.set_xticks(range(len(budgets)), [str(b) for b in budgets])
     ax.set_xlabel("labels per class")
-    ax.set_ylabel("overall accuracy % (mean, 95% CI)")
+    ax.set_ylabel(f"{'overall accuracy' if m == 'OA' else 'macro mAP'} % (mean, 95% CI)")
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("data efficiency")

@@ -9,6 +9,8 @@ linear-probe / kNN cells share the feature cache.
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from rich.console import Console
 
 from geotune.config import build_config, make_config, register_config_model
 from geotune.data.folder import cache_root
-from geotune.data.scan import single_label_chips
+from geotune.data.scan import scan_chips
 from geotune.data.splits import budget_split, read_split, write_split
 from geotune.engine.trainer import train
 from geotune.errors import ConfigError
@@ -54,6 +56,12 @@ class CompareConfig(StrictConfig):
     """A strategy x label-budget x seed grid; ``train`` holds options for every run."""
 
     data: Path = path_field("input-dir")
+    labels: Path | None = path_field(
+        "input-file",
+        None,
+        description="multi-label chips: their label table (as for geotune train --labels); the "
+        "sweep then ranks strategies by macro mAP",
+    )
     strategies: list[str] = Field(["linear-probe", "feature-extraction", "lp-ft"], min_length=1)
     backbones: list[str] = Field(
         [],
@@ -113,6 +121,11 @@ def make_compare_config(**values: Any) -> CompareConfig:
     """
     config = build_config(CompareConfig, what="compare option", **values)
     _check_train_options(config)
+    if config.labels is not None:  # one home for every run's options: the train options
+        if "labels" in config.train:
+            raise ConfigError("labels given twice (--labels and the train options); give one")
+        train = {**config.train, "labels": str(Path(config.labels).resolve())}
+        config = config.model_copy(update={"train": train})
     if "auto" in config.strategies:
         raise ConfigError(
             "compare measures strategies side by side and auto picks one of them; compare "
@@ -142,11 +155,6 @@ _SET_BY_COMPARE = {
 
 def _check_train_options(config: CompareConfig) -> None:
     """Refuse train options that compare sets per run, naming the compare option to use."""
-    if "labels" in config.train:
-        raise ConfigError(
-            "compare does not support multi-label data yet ('labels' in the train options); "
-            "train each strategy with geotune train --labels"
-        )
     for key, instead in _SET_BY_COMPARE.items():
         if key in config.train:
             raise ConfigError(
@@ -191,15 +199,12 @@ def cell_row(
 
     ``strategy`` is the compared unit: the strategy, or ``strategy @ pretraining`` when the
     sweep compares pretrainings (``transfer_strategy`` and ``pretraining`` hold the parts).
+    ``score`` is what the sweep ranks by (``metric``): overall accuracy, or macro mAP for
+    multi-label runs, with its 95% bootstrap interval over the test chips.
     """
-    metrics = TestMetrics.read(run / TEST_METRICS_FILE)
     s = RunSummary.read(run / SUMMARY_FILE)
-    preds = np.genfromtxt(
-        run / "test_predictions.csv", delimiter=",", dtype=str, skip_header=1, ndmin=2
-    )
-    correct = (preds[:, 1] == preds[:, 2]).astype(float) if len(preds) else np.array([])
-    lo, hi = _bootstrap_ci(correct)
-    oa = metrics.overall_accuracy
+    scores = _multilabel_scores(run) if s.multilabel else _single_label_scores(run)
+    probes = s.val_map_by_power_and_C if s.multilabel else s.val_accuracy_by_power_and_C
     return {
         "strategy": method_label(strategy, pretraining),
         "transfer_strategy": strategy,
@@ -210,26 +215,62 @@ def cell_row(
         "n_train": s.n_train,
         "n_val": s.n_val,
         "n_test": s.n_test,
-        "n_classes": len(metrics.classes),
-        # A probe's best validation accuracy: the distance-to-pretraining that auto reads (auto's
+        # A probe's best validation score: the distance-to-pretraining that auto reads (auto's
         # own quick probe uses at most 20 chips per class; this one all the cell's chips).
-        "probe_val_accuracy": max(s.val_accuracy_by_power_and_C.values())
-        if s.val_accuracy_by_power_and_C
-        else None,
+        "probe_val_accuracy": max(probes.values()) if probes else None,
         "epochs": s.epochs,
-        "overall_accuracy": oa,
-        "oa_ci_low": lo,
-        "oa_ci_high": hi,
-        "average_accuracy": metrics.average_accuracy,
-        "macro_f1": metrics.macro_f1,
-        "kappa": metrics.kappa,
+        **scores,
         "train_accuracy": s.train_accuracy,
-        "overfitting_gap": None if s.train_accuracy is None else s.train_accuracy - oa,
+        "overfitting_gap": None
+        if s.train_accuracy is None or s.multilabel
+        else s.train_accuracy - scores["score"],
         "trainable_params": s.trainable_params,
         "total_params": s.total_params,
         "train_time_s": s.train_time_s,
         "peak_memory_mb": s.peak_memory_mb,
         "run": str(run),
+    }
+
+
+def _single_label_scores(run: Path) -> dict:
+    metrics = TestMetrics.read(run / TEST_METRICS_FILE)
+    preds = np.genfromtxt(
+        run / "test_predictions.csv", delimiter=",", dtype=str, skip_header=1, ndmin=2
+    )
+    correct = (preds[:, 1] == preds[:, 2]).astype(float) if len(preds) else np.array([])
+    lo, hi = _bootstrap_ci(correct)
+    oa = metrics.overall_accuracy
+    return {
+        "n_classes": len(metrics.classes),
+        "metric": "overall_accuracy",
+        "score": oa,
+        "score_ci_low": lo,
+        "score_ci_high": hi,
+        "overall_accuracy": oa,
+        "average_accuracy": metrics.average_accuracy,
+        "macro_f1": metrics.macro_f1,
+        "kappa": metrics.kappa,
+    }
+
+
+def _multilabel_scores(run: Path) -> dict:
+    metrics = json.loads((run / TEST_METRICS_FILE).read_text())
+    lo, hi = metrics.get("map_macro_ci95") or (math.nan, math.nan)
+    # What --strategy auto's multi-label rule reads: positives per label in the training part.
+    with (run / "split.csv").open(newline="") as fh:
+        train = [r["class"].split(";") for r in csv.DictReader(fh) if r["split"] == "train"]
+    counts = [sum(name in t for t in train) for name in metrics["per_label"]]
+    return {
+        "train_positives_median": float(np.median([c for c in counts if c > 0] or [0])),
+        "n_classes": len(metrics["per_label"]),
+        "metric": "map_macro",
+        "score": metrics["map_macro"],
+        "score_ci_low": lo,
+        "score_ci_high": hi,
+        "map_micro": metrics["map_micro"],
+        "macro_f1": metrics["f1_macro"],
+        "subset_accuracy": metrics["subset_accuracy"],
+        "kappa": None,
     }
 
 
@@ -258,6 +299,7 @@ def refuse_compare_outputs_in_inputs(config: CompareConfig, **more_inputs: Path 
     inputs = {
         "--data": config.data,
         "--weights (train option)": existing_file(config.train.get("weights")),
+        "--labels (train option)": config.train.get("labels"),
         **more_inputs,
     }
     refuse_outputs_in_inputs(
@@ -281,9 +323,9 @@ def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
     console = console or Console(stderr=True)
     refuse_compare_outputs_in_inputs(config)
     config = config.model_copy(update={"data": Path(config.data).resolve()})
-    folder = single_label_chips(
-        config.data, "compare ranks single-label strategies", config.train.get("skip_bad_images")
-    )
+    labels = config.train.get("labels")
+    skip = bool(config.train.get("skip_bad_images"))
+    folder = scan_chips(config.data, None if labels is None else Path(labels), skip)
     sweep = sweep_folder(config)
     _check_sweep_splits(sweep, config)
     (sweep / "splits").mkdir(parents=True, exist_ok=True)

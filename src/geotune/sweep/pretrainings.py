@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geotune.errors import ConfigError
+from geotune.metrics.selection import METRIC_NAMES
 from geotune.sweep.statistics import pair_of
 
 SEP = " @ "  # method label: "<strategy> @ <pretraining>"
@@ -70,7 +71,7 @@ def method_label(strategy: str, pretraining: Pretraining | None) -> str:
 
 
 def rank_pretrainings(table: list[dict], pairs: list[dict], rows: list[dict]) -> list[dict]:
-    """Per strategy and budget, the pretrainings by mean OA, each with its paired difference to
+    """Per strategy and budget, the pretrainings by mean score (OA, or mAP), each with its paired difference to
     the best one (same splits and seeds) and whether that difference is significant."""
 
     kinds = {r["strategy"]: (r["transfer_strategy"], r["pretraining"]) for r in rows}
@@ -80,7 +81,7 @@ def rank_pretrainings(table: list[dict], pairs: list[dict], rows: list[dict]) ->
             group = [
                 t for t in table if t["labels_per_class"] == b and kinds[t["strategy"]][0] == s
             ]
-            group.sort(key=lambda t: -t["oa_mean"])
+            group.sort(key=lambda t: -t["score_mean"])
             for rank, t in enumerate(group, 1):
                 pair = None if rank == 1 else pair_of(pairs, b, t["strategy"], group[0]["strategy"])
                 low = math.nan if pair is None else pair["diff_ci_low"]
@@ -91,9 +92,10 @@ def rank_pretrainings(table: list[dict], pairs: list[dict], rows: list[dict]) ->
                         "transfer_strategy": s,
                         "rank": rank,
                         "pretraining": kinds[t["strategy"]][1],
-                        "oa_mean": t["oa_mean"],
-                        "oa_ci_low": t["oa_ci_low"],
-                        "oa_ci_high": t["oa_ci_high"],
+                        "metric": t.get("metric", "overall_accuracy"),
+                        "score_mean": t["score_mean"],
+                        "score_ci_low": t["score_ci_low"],
+                        "score_ci_high": t["score_ci_high"],
                         "diff_to_best": None if pair is None else pair["diff_mean"],
                         "diff_ci_low": None if pair is None else low,
                         "diff_ci_high": None if pair is None else high,
@@ -120,7 +122,8 @@ def ranking_lines(ranking: list[dict]) -> list[str]:
         budget = best["labels_per_class"]
         head = (
             f"{best['transfer_strategy']}, {budget} labels per class: best pretraining "
-            f"{best['pretraining']} ({100 * best['oa_mean']:.1f}% OA)"
+            f"{best['pretraining']} ({100 * best['score_mean']:.1f}% "
+            f"{METRIC_NAMES[best['metric']]})"
         )
         parts = [
             f"{r['pretraining']} {100 * r['diff_to_best']:+.1f} pt"

@@ -1,5 +1,7 @@
-"""The statistics of a sweep: per strategy and label budget, mean and 95% t-interval of overall
-accuracy over seeds; per pair of strategies, the paired difference over seeds (same splits)."""
+"""The statistics of a sweep: per strategy and label budget, mean and 95% t-interval of the
+sweep's score over seeds (overall accuracy, or macro mAP for multi-label data: each row's
+``score`` and ``metric``); per pair of strategies, the paired difference over seeds (same
+splits)."""
 
 from __future__ import annotations
 
@@ -41,20 +43,22 @@ def summarize(rows: list[dict]) -> tuple[list[dict], list[dict]]:
             cell = [r for r in rows if r["strategy"] == s and r["labels_per_class"] == b]
             if not cell:
                 continue
-            oa = np.array([r["overall_accuracy"] for r in cell])
-            mean, lo, hi = _t_interval(oa)
+            score = np.array([r["score"] for r in cell])
+            mean, lo, hi = _t_interval(score)
+            kappas = [r["kappa"] for r in cell if r.get("kappa") is not None]
             gaps = [r["overfitting_gap"] for r in cell if r["overfitting_gap"] is not None]
             table.append(
                 {
                     "strategy": s,
                     "labels_per_class": b,
                     "seeds": len(cell),
-                    "oa_mean": mean,
-                    "oa_ci_low": lo,
-                    "oa_ci_high": hi,
-                    "oa_std": float(oa.std(ddof=1)) if len(oa) > 1 else 0.0,
+                    "metric": cell[0]["metric"],
+                    "score_mean": mean,
+                    "score_ci_low": lo,
+                    "score_ci_high": hi,
+                    "score_std": float(score.std(ddof=1)) if len(score) > 1 else 0.0,
                     "macro_f1_mean": float(np.mean([r["macro_f1"] for r in cell])),
-                    "kappa_mean": float(np.mean([r["kappa"] for r in cell])),
+                    "kappa_mean": float(np.mean(kappas)) if kappas else None,
                     "trainable_params": cell[0]["trainable_params"],
                     "train_time_s_mean": float(np.mean([r["train_time_s"] for r in cell])),
                     "peak_memory_mb_mean": float(np.mean([r["peak_memory_mb"] or 0 for r in cell])),
@@ -65,13 +69,13 @@ def summarize(rows: list[dict]) -> tuple[list[dict], list[dict]]:
         for i, a in enumerate(strategies):
             for c in strategies[i + 1 :]:
                 by_seed = {
-                    r["seed"]: r["overall_accuracy"]
+                    r["seed"]: r["score"]
                     for r in rows
                     if r["strategy"] == a and r["labels_per_class"] == b
                 }
                 diffs = np.array(
                     [
-                        by_seed[r["seed"]] - r["overall_accuracy"]
+                        by_seed[r["seed"]] - r["score"]
                         for r in rows
                         if r["strategy"] == c
                         and r["labels_per_class"] == b
