@@ -31,7 +31,6 @@ from geotune.engine.fabric import cudnn_enabled, resolve_cudnn, resolve_device
 from geotune.engine.outputs import finish_run, write_run_header
 from geotune.engine.prepare import Prepared, RunResult
 from geotune.engine.streamed_probe import STREAMED_PROBE_ROWS, fit_standardiser, fit_streamed
-from geotune.errors import ConfigError
 from geotune.models.backbones import Preprocessing
 from geotune.models.classifier import save_classifier, signed_power, wrap_stages
 from geotune.models.stages import StagePooling, stage_candidates, stage_width
@@ -363,16 +362,10 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
         if stages > 1:  # each candidate's features are a prefix of the widest (models/stages.py)
             widths = {k: stage_width(backbone, k) for k in sorted(set(candidates))}
         n_labelled = len(prep.indices("train")) + len(prep.indices("val"))
-        if prep.multilabel and n_labelled >= STREAMED_PROBE_ROWS:
-            raise ConfigError(
-                f"the streamed linear probe ({n_labelled} labelled chips, from "
-                f"{STREAMED_PROBE_ROWS}) does not support multi-label data yet; use --strategy "
-                "full, or a smaller --train-fraction"
-            )
-        if prep.multilabel:
-            fitted = _multilabel_probe(prep, np.asarray(feats), widths)
-        elif n_labelled >= STREAMED_PROBE_ROWS:
+        if n_labelled >= STREAMED_PROBE_ROWS:
             fitted = _streamed_logistic_probe(prep, feats, widths, device)
+        elif prep.multilabel:
+            fitted = _multilabel_probe(prep, np.asarray(feats), widths)
         else:
             fitted = _logistic_probe(prep, np.asarray(feats), widths)
     elif prep.multilabel:
@@ -583,11 +576,15 @@ def _write_linear_head(path: Path, prep, weight, bias, power: float, stages: int
 def _streamed_logistic_probe(prep: Prepared, feats, widths: dict[int, int], device) -> ProbeFit:
     """The logistic probe of ``_logistic_probe`` for large labelled sets: the same candidates
     chosen the same way on validation, fitted by streaming the cached features (see
-    streamed_probe); the model fitted on the training chips gives the validation outputs."""
-    config, y = prep.config, prep.images.folder.labels
+    streamed_probe); the model fitted on the training chips gives the validation outputs.
+    Multi-label chips: one-vs-rest (a sigmoid per label), chosen on validation macro mAP, as
+    ``_multilabel_probe``."""
+    from geotune.metrics.selection import macro_average_precision
+
+    config, y, multi = prep.config, prep.targets, prep.multilabel
     tr, va, te = prep.indices("train"), prep.indices("val"), prep.indices("test")
     lab = np.concatenate([tr, va])
-    weight = None if config.class_weights == "none" else config.class_weights
+    weight = None if config.class_weights == "none" or multi else config.class_weights
     scalers = {(a, k): fit_standardiser(feats, tr, a, w) for k, w in widths.items()
                for a in config.probe_power}  # fmt: skip
     fits: dict = {}
@@ -598,10 +595,13 @@ def _streamed_logistic_probe(prep: Prepared, feats, widths: dict[int, int], devi
                 feats, y, tr, scaler, c, device, config.seed, warm, weight
             )
 
-    def val_predictions(m):
-        return m.classes_[m.predict_proba(feats, va, device).argmax(1)]
+    def val_score(m):
+        probs = m.predict_proba(feats, va, device)
+        if multi:
+            return macro_average_precision(y[va], probs)
+        return _val_score(config, y[va], m.classes_[probs.argmax(1)])
 
-    scores = {c: _val_score(config, y[va], val_predictions(m)) for c, m in fits.items()}
+    scores = {c: val_score(m) for c, m in fits.items()} if len(va) else {}
     best = max(scores, key=lambda c: (scores[c], -list(fits).index(c))) if len(va) else None
     power, C, stages = best or (1.0, sorted(config.probe_c)[len(config.probe_c) // 2], min(widths))
     scaler = fit_standardiser(feats, lab, power, widths[stages])
@@ -610,20 +610,25 @@ def _streamed_logistic_probe(prep: Prepared, feats, widths: dict[int, int], devi
     if best is not None:
         held = fits[best]
         val_probs = _all_classes(prep, held.predict_proba(feats, va, device), held.classes_)
-    lab_pred = clf.classes_[clf.predict_proba(feats, lab, device).argmax(1)]
+    lab_probs = clf.predict_proba(feats, lab, device)
+    if multi:  # label-wise (1 - Hamming loss) at 0.5, as _multilabel_probe
+        train_acc = float(((lab_probs >= 0.5) == y[lab].astype(bool)).mean())
+    else:
+        train_acc = float((clf.classes_[lab_probs.argmax(1)] == y[lab]).mean())
+    key = "val_map_by_power_and_C" if multi else "val_accuracy_by_power_and_C"
     choice = {
         "C": C,
         "feature_power": power,
         "probe_stages": stages,
-        "probe_solver": "streamed",
-        "val_accuracy_by_power_and_C": {
+        "probe_solver": "streamed one-vs-rest" if multi else "streamed",
+        key: {
             f"power={a:g},C={c:g}" + (f",stages={k}" if k != 1 else ""): s
             for (a, c, k), s in scores.items()
         },
     }
     return ProbeFit(
         _all_classes(prep, clf.predict_proba(feats, te, device), clf.classes_),
-        float((lab_pred == y[lab]).mean()),
+        train_acc,
         choice,
         lambda path: _save_linear_head(path, prep, clf.scaler, clf, power, stages),
         val_probs,

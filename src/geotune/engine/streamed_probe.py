@@ -6,7 +6,9 @@ copies), so the probe's memory grew with the dataset (100k labelled chips x 1,71
 power-normalises and standardises each block on the fly and minimises the same objective as
 scikit-learn (multinomial cross-entropy plus an L2 penalty of 1/(C n), i.e. sklearn's
 ``C * sum(loss) + |W|^2 / 2`` per sample) with minibatch Adam, on the GPU when there is one.
-Hand-written because no library fits a multinomial logistic regression streamed from disk:
+Multi-hot targets (multi-label chips) get the one-vs-rest objective instead: the sum over labels
+of each label's binary cross-entropy, which is scikit-learn's OneVsRestClassifier of logistic
+regressions fitted jointly. Hand-written because no library fits a multinomial logistic regression streamed from disk:
 scikit-learn's ``SGDClassifier.partial_fit`` is one-vs-rest, single-threaded and CPU-only.
 """
 
@@ -82,6 +84,7 @@ class StreamedLogistic:
     intercept_: np.ndarray
     classes_: np.ndarray
     scaler: Standardiser
+    multilabel: bool = False  # one sigmoid per label instead of one softmax
 
     def predict_proba(self, feats: np.ndarray, idx: np.ndarray, device) -> np.ndarray:
         W = torch.from_numpy(self.coef_).to(device)
@@ -89,8 +92,8 @@ class StreamedLogistic:
         out = np.empty((len(idx), len(self.classes_)), dtype=np.float32)
         with torch.no_grad():
             for pos, _, block in read_blocks(feats, idx):
-                x = self.scaler.apply(block, device)
-                out[pos] = torch.softmax(x @ W.T + b, 1).cpu().numpy()
+                z = self.scaler.apply(block, device) @ W.T + b
+                out[pos] = (torch.sigmoid(z) if self.multilabel else torch.softmax(z, 1)).cpu()
         return out
 
 
@@ -106,9 +109,15 @@ def fit_streamed(
     class_weight: str | None = None,
 ) -> StreamedLogistic:
     """Minimise mean cross-entropy + |W|^2 / (2 C n) over the rows ``idx`` (minibatch Adam,
-    cosine-decayed; ``init`` warm-starts from a previous solution on the same rows)."""
-    classes = np.unique(y[idx])
-    target = torch.from_numpy(np.searchsorted(classes, y[idx]))  # by position in idx
+    cosine-decayed; ``init`` warm-starts from a previous solution on the same rows). ``y`` of
+    shape (N, L) is multi-hot: the loss is then the sum of the labels' binary cross-entropies."""
+    multilabel = y.ndim == 2
+    if multilabel:
+        classes = np.arange(y.shape[1])
+        target = torch.from_numpy(np.asarray(y[idx], dtype=np.float32))
+    else:
+        classes = np.unique(y[idx])
+        target = torch.from_numpy(np.searchsorted(classes, y[idx]))  # by position in idx
     W = torch.zeros(len(classes), scaler.width, device=device)
     b = torch.zeros(len(classes), device=device)
     if init is not None and np.array_equal(init.classes_, classes):
@@ -122,7 +131,7 @@ def fit_streamed(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * per_epoch)
     l2 = 1.0 / (C * len(idx))
     weight = None
-    if class_weight == "balanced":  # scikit-learn's rule: n / (classes * count)
+    if class_weight == "balanced" and not multilabel:  # scikit-learn's rule: n / (classes * n_c)
         counts = np.bincount(target.numpy(), minlength=len(classes))
         weight = torch.from_numpy(len(idx) / (len(classes) * counts)).float().to(device)
     rng = np.random.default_rng(seed)
@@ -133,12 +142,17 @@ def fit_streamed(
             t = target[order[pos]].to(device)
             for batch in torch.from_numpy(rng.permutation(len(pos))).split(BATCH):
                 batch = batch.to(device)
-                loss = (
-                    F.cross_entropy(x[batch] @ W.T + b, t[batch], weight=weight)
-                    + 0.5 * l2 * (W * W).sum()
+                z = x[batch] @ W.T + b
+                fit = (
+                    F.binary_cross_entropy_with_logits(z, t[batch], reduction="none").sum(1).mean()
+                    if multilabel
+                    else F.cross_entropy(z, t[batch], weight=weight)
                 )
+                loss = fit + 0.5 * l2 * (W * W).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-    return StreamedLogistic(W.detach().cpu().numpy(), b.detach().cpu().numpy(), classes, scaler)
+    return StreamedLogistic(
+        W.detach().cpu().numpy(), b.detach().cpu().numpy(), classes, scaler, multilabel
+    )
