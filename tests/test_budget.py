@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from conftest import stub_args
@@ -125,3 +126,31 @@ def test_a_budgeted_run_keeps_the_best_on_validation_within_the_budget(aid_tiny,
     assert (result.run_dir / "checkpoints" / "best.pt").is_file()
     config = (result.run_dir / "config.yaml").read_text()
     assert f"name: {result.run_dir.name}" in config and "time_budget: null" in config
+
+
+@pytest.mark.slow
+def test_compare_runs_the_time_budget_beside_the_strategies(aid_tiny, tmp_path):
+    from geotune.sweep import make_compare_config, run_compare
+
+    train_opts = {k: v for k, v in stub_args(aid_tiny, tmp_path).items()
+                  if k not in ("data", "output", "train_fraction", "epochs")}  # fmt: skip
+    values = dict(data=aid_tiny, strategies="linear-probe", labels_per_class="all", seeds=1,
+                  pool_fraction=0.5, output=tmp_path / "sweeps", name="b", train=train_opts)  # fmt: skip
+    sweep = run_compare(make_compare_config(time_budget="30s", **values))
+    rows = json.loads((sweep / "results.json").read_text())["cells"]
+    assert [r["strategy"] for r in rows] == ["linear-probe", "time-budget-30s"]
+    budget = rows[1]
+    record = json.loads((Path(budget["run"]) / "budget.json").read_text())
+    kept = next(c for c in record["candidates"] if c["status"] == "kept")
+    assert budget["transfer_strategy"] == kept["recipe"].get("strategy", "linear-probe")
+    assert budget["train_time_s"] == record["spent_s"] <= 1.1 * 30
+    # The same split: the budget's run read the cell's split file.
+    split = (sweep / "splits" / "all-s0.csv").read_text().splitlines()
+    assert set((Path(budget["run"]) / "split.csv").read_text().splitlines()) <= set(split)
+    again = run_compare(make_compare_config(time_budget="30s", **values))  # reused, not rerun
+    assert json.loads((again / "results.json").read_text())["cells"] == rows
+    with pytest.raises(ConfigError, match="chooses the backbone itself"):
+        plain = {**values, "train": {}}
+        make_compare_config(
+            time_budget="30s", backbones="tf_efficientnet_lite0,mobilenetv2_100", **plain
+        )

@@ -258,8 +258,10 @@ def _explore_backbones(attempt, ladder: Ladder, backbones, cost, probe_cost, pre
     others = sorted(backbones[1:], key=lambda b: probe_cost(b))
     for b in others:
         attempt(f"probe-{_short(b)}", {**PROBE, "backbone": b}, lambda b=b: probe_cost(b))
-    singles = [c for c in _ran(ladder) if "tta" not in c.recipe]
-    singles.sort(key=lambda c: -c.val_accuracy)
+    # The plain probe of each backbone (not its rot2, composites or lp-ft runs), best first.
+    plain = [c for c in _ran(ladder) if c.recipe.keys() == {"strategy", "backbone"}
+             and c.recipe["strategy"] == PROBE["strategy"] and "+" not in c.recipe["backbone"]]  # fmt: skip
+    singles = sorted(plain, key=lambda c: -c.val_accuracy)
     if len(singles) >= 2 and not _multispectral(prep):
         a, b = (c.recipe["backbone"] for c in singles[:2])
         # Ensemble features are each member's final pooled features, a cache of their own.

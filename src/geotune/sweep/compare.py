@@ -48,7 +48,7 @@ from geotune.sweep.pretrainings import (
 from geotune.sweep.recommendation import auto_lines, recommend
 from geotune.sweep.statistics import ALL, summarize
 from geotune.transfer.strategies import STRATEGIES
-from geotune.validation import StrictConfig, path_field
+from geotune.validation import StrictConfig, parse_duration, path_field
 
 
 @register_config_model
@@ -86,9 +86,33 @@ class CompareConfig(StrictConfig):
         description="train every trained cell for at least this many optimizer steps: small "
         "budgets get more epochs, so they are not compared under-trained",
     )
+    time_budget: str | None = Field(
+        None,
+        description="also run `geotune train --time-budget T` in every cell, as one more row "
+        "(time-budget-T), so the budget's choice is compared with the strategies on the same "
+        "splits and seeds",
+    )
     output: Path = path_field("output-dir", Path("sweeps"))
     name: str | None = None
     train: dict[str, Any] = Field({}, description="geotune train options applied to every run")
+
+    @field_validator("time_budget")
+    @classmethod
+    def _budget_is_a_duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    def units(self) -> list[str]:
+        """What the sweep compares: the strategies, then the time budget's row."""
+        return [*self.strategies, *([budget_unit(self.time_budget)] if self.time_budget else [])]
+
+
+BUDGET_PREFIX = "time-budget-"
+
+
+def budget_unit(budget: str) -> str:
+    return f"{BUDGET_PREFIX}{budget.strip()}"
 
     @field_validator("strategies", "labels_per_class", "backbones", mode="before")
     @classmethod
@@ -131,11 +155,22 @@ def make_compare_config(**values: Any) -> CompareConfig:
             "compare measures strategies side by side and auto picks one of them; compare "
             "the ones auto chooses among (linear-probe, lp-ft, full) instead"
         )
+    if config.time_budget is not None and config.backbones:
+        raise ConfigError(
+            "--time-budget chooses the backbone itself, so it cannot run per pretraining; leave "
+            "out --backbones or --time-budget"
+        )
     # Validate the per-run options once, up front, with the same messages as `geotune train`.
     for p in pretrainings(config):
         extra = {} if p is None else p.train_options()
         for s in config.strategies:
             make_config(data=config.data, strategy=s, **{**config.train, **extra})
+    if config.time_budget is not None:
+        from geotune.engine.budget import check_budget_config
+
+        check_budget_config(
+            make_config(data=config.data, time_budget=config.time_budget, **config.train)
+        )
     return config
 
 
@@ -143,6 +178,7 @@ def make_compare_config(**values: Any) -> CompareConfig:
 _SET_BY_COMPARE = {
     "data": "--data",
     "strategy": "--strategies",
+    "time_budget": "--time-budget (one more row per cell)",
     "seed": "--seeds (seeds 0..N-1)",
     "split": "its own split per seed and budget",
     "labels_per_class": "--labels-per-class",
@@ -205,9 +241,11 @@ def cell_row(
     s = RunSummary.read(run / SUMMARY_FILE)
     scores = _multilabel_scores(run) if s.multilabel else _single_label_scores(run)
     probes = s.val_map_by_power_and_C if s.multilabel else s.val_accuracy_by_power_and_C
+    budget_row = strategy.startswith(BUDGET_PREFIX)
     return {
         "strategy": method_label(strategy, pretraining),
-        "transfer_strategy": strategy,
+        # A time budget's row: the strategy it kept (its recipe is in the run's budget.json).
+        "transfer_strategy": s.strategy if budget_row else strategy,
         "pretraining": s.backbone if pretraining is None else pretraining.label,
         "weights": s.weights,
         "labels_per_class": budget,
@@ -226,10 +264,15 @@ def cell_row(
         else s.train_accuracy - scores["score"],
         "trainable_params": s.trainable_params,
         "total_params": s.total_params,
-        "train_time_s": s.train_time_s,
+        # A budget's cost is all it spent (every candidate), not its kept run's fit.
+        "train_time_s": _budget_spent(run) if budget_row else s.train_time_s,
         "peak_memory_mb": s.peak_memory_mb,
         "run": str(run),
     }
+
+
+def _budget_spent(run: Path) -> float:
+    return float(json.loads((run / "budget.json").read_text())["spent_s"])
 
 
 def _single_label_scores(run: Path) -> dict:
@@ -335,7 +378,7 @@ def run_compare(config: CompareConfig, console: Console | None = None) -> Path:
         for seed in range(config.seeds)
         for b in config.labels_per_class
         for p in pretrainings(config)
-        for s in config.strategies
+        for s in config.units()
     ]
     plans = [_plan_cell(config, folder, sweep, *cell) for cell in cells]
     for cell in plans:
@@ -405,12 +448,15 @@ def _plan_cell(config: CompareConfig, folder, sweep: Path, strategy, budget, see
         )
         write_split(split_file, folder, split)
     options = {**config.train, **({} if pre is None else pre.train_options())}
-    epochs = cell_epochs(config, strategy, int((split == "train").sum()))
-    if epochs is not None:
-        options["epochs"] = epochs
+    if strategy.startswith(BUDGET_PREFIX):  # the budget chooses strategy and epochs itself
+        options["time_budget"] = config.time_budget
+    else:
+        options["strategy"] = strategy
+        epochs = cell_epochs(config, strategy, int((split == "train").sum()))
+        if epochs is not None:
+            options["epochs"] = epochs
     return make_config(
         data=config.data,
-        strategy=strategy,
         split=split_file,
         seed=seed,
         output=sweep / "runs",
@@ -422,6 +468,14 @@ def _plan_cell(config: CompareConfig, folder, sweep: Path, strategy, budget, see
 def _check_cell(run: Path, planned) -> None:
     """A finished cell is reused only if it ran with exactly the planned config."""
     if not (run / "status.json").is_file():
+        return
+    if planned.time_budget is not None:  # its saved config is the kept recipe's: the budget
+        spent = json.loads((run / "budget.json").read_text())["budget_s"]
+        if spent != parse_duration(planned.time_budget):
+            raise ConfigError(
+                f"cell {run.name} of this sweep ran with another --time-budget; pass another "
+                "--name for a new sweep, or the budget it was run with"
+            )
         return
     saved = read_run_config(run).model_dump(mode="json")
     now = planned.model_dump(mode="json")
