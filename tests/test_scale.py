@@ -138,3 +138,31 @@ def test_reading_a_memory_mapped_cache_keeps_rss_flat(tmp_path, monkeypatch):
 
     assert grown_by(plain) > 40  # the test can fail: without releases RSS grows with N
     assert grown_by(batches) < 10
+
+
+def test_view_features_reuse_the_cached_plain_view(aid_small, tmp_path, monkeypatch):
+    # rot2 after a plain run computes only the rotated view and averages it with the cached
+    # plain features: the same features as both views computed together, one pass fewer.
+    from geotune.data import decode_folder, scan_folder
+    from geotune.models import build_classifier
+
+    model, prep, _ = build_classifier("tf_efficientnet_lite0", "offline", 4)
+    images = decode_folder(scan_folder(aid_small), 64)
+
+    def features(views, cache):
+        monkeypatch.setenv("GEOTUNE_CACHE", str(tmp_path / cache))
+        return probe.cached_features(
+            model.backbone, "tf_efficientnet_lite0", "offline", prep, images, views,
+            engine="torch",
+        )  # fmt: skip
+
+    fresh = features("rot2", "fresh")
+    plain = features("none", "reused")
+    calls = []
+    real = probe.run_backbone
+    monkeypatch.setattr(probe, "run_backbone", lambda *a, **k: calls.append(a) or real(*a, **k))
+    reused = features("rot2", "reused")
+    assert not reused.from_cache and len(calls) == 1 and calls[0][-1] is True  # one view run
+    np.testing.assert_allclose(np.asarray(reused.values), np.asarray(fresh.values), rtol=1e-4,
+                               atol=1e-5)  # fmt: skip
+    assert not np.allclose(np.asarray(plain.values), np.asarray(fresh.values))

@@ -215,7 +215,8 @@ def _run_ladder(config, run_one, console, start, budget, final, trials) -> RunRe
     attempt(f"probe-{_short(default)}", {**PROBE, "backbone": default}, lambda: probe_cost(default))
     if not _multispectral(prep):
         rot2 = {**PROBE, "backbone": default, "tta": "rot2"}
-        attempt(f"probe-{_short(default)}-rot2", rot2, lambda: probe_cost(default, views=2))
+        # One pass more than the probe: the plain view's features are cached already.
+        attempt(f"probe-{_short(default)}-rot2", rot2, lambda: probe_cost(default, views=1))
     elif "band_init" not in config.model_fields_set and (
         n_comp := _composite_views(prep)
     ):  # the stem untouched: true and false colour views
@@ -273,7 +274,7 @@ def _explore_backbones(attempt, ladder: Ladder, backbones, cost, probe_cost, pre
     best = singles[0].recipe["backbone"] if singles else backbones[0]
     if best != backbones[0] and not _multispectral(prep):
         rot2 = {**PROBE, "backbone": best, "tta": "rot2"}
-        attempt(f"probe-{_short(best)}-rot2", rot2, lambda: probe_cost(best, views=2))
+        attempt(f"probe-{_short(best)}-rot2", rot2, lambda: probe_cost(best, views=1))
 
 
 def _epoch_costs(ladder: Ladder, cost: Costs) -> tuple[float, float]:

@@ -95,16 +95,19 @@ def run_backbone(
     views: str = "none",
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     out: np.ndarray | None = None,
+    skip_identity: bool = False,
 ) -> np.ndarray:
     """Pooled features of every chip, averaged over ``views`` (see augment.TTA_VIEWS).
 
     The views of a batch go through the network as one batch (one call instead of one per view).
     ``forward`` replaces ``backbone(x)`` (ONNX Runtime, see onnx_features). ``out``: an (N, D)
     array (the cache's memory map) written batch by batch instead of a new array in RAM.
+    ``skip_identity``: the mean over every view but the first (the plain view, whose features
+    the caller has already).
     """
     backbone.eval()
     forward = forward or backbone
-    chosen = TTA_VIEWS[views]
+    chosen = TTA_VIEWS[views][1 if skip_identity else 0 :]
     parts = []
     dummy = np.zeros(len(pixels), dtype=np.int64)
     start = 0
@@ -191,9 +194,8 @@ def cached_features(
     (``auto``: ONNX Runtime for long CPU passes, see onnx_features.resolve_feature_engine)."""
     from geotune.engine.onnx_features import resolve_feature_engine
 
-    key = feature_key(
-        backbone_name, weights, prep, images, views, seed, stages, stem_fingerprint(backbone)
-    )
+    stem = stem_fingerprint(backbone)
+    key = feature_key(backbone_name, weights, prep, images, views, seed, stages, stem)
     cache = ArrayCache(cache_root() / "features")
     hit = cache.load(key)
     if hit is not None and len(hit[0]) == len(images.pixels):
@@ -201,8 +203,17 @@ def cached_features(
         return Features(
             _in_memory(hit[0]), True, meta["seconds_per_chip"], meta.get("engine", "torch")
         )
+    # Every view set starts with the plain view: when a plain run cached its features, only
+    # the other views are computed (rot2 after a plain probe costs one pass, not two).
+    plain = None
+    if views != "none":
+        known = cache.load(feature_key(backbone_name, weights, prep, images, "none", seed,
+                                       stages, stem))  # fmt: skip
+        plain = known[0] if known is not None and len(known[0]) == len(images.pixels) else None
+    m = len(TTA_VIEWS[views])
     device = device or torch.device("cpu")
-    engine = resolve_feature_engine(engine, device, len(images.pixels) * len(TTA_VIEWS[views]))
+    passes = len(images.pixels) * (m - (plain is not None))
+    engine = resolve_feature_engine(engine, device, passes)
     t0 = time.perf_counter()
     forward, export_s = None, 0.0
     if engine == "onnxruntime":
@@ -214,7 +225,14 @@ def cached_features(
     width = _feature_width(backbone, prep, images.pixels[:1], device, forward)
 
     def fill(out: np.ndarray) -> None:
-        run_backbone(backbone, prep, images.pixels, batch_size, device, views, forward, out)
+        skip = plain is not None
+        run_backbone(backbone, prep, images.pixels, batch_size, device, views, forward, out, skip)
+        if skip:
+            log(f"{views} features: the plain view's from the cache, {m - 1} more view(s) computed")
+            for start in range(0, n, 4096):  # the mean over all m views, a block at a time
+                block = slice(start, start + 4096)
+                out[block] = (np.asarray(plain[block]) + (m - 1) * out[block]) / m
+                RESIDENT.touched(out)
 
     def meta() -> dict:  # the cost of computing them: a cached run still reports it
         per_chip = (time.perf_counter() - t0) / max(n, 1)
