@@ -164,3 +164,35 @@ def test_train_evaluate_predict_on_the_patch_folders(bigearthnet, tmp_path):
     line = one_error(cli(tmp_path, "train", "--data", root, "--output", tmp_path / "runs",
                          "--class-weights", "balanced", *fast))  # fmt: skip
     assert "class_weights and sampler apply to single-label data" in line
+
+
+def test_official_split_lists_name_patches(bigearthnet, tmp_path):
+    # BigEarthNet's official split: train.csv / val.csv / test.csv, one patch name per line.
+    # Patches in no list (the official lists drop snow and cloud) are left unused.
+    from geotune.config import make_config
+    from geotune.data.splits import read_split
+    from geotune.engine import train
+
+    root, written = bigearthnet
+    names = sorted(written)
+    lists = tmp_path / "splits"
+    lists.mkdir()
+    parts = {"train": names[:20], "val": names[20:26], "test": names[26:36]}  # 4 left out
+    for part, rows in parts.items():
+        (lists / f"{part}.csv").write_text("".join(f"{n}\n" for n in rows))
+    folder = scan_chips(root)
+    split = read_split(lists, folder)
+    by_name = {Path(p).name: s for p, s in zip(folder.paths, split, strict=True)}
+    assert all(by_name[n] == part for part, rows in parts.items() for n in rows)
+    assert sorted(n for n, s in by_name.items() if s == "unused") == names[36:]
+    run = train(make_config(data=root, split=lists, strategy="linear-probe", backbone=STUB_BACKBONE,
+                            weights="random", image_size=32, output=tmp_path / "runs"))  # fmt: skip
+    kept = (run.run_dir / "split.csv").read_text()
+    assert kept.count(",train\n") == 20 and kept.count(",test\n") == 10
+    # A name the data does not hold, or a patch in two lists, is a one-line error.
+    (lists / "test.csv").write_text("".join(f"{n}\n" for n in [*parts["test"], "S2B_nope_1_1"]))
+    with pytest.raises(DataError, match=r"test.csv line 11: 'S2B_nope_1_1' is not a chip"):
+        read_split(lists, folder)
+    (lists / "test.csv").write_text(f"patch_name\n{names[0]}\n")
+    with pytest.raises(DataError, match="already in the train list"):
+        read_split(lists, folder)

@@ -66,7 +66,10 @@ class TrainConfig(StrictConfig):
         "or an index file DATA.csv of chip paths and labels",
     )
     split: Path | None = path_field(
-        "input-file", None, description="reuse a split file (split.csv of a run)"
+        "input",
+        None,
+        description="reuse a split file (split.csv of a run), or a folder of train.csv / "
+        "val.csv / test.csv chip lists (e.g. BigEarthNet's official split files)",
     )
     labels: Path | None = path_field(
         "input-file",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -141,8 +141,11 @@ def write_split(path: Path, folder: SceneFolder, split: np.ndarray) -> None:
 
 
 def read_split(path: Path, folder: SceneFolder) -> np.ndarray:
-    """Read a split file written by geotune; every listed image must exist with its class."""
+    """Read a split file written by geotune; every listed image must exist with its class.
+    A folder is read as lists of chips per part (:func:`read_split_lists`)."""
     path = Path(path)
+    if path.is_dir():
+        return read_split_lists(path, folder)
     if not path.is_file():
         raise DataError(f"split file {path} not found; pass the split.csv of an earlier run")
     with path.open(newline="") as fh:
@@ -170,6 +173,68 @@ def read_split(path: Path, folder: SceneFolder) -> np.ndarray:
         raise DataError(
             f"{folder.root / missing} is not in split file {path}; the dataset changed since the split was made"
         )
+    return split.astype(str)
+
+
+# A split as lists of chips, one file per part: BigEarthNet's official train.csv / val.csv /
+# test.csv (one patch name per line) and the like.
+LIST_FILES = {
+    "train": ("train.csv", "train.txt"),
+    "val": ("val.csv", "val.txt", "validation.csv"),
+    "test": ("test.csv", "test.txt"),
+}
+LIST_HEADERS = {"path", "name", "patch", "patch_id", "patch_name", "image", "chip", "file"}
+
+
+def read_split_lists(lists: Path, folder: SceneFolder) -> np.ndarray:
+    """A split from a folder of chip lists: ``train.csv``, ``val.csv`` (optional) and
+    ``test.csv``, one chip per line in the first column (a header line is skipped). A line names
+    a chip by its path relative to the data, or by its file or patch-folder name without the
+    extension (BigEarthNet's lists name patches). Chips in no list are left unused (e.g. the
+    patches the official lists drop for snow, cloud or shadow); a listed chip that is not in the
+    data, or a chip in two lists, is a one-line DataError.
+    """
+    found = {part: next((lists / n for n in names if (lists / n).is_file()), None)
+             for part, names in LIST_FILES.items()}  # fmt: skip
+    if found["train"] is None or found["test"] is None:
+        raise DataError(
+            f"split folder {lists} needs train.csv and test.csv (val.csv optional): one chip per "
+            "line, as BigEarthNet's official split files"
+        )
+    index = {p: i for i, p in enumerate(folder.paths)}
+    by_name: dict[str, int | None] = {}
+    for i, p in enumerate(folder.paths):
+        name = PurePosixPath(p).name
+        for key in {name, name.split(".")[0]}:
+            by_name[key] = None if key in by_name and by_name[key] != i else i  # None: ambiguous
+    skipped = {PurePosixPath(p).name.split(".")[0] for p, _ in folder.skipped} | {
+        p for p, _ in folder.skipped
+    }
+    split = np.full(len(folder), "unused", dtype=object)
+    for part, file in found.items():
+        if file is None:
+            continue
+        with file.open(newline="", encoding="utf-8-sig") as fh:
+            rows = [r[0].strip() for r in csv.reader(fh) if r and r[0].strip()]
+        if rows and rows[0].lower() in LIST_HEADERS and rows[0] not in index:
+            rows = rows[1:]
+        for line, chip in enumerate(rows, start=1):
+            key = chip if "/" in chip else chip.split(".")[0]
+            i = index.get(chip, by_name.get(key))
+            if i is None and (chip in skipped or key in skipped):
+                continue
+            if i is None:
+                why = "names two chips" if key in by_name else "is not a chip of the data"
+                raise DataError(
+                    f"split list {file} line {line}: '{chip}' {why} ({folder.root}); give "
+                    "paths relative to --data"
+                )
+            if split[i] != "unused":
+                raise DataError(
+                    f"split list {file} lists {folder.paths[i]}, already in the {split[i]} list; "
+                    "a chip belongs to one part"
+                )
+            split[i] = part
     return split.astype(str)
 
 

@@ -68,9 +68,10 @@ def train(config: TrainConfig, console: Console | None = None, dataset=None) -> 
     resolve_device(config.device)
     if config.name is not None:
         new_run(config).check_available()
-    if config.split is not None and not config.split.is_file():
+    if config.split is not None and not config.split.exists():
         raise DataError(
-            f"split file {config.split} not found; pass the split.csv of an earlier run"
+            f"split file {config.split} not found; pass the split.csv of an earlier run, or a "
+            "folder of train.csv / val.csv / test.csv chip lists"
         )
     if config.time_budget is not None:
         if dataset is not None:
