@@ -288,6 +288,13 @@ class TrainConfig(StrictConfig):
     )
     name: str | None = Field(None, description="run folder name (default: generated)")
 
+    @field_validator("split")
+    @classmethod
+    def _split_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).exists():  # a split.csv, or a folder of chip lists
+            raise ValueError(f"{v} not found; give a split.csv or a folder of split lists")
+        return v
+
     @field_validator("time_budget")
     @classmethod
     def _budget_is_a_duration(cls, v: str | None) -> str | None:

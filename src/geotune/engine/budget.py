@@ -164,16 +164,15 @@ def _run_ladder(config, run_one, console, start, budget, final, trials) -> RunRe
     trials.mkdir(parents=True, exist_ok=True)
     split_file = trials / "split.csv"
     write_split(split_file, prep.images.folder, prep.split)
-    n = {part: len(prep.indices(part)) for part in ("train", "val", "test")}
-    n["all"] = len(prep.split)
+    n = {part: len(prep.indices(part)) for part in ("train", "val", "test")} | {
+        "all": len(prep.split)
+    }
     ladder = Ladder(config, console, start + budget, n, start=start)
     backbones = _backbones(config, prep)
     costs: dict[str, Costs] = {}
 
     def cost(b: str) -> Costs:  # timed when first needed: a skipped backbone costs nothing
-        if b not in costs:
-            costs[b] = measure_costs(b, config, prep)
-        return costs[b]
+        return costs[b] if b in costs else costs.setdefault(b, measure_costs(b, config, prep))
 
     console.log(
         f"time budget {budget:.0f}s: data ready after {time.monotonic() - start:.0f}s; "

@@ -107,13 +107,6 @@ class CompareConfig(StrictConfig):
         """What the sweep compares: the strategies, then the time budget's row."""
         return [*self.strategies, *([budget_unit(self.time_budget)] if self.time_budget else [])]
 
-
-BUDGET_PREFIX = "time-budget-"
-
-
-def budget_unit(budget: str) -> str:
-    return f"{BUDGET_PREFIX}{budget.strip()}"
-
     @field_validator("strategies", "labels_per_class", "backbones", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
@@ -132,6 +125,13 @@ def budget_unit(budget: str) -> str:
                 raise ValueError(f"label budgets must be >= 1, got {b}")
             out.append(b)
         return sorted(set(out), key=lambda b: math.inf if b == ALL else b)
+
+
+BUDGET_PREFIX = "time-budget-"
+
+
+def budget_unit(budget: str) -> str:
+    return f"{BUDGET_PREFIX}{budget.strip()}"
 
 
 def make_compare_config(**values: Any) -> CompareConfig:
