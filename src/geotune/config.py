@@ -24,7 +24,7 @@ from geotune.validation import (
     build_config,
     format_validation_error,
     load_yaml_mapping,
-    parse_duration,
+    optional_duration,
     path_field,
     register_config_model,
 )
@@ -295,12 +295,7 @@ class TrainConfig(StrictConfig):
             raise ValueError(f"{v} not found; give a split.csv or a folder of split lists")
         return v
 
-    @field_validator("time_budget")
-    @classmethod
-    def _budget_is_a_duration(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_duration(v)
-        return v
+    _budget_is_a_duration = field_validator("time_budget")(optional_duration)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainConfig:

@@ -346,3 +346,11 @@ def parse_duration(text: str) -> float:
     if seconds < MIN_BUDGET_S:
         raise ValueError(f"a time budget below {MIN_BUDGET_S:.0f}s leaves no room to measure")
     return seconds
+
+
+def optional_duration(cls, v: str | None) -> str | None:
+    """A ``field_validator`` body for an optional duration field (``time_budget``): a duration
+    ``parse_duration`` reads, or None."""
+    if v is not None:
+        parse_duration(v)
+    return v

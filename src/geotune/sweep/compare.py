@@ -48,7 +48,7 @@ from geotune.sweep.pretrainings import (
 from geotune.sweep.recommendation import auto_lines, recommend
 from geotune.sweep.statistics import ALL, summarize
 from geotune.transfer.strategies import STRATEGIES
-from geotune.validation import StrictConfig, parse_duration, path_field
+from geotune.validation import StrictConfig, optional_duration, parse_duration, path_field
 
 
 @register_config_model
@@ -96,12 +96,7 @@ class CompareConfig(StrictConfig):
     name: str | None = None
     train: dict[str, Any] = Field({}, description="geotune train options applied to every run")
 
-    @field_validator("time_budget")
-    @classmethod
-    def _budget_is_a_duration(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_duration(v)
-        return v
+    _budget_is_a_duration = field_validator("time_budget")(optional_duration)
 
     def units(self) -> list[str]:
         """What the sweep compares: the strategies, then the time budget's row."""
