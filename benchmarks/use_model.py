@@ -73,7 +73,7 @@ def chip_throughput(run: Path, onnx: Path, n: int, out: Path) -> dict:
     rounds: dict[str, list[float]] = {k: [] for k in predictors}
     for i in range(2):
         for name, p in predictors.items():
-            r = predict_chips(p, [listing], out / f"{name}-{i}.csv", batch_size=32, overwrite=True)
+            r = predict_chips(p, [listing], out / f"{name}-{i}.csv", overwrite=True)
             rounds[name].append(r.chips_per_s)
     best = {k: max(v) for k, v in rounds.items()}
     return {

@@ -261,7 +261,7 @@ def test_a_registered_bn_policy_trains_and_an_adaptation_method_adapts(aid_tiny,
 def test_every_extension_point_is_one_registry_that_refuses_duplicates():
     import geotune.adapt.methods  # noqa: F401 - the built-in methods register on import
     from geotune.adapt.registry import ADAPT_METHODS
-    from geotune.models.backbones import OFFLINE_WEIGHTS
+    from geotune.models.offline import OFFLINE_WEIGHTS
     from geotune.registry import Registry
     from geotune.transfer.batchnorm import BN_POLICIES
     from geotune.transfer.stem import BAND_INITS

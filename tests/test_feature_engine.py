@@ -10,13 +10,13 @@ from conftest import STUB_BACKBONE
 from torch import nn
 
 from geotune.data import decode_folder, scan_folder
+from geotune.engine.features import cached_features
 from geotune.engine.onnx_features import (
     ORT_MIN_PASSES,
     module_key,
     onnx_path,
     resolve_feature_engine,
 )
-from geotune.engine.probe import cached_features
 from geotune.models.backbones import create_backbone
 
 
@@ -90,7 +90,7 @@ def test_engine_rule():
 
 
 def test_stage_pooling_shapes_prefixes_and_cache_keys(aid_small):
-    from geotune.engine.probe import feature_key, run_backbone
+    from geotune.engine.features import feature_key, run_backbone
     from geotune.models.stages import StagePooling, stage_width
 
     net, prep, weights, images = _stub(aid_small)

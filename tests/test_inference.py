@@ -26,6 +26,7 @@ from geotune.config import make_config
 from geotune.engine.trainer import train
 from geotune.errors import ConfigError, DataError, ExportError
 from geotune.inference.chips import predict_chips
+from geotune.inference.config import PredictOptions
 from geotune.inference.export import export_model
 from geotune.inference.model import load_predictor
 from geotune.inference.scene import predict_scene
@@ -89,7 +90,7 @@ def cli(args: list) -> int:
 def test_predict_chips_writes_ranked_csv_with_accuracy(stub_run, aid_tiny, tmp_path):
     predictor = load_predictor(stub_run, "cpu")
     out = tmp_path / "out" / "predictions.csv"
-    r = predict_chips(predictor, [aid_tiny], out, top_k=3, batch_size=5)
+    r = predict_chips(predictor, [aid_tiny], out, top_k=3, options=PredictOptions(batch_size=5))
     rows = read_csv(out)
     assert r.n_predicted == len(rows) == 32 and r.n_skipped == 0 and r.skipped_file is None
     assert list(rows[0]) == [
@@ -154,7 +155,12 @@ def test_chip_prediction_streams_without_the_decode_cache(stub_run, aid_tiny, tm
         mp.setattr(decode, "decode_folder", lambda *a, **k: pytest.fail("whole-folder decode"))
         mp.setattr(chips_mod, "decode_chip", counting)
         mp.setattr(chips_mod, "decoded_batches", lambda *a: consumed(real_batches(*a)))
-        predict_chips(load_predictor(stub_run, "cpu"), [aid_tiny], tmp_path / "p.csv", batch_size=4)
+        predict_chips(
+            load_predictor(stub_run, "cpu"),
+            [aid_tiny],
+            tmp_path / "p.csv",
+            options=PredictOptions(batch_size=4),
+        )
     assert peak[0] <= 3 * 4, f"{peak[0]} chips decoded at once (batch 4, two batches ahead)"
     after = set(cache.glob("*")) if cache.is_dir() else set()
     assert after == before, "predict wrote to the decode cache"
@@ -164,7 +170,9 @@ def test_uncalibrated_probabilities_differ_only_by_temperature(stub_run, aid_tin
     predictor = load_predictor(stub_run, "cpu")
     predictor.temperature = 2.5  # the stub's own T is ~1: make the difference visible
     cal = predict_chips(predictor, [aid_tiny], tmp_path / "a.csv")
-    raw = predict_chips(predictor, [aid_tiny], tmp_path / "b.csv", calibrated=False)
+    raw = predict_chips(
+        predictor, [aid_tiny], tmp_path / "b.csv", options=PredictOptions(calibrated=False)
+    )
     a, b = read_csv(cal.output), read_csv(raw.output)
     assert [r["predicted_class"] for r in a] == [r["predicted_class"] for r in b]
     assert all(float(x["probability"]) < float(y["probability"]) for x, y in zip(a, b, strict=True))
@@ -215,7 +223,7 @@ def test_overlapping_windows_full_res_probabilities_and_nodata(stub_run, aid_tin
     out = tmp_path / "full" / "map.tif"
     r = predict_scene(
         load_predictor(stub_run, "cpu"), scene, out, tile=CHIP, stride=CHIP // 2,
-        blend="centre", full_res=True, probabilities=True, batch_size=3,
+        blend="centre", full_res=True, probabilities=True, options=PredictOptions(batch_size=3),
     )  # fmt: skip
     with (
         rasterio.open(scene) as s,

@@ -113,7 +113,7 @@ def test_stem_adaptation_puts_rgb_kernels_on_named_bands():
 
 def test_augmentation_and_normalisation_work_on_uint16_bands():
     from geotune.data.augment import augment_batch, build_augment
-    from geotune.models.backbones import Preprocessing
+    from geotune.models.preprocessing import Preprocessing
 
     prep = Preprocessing(32, (0.5,) * 13, (0.25,) * 13, "bicubic", (0.0,) * 13, (4000.0,) * 13)
     x = torch.randint(0, 8000, (4, 13, 32, 32)).to(torch.int32)

@@ -15,8 +15,9 @@ from PIL import Image
 
 from geotune.errors import ConfigError, WeightsError
 from geotune.models import geoembed
-from geotune.models.backbones import OFFLINE_WEIGHTS, create_backbone
+from geotune.models.backbones import create_backbone
 from geotune.models.classifier import build_classifier
+from geotune.models.offline import OFFLINE_WEIGHTS
 from geotune.sweep.compare import make_compare_config, run_compare
 from geotune.sweep.pretrainings import parse_pretrainings
 from geotune.transfer.groups import layer_groups

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from geotune.config import make_config
-from geotune.engine import probe, train
+from geotune.engine import features, probe, train
 from geotune.engine import streamed_probe as sp
 from geotune.evaluation import evaluate_run
 
@@ -37,7 +37,7 @@ def test_large_feature_sets_stay_memory_mapped_and_the_probe_streams(
     small = train(make_config(name="lbfgs", **base))
     assert small.summary["probe_solver"] == "lbfgs"
     monkeypatch.setattr(probe, "STREAMED_PROBE_ROWS", 1)  # every labelled set counts as large
-    monkeypatch.setattr(probe, "IN_MEMORY_FEATURE_BYTES", 0)
+    monkeypatch.setattr(features, "IN_MEMORY_FEATURE_BYTES", 0)
     seen = []
     real = sp.read_blocks
 
@@ -77,9 +77,9 @@ def test_features_written_into_the_cache_equal_those_computed_in_ram(
     monkeypatch.setenv("GEOTUNE_CACHE", str(tmp_path / "cache"))
     model, prep, _ = build_classifier("tf_efficientnet_lite0", "offline", 4)
     images = decode_folder(scan_folder(aid_small), 64)
-    ram = probe.run_backbone(model.backbone, prep, images.pixels, 16, torch.device("cpu"))
-    monkeypatch.setattr(probe, "IN_MEMORY_FEATURE_BYTES", 0)
-    got = probe.cached_features(
+    ram = features.run_backbone(model.backbone, prep, images.pixels, 16, torch.device("cpu"))
+    monkeypatch.setattr(features, "IN_MEMORY_FEATURE_BYTES", 0)
+    got = features.cached_features(
         model.backbone, "tf_efficientnet_lite0", "offline", prep, images, engine="torch"
     )
     assert isinstance(got.values, np.memmap) and not got.from_cache
@@ -149,19 +149,19 @@ def test_view_features_reuse_the_cached_plain_view(aid_small, tmp_path, monkeypa
     model, prep, _ = build_classifier("tf_efficientnet_lite0", "offline", 4)
     images = decode_folder(scan_folder(aid_small), 64)
 
-    def features(views, cache):
+    def view_features(views, cache):
         monkeypatch.setenv("GEOTUNE_CACHE", str(tmp_path / cache))
-        return probe.cached_features(
+        return features.cached_features(
             model.backbone, "tf_efficientnet_lite0", "offline", prep, images, views,
             engine="torch",
         )  # fmt: skip
 
-    fresh = features("rot2", "fresh")
-    plain = features("none", "reused")
+    fresh = view_features("rot2", "fresh")
+    plain = view_features("none", "reused")
     calls = []
-    real = probe.run_backbone
-    monkeypatch.setattr(probe, "run_backbone", lambda *a, **k: calls.append(a) or real(*a, **k))
-    reused = features("rot2", "reused")
+    real = features.run_backbone
+    monkeypatch.setattr(features, "run_backbone", lambda *a, **k: calls.append(a) or real(*a, **k))
+    reused = view_features("rot2", "reused")
     assert not reused.from_cache and len(calls) == 1 and calls[0][-1] is True  # one view run
     np.testing.assert_allclose(np.asarray(reused.values), np.asarray(fresh.values), rtol=1e-4,
                                atol=1e-5)  # fmt: skip

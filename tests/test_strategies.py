@@ -15,7 +15,7 @@ from conftest import GEOTUNE_CLI, REPO, kill_after, train_args
 
 from geotune.config import make_config
 from geotune.data import decode_folder, scan_folder
-from geotune.engine import probe, train
+from geotune.engine import features, train
 from geotune.errors import ConfigError
 from geotune.models import build_classifier
 from geotune.transfer import (
@@ -197,13 +197,13 @@ def test_adabn_re_estimates_statistics_from_the_data(aid_small):
 @pytest.mark.slow
 def test_linear_probe_reuses_cached_features(aid_small, tmp_path, monkeypatch):
     calls = []
-    real = probe.run_backbone
+    real = features.run_backbone
 
     def spy(*args, **kwargs):
         calls.append(args[3] if len(args) > 3 else kwargs.get("batch_size"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(probe, "run_backbone", spy)
+    monkeypatch.setattr(features, "run_backbone", spy)
     monkeypatch.setenv("GEOTUNE_CACHE", str(tmp_path / "cache"))
     base = dict(data=aid_small, output=tmp_path, strategy="linear-probe", **FAST)
     first = train(make_config(name="a", **base))

@@ -21,8 +21,8 @@ from torch import nn
 
 from geotune.data.batches import iterate_batches
 from geotune.data.classmap import label_remap, scored_labels
+from geotune.engine.features import cached_features
 from geotune.engine.predict import predict
-from geotune.engine.probe import cached_features
 from geotune.models.backbones import create_backbone
 from geotune.models.classifier import load_classifier
 

@@ -30,8 +30,8 @@ def chips_command(cfg: PredictConfig, predictor) -> None:
     from geotune.inference.chips import predict_chips
 
     r = predict_chips(
-        predictor, cfg.inputs, cfg.resolved_output(), cfg.top_k, cfg.tta, cfg.calibration,
-        cfg.batch_size, cfg.workers, cfg.overwrite, err_console,
+        predictor, cfg.inputs, cfg.resolved_output(), cfg.top_k, cfg.options(), cfg.overwrite,
+        err_console,
     )  # fmt: skip
     calibration = f"temperature {r.temperature:.3f}" if r.calibrated else "raw (no calibration)"
     typer.echo(
@@ -50,8 +50,7 @@ def scene_command(cfg: PredictConfig, predictor) -> None:
 
     r = predict_scene(
         predictor, cfg.inputs[0], cfg.resolved_output(), cfg.tile, cfg.stride, cfg.blend,
-        cfg.full_res, cfg.probabilities, cfg.tta, cfg.calibration, cfg.batch_size,
-        cfg.workers, cfg.overwrite, err_console,
+        cfg.full_res, cfg.probabilities, cfg.options(), cfg.overwrite, err_console,
     )  # fmt: skip
     typer.echo(describe_scene(r))
     typer.echo(

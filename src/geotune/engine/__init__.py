@@ -10,8 +10,8 @@ _LAZY = {
     "Prepared": "geotune.engine.prepare",
     "RunResult": "geotune.engine.prepare",
     "TrainState": "geotune.engine.loop",
-    "cached_features": "geotune.engine.probe",
-    "feature_key": "geotune.engine.probe",
+    "cached_features": "geotune.engine.features",
+    "feature_key": "geotune.engine.features",
     "fit": "geotune.engine.trainer",
     "fit_probe": "geotune.engine.probe",
     "make_fabric": "geotune.engine.fabric",
@@ -20,7 +20,7 @@ _LAZY = {
     "resolve_device": "geotune.engine.fabric",
     "resolve_precision": "geotune.engine.fabric",
     "resume": "geotune.engine.trainer",
-    "run_backbone": "geotune.engine.probe",
+    "run_backbone": "geotune.engine.features",
     "train": "geotune.engine.trainer",
 }
 

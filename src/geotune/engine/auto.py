@@ -146,7 +146,8 @@ def quick_probe_accuracy(prep: Prepared) -> float | None:
     """Validation accuracy of a logistic regression on frozen features of a few training chips
     per class (the cheap measure of how far the data is from the backbone's pretraining)."""
     from geotune.engine.fabric import resolve_device
-    from geotune.engine.probe import fit_logistic, run_backbone
+    from geotune.engine.features import run_backbone
+    from geotune.engine.probe import fit_logistic
     from geotune.models.classifier import signed_power
 
     val = prep.indices("val")

@@ -17,8 +17,9 @@ import numpy as np
 from geotune.config import TrainConfig
 from geotune.data.bands import BandLayout, band_statistics, presets_hint
 from geotune.errors import ConfigError, WeightsError
-from geotune.models.backbones import Preprocessing, resolve_source
+from geotune.models.backbones import resolve_source
 from geotune.models.classifier import SceneClassifier, build_classifier, wrap_composites
+from geotune.models.preprocessing import Preprocessing
 from geotune.models.pretrained import HUB_WEIGHTS
 from geotune.transfer.stem import DEFAULT_BAND_INIT, adapt_stem
 

@@ -48,8 +48,8 @@ from geotune.data.splits import write_split
 from geotune.engine.prepare import Prepared, RunResult, prepare
 from geotune.errors import ConfigError
 from geotune.fileio import atomic_write_json
-from geotune.models.backbones import offline_names
 from geotune.models.classifier import build_classifier
+from geotune.models.offline import offline_names
 from geotune.runs.rundir import new_run
 from geotune.validation import parse_duration
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from geotune.data.augment import TTA_VIEWS, tta_view
 from geotune.data.batches import iterate_batches, prefetch
-from geotune.models.backbones import Preprocessing
+from geotune.models.preprocessing import Preprocessing
 
 
 @torch.inference_mode()

@@ -19,8 +19,8 @@ from geotune.data.scan import scan_chips
 from geotune.data.splits import make_split, read_split
 from geotune.engine.bands import band_model, band_preprocessing
 from geotune.errors import ConfigError, DataError
-from geotune.models.backbones import Preprocessing
 from geotune.models.classifier import SceneClassifier, build_classifier, wrap_stages
+from geotune.models.preprocessing import Preprocessing
 from geotune.models.stages import StagePooling, stage_candidates
 from geotune.transfer.groups import LayerGroup, layer_groups
 from geotune.transfer.optim import lr_multipliers

@@ -8,6 +8,7 @@ from geotune.lazy import lazy_exports
 _LAZY = {
     "ExportConfig": "geotune.inference.config",
     "PredictConfig": "geotune.inference.config",
+    "PredictOptions": "geotune.inference.config",
     "Predictor": "geotune.inference.model",
     "export_model": "geotune.inference.export",
     "load_predictor": "geotune.inference.model",

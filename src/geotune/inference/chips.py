@@ -27,6 +27,7 @@ from geotune.data.folder import IGNORED_FILES, IMAGE_EXTENSIONS, default_workers
 from geotune.data.raster import band_files
 from geotune.errors import DataError, GeotuneError
 from geotune.fileio import atomic_write_text
+from geotune.inference.config import PredictOptions
 from geotune.inference.model import Predictor, card_path
 from geotune.inference.outputs import OutputSet
 
@@ -227,10 +228,7 @@ def predict_chips(
     inputs: list[Path],
     output: Path,
     top_k: int = 3,
-    tta: str = "none",
-    calibrated: bool = True,
-    batch_size: int = 32,
-    workers: int | None = None,
+    options: PredictOptions | None = None,
     overwrite: bool = False,
     console: Console | None = None,
 ) -> ChipPredictions:
@@ -242,10 +240,7 @@ def predict_chips(
             lists of paths.
         output: the CSV; unreadable files go to ``<stem>.skipped.txt`` beside it.
         top_k: ranked classes listed per chip.
-        tta: test-time augmentation views.
-        calibrated: divide logits by the model's temperature.
-        batch_size: chips per forward pass.
-        workers: decode threads.
+        options: views, calibration, batch size and decode threads (defaults: PredictOptions()).
         overwrite: replace existing outputs.
         console: progress bar and log.
 
@@ -253,6 +248,8 @@ def predict_chips(
         Counts, accuracy on the chips with a true class, and throughput.
     """
     console = console or Console(stderr=True)
+    opts = options or PredictOptions()
+    calibrated = opts.calibrated
     output = Path(output)
     outputs = OutputSet(
         [output, skipped_path(output)], overwrite, predictor_inputs(predictor, inputs, "INPUTS")
@@ -276,8 +273,8 @@ def predict_chips(
             chips.paths,
             prep.size,
             prep.interpolation,
-            batch_size,
-            workers or default_workers(),
+            opts.batch_size,
+            opts.workers or default_workers(),
             prep.bands,
         )
         for idx, decoded in batches:
@@ -286,7 +283,7 @@ def predict_chips(
                         if isinstance(d, str)]  # fmt: skip
             if good:
                 x = torch.from_numpy(np.stack([d for d in decoded if not isinstance(d, str)]))
-                probs = predictor.probabilities(x, tta, calibrated)
+                probs = predictor.probabilities(x, opts.tta, calibrated)
                 hits, seen = write_batch(writer, predictor, chips, good, probs, top_k, calibrated)
                 correct, n_labelled = correct + hits, n_labelled + seen
                 n_done += len(good)

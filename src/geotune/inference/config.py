@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +16,24 @@ from geotune.validation import (
 )
 
 TTA = Literal["none", "flip", "rot2", "rot4", "d4"]
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How a predictor runs, over chips (``predict_chips``) or scene windows (``predict_scene``).
+
+    Attributes:
+        tta: test-time augmentation views averaged per chip or window.
+        calibrated: apply the model's validation-fitted temperature (and, for a multi-label
+            model, the thresholds chosen on calibrated probabilities).
+        batch_size: chips or windows per forward pass.
+        workers: decode / resize threads (default: the machine's cores).
+    """
+
+    tta: str = "none"
+    calibrated: bool = True
+    batch_size: int = 32
+    workers: int | None = None
 
 
 @register_config_model
@@ -75,6 +94,9 @@ class PredictConfig(StrictConfig):
 
     def resolved_output(self) -> Path:
         return Path(self.output or ("map.tif" if self.scene else "predictions.csv"))
+
+    def options(self) -> PredictOptions:
+        return PredictOptions(self.tta, self.calibration, self.batch_size, self.workers)
 
 
 @register_config_model

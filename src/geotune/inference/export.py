@@ -32,8 +32,8 @@ from geotune.inference.model import (
 )
 from geotune.inference.outputs import OutputSet
 from geotune.metrics.selection import label_thresholds
-from geotune.models.backbones import Preprocessing
 from geotune.models.onnx import INPUT_NAME, OUTPUT_NAME, write_onnx
+from geotune.models.preprocessing import Preprocessing
 
 BANDS = ["red", "green", "blue"]
 

@@ -23,7 +23,7 @@ from geotune.engine.fabric import resolve_device
 from geotune.errors import ConfigError
 from geotune.metrics.calibration import temperature_of
 from geotune.metrics.selection import label_thresholds
-from geotune.models.backbones import Preprocessing
+from geotune.models.preprocessing import Preprocessing
 
 EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}
 

@@ -33,6 +33,7 @@ from geotune.data.folder import default_workers
 from geotune.errors import ConfigError, DataError
 from geotune.fileio import atomic_write_json
 from geotune.inference.chips import predictor_inputs, progress_bar
+from geotune.inference.config import PredictOptions
 from geotune.inference.model import Predictor
 from geotune.inference.outputs import OutputSet
 from geotune.inference.scene_files import (
@@ -204,10 +205,7 @@ def predict_scene(
     blend: str = "mean",
     full_res: bool = False,
     probabilities: bool = False,
-    tta: str = "none",
-    calibrated: bool = True,
-    batch_size: int = 32,
-    workers: int | None = None,
+    options: PredictOptions | None = None,
     overwrite: bool = False,
     console: Console | None = None,
 ) -> SceneResult:
@@ -225,10 +223,7 @@ def predict_scene(
         blend: ``mean`` or ``centre`` weighting of overlapping windows.
         full_res: write the map at the scene's pixel size (cells repeated, nodata per pixel).
         probabilities: also write per-class probabilities.
-        tta: test-time augmentation views per window.
-        calibrated: apply the model's temperature.
-        batch_size: windows per forward pass.
-        workers: resize threads.
+        options: views, calibration, windows per pass and resize threads (PredictOptions()).
         overwrite: replace existing outputs.
         console: progress and warnings.
 
@@ -236,6 +231,8 @@ def predict_scene(
         The written paths and the figures of the sidecar JSON.
     """
     console = console or Console(stderr=True)
+    opts = options or PredictOptions()
+    tta, calibrated = opts.tta, opts.calibrated
     tile = tile or predictor.preprocessing.size
     stride = stride or max(1, tile // 2)
     files = scene_outputs(Path(output), probabilities)
@@ -256,8 +253,8 @@ def predict_scene(
         )  # fmt: skip
         with writer:
             stats = run_windows(
-                predictor, src, grid, writer, blend, tta, calibrated, batch_size,
-                workers or default_workers(), console,
+                predictor, src, grid, writer, blend, tta, calibrated, opts.batch_size,
+                opts.workers or default_workers(), console,
             )  # fmt: skip
         preview = write_label_preview if predictor.multilabel else write_preview
         preview(outputs.temp(files["preview"]), writer.cells, predictor.classes)

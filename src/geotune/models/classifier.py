@@ -9,7 +9,9 @@ from torch import nn
 
 from geotune.errors import WeightsError
 from geotune.fileio import atomic_torch_save
-from geotune.models.backbones import Preprocessing, create_backbone, load_into
+from geotune.models.backbones import create_backbone
+from geotune.models.checkpoints import load_into
+from geotune.models.preprocessing import Preprocessing
 
 
 def build_head(

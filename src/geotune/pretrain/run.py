@@ -24,7 +24,8 @@ from geotune.data.folder import cache_root, list_unlabelled
 from geotune.engine.fabric import make_fabric
 from geotune.errors import ConfigError, DataError
 from geotune.fileio import atomic_torch_save
-from geotune.models.backbones import Preprocessing, create_backbone
+from geotune.models.backbones import create_backbone
+from geotune.models.preprocessing import Preprocessing
 from geotune.pretrain.config import PretrainConfig
 from geotune.pretrain.methods import SSL_METHODS
 from geotune.runs.interrupt import note_kept

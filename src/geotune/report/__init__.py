@@ -5,10 +5,6 @@ Names load on first use (PEP 562), so importing one submodule does not import th
 
 from geotune.lazy import lazy_exports
 
-_LAZY = {
-    "run_report": "geotune.report.reports",
-    "sweep_report": "geotune.report.reports",
-    "write_report": "geotune.report.reports",
-}
+_LAZY = dict.fromkeys(("run_report", "sweep_report", "write_report"), "geotune.report.reports")
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

@@ -15,10 +15,11 @@ from geotune.data.decode import decode_folder
 from geotune.data.folder import cache_root
 from geotune.data.scan import single_label_chips
 from geotune.engine.fabric import resolve_device
-from geotune.engine.probe import cached_features
+from geotune.engine.features import cached_features
 from geotune.fileio import atomic_write_csv, atomic_write_json, atomic_write_text
-from geotune.models.backbones import Preprocessing, create_backbone
+from geotune.models.backbones import create_backbone
 from geotune.models.classifier import load_classifier
+from geotune.models.preprocessing import Preprocessing
 from geotune.runs.paths import CACHE, existing_file, refuse_outputs_in_inputs, staging_of
 from geotune.runs.rundir import RunDir, require_complete_run
 from geotune.shift.distances import feature_distances
