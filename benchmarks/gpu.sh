@@ -119,7 +119,7 @@ for run in sorted((out / "runs").glob("*")):
     else:
         h = s["history"]
         config = yaml.safe_load((run / "config.yaml").read_text())
-        r.update(batch_size=config["batch_size"], train_images_per_s=s["train_images_per_s"], time_per_epoch_s=s["time_per_epoch_s"],
+        r.update(batch_size=config["optimisation"]["batch_size"], train_images_per_s=s["train_images_per_s"], time_per_epoch_s=s["time_per_epoch_s"],
                  train_time_s=s["train_time_s"], test_images_per_s=s["test_images_per_s"],
                  per_epoch=[{k: e[k] for k in ("epoch", "epoch_time_s", "train_images_per_s",
                                               "val_accuracy") if k in e} for e in h])

@@ -33,7 +33,7 @@ def test_few_labels_choose_the_linear_probe_and_the_run_records_why(tmp_path):
     assert record["chose"] == "linear-probe" and "fine-tuning would overfit" in record["why"]
     assert record["train_chips_per_class_median"] < auto.FEW_LABELS
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
-    assert saved["strategy"] == "linear-probe"  # the run re-runs as what auto chose
+    assert saved["transfer"]["strategy"] == "linear-probe"  # the run re-runs as what auto chose
 
 
 def test_many_labels_are_decided_by_the_quick_probe(many_labels, tmp_path, monkeypatch):

@@ -62,7 +62,7 @@ def test_balanced_training_and_probe_record_their_choice(imbalanced, tmp_path):
     cfg = make_config(**args, class_weights="balanced", sampler="balanced")
     result = train(cfg)
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
-    assert saved["class_weights"] == "balanced" and saved["sampler"] == "balanced"
+    assert saved["optimisation"]["class_weights"] == saved["optimisation"]["sampler"] == "balanced"
     header = (result.run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "val_average_accuracy" in header  # what chose the best epoch
     probe = make_config(

@@ -26,7 +26,7 @@ from geotune.data.multilabel import read_label_table, scan_labelled
 from geotune.data.splits import iterative_stratification, make_split, read_split
 from geotune.errors import ConfigError
 from geotune.metrics.multilabel import f1_thresholds, multilabel_metrics
-from geotune.sweep.compare import make_compare_config
+from geotune.sweep.config import make_compare_config
 
 FAST = ["--backbone", STUB_BACKBONE, "--weights", "random", "--image-size", "32",
         "--batch-size", "8"]  # fmt: skip

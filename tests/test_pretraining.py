@@ -18,7 +18,8 @@ from geotune.models import geoembed
 from geotune.models.backbones import create_backbone
 from geotune.models.classifier import build_classifier
 from geotune.models.offline import OFFLINE_WEIGHTS
-from geotune.sweep.compare import make_compare_config, run_compare
+from geotune.sweep.compare import run_compare
+from geotune.sweep.config import make_compare_config
 from geotune.sweep.pretrainings import parse_pretrainings
 from geotune.transfer.groups import layer_groups
 

@@ -246,7 +246,9 @@ def test_coral_aligns_target_features_in_the_head(source_run, target, tmp_path):
         return signed_power(f, before.feature_power).mean(0)
 
     split = [r["split"] for r in csv.DictReader((source_run / "split.csv").open())]
-    a_folder = scan_folder(yaml.safe_load((source_run / "config.yaml").read_text())["data"])
+    a_folder = scan_folder(
+        yaml.safe_load((source_run / "config.yaml").read_text())["dataset"]["data"]
+    )
     mu_s = mean_features(a_folder, np.array(split) == "train")
     mu_t = mean_features(scan_folder(labelled))
     with torch.no_grad():

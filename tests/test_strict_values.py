@@ -138,3 +138,48 @@ def test_cli_lists_and_pairs_parse_to_their_declared_types(tmp_path):
     # A saved config reads back as the same config.
     again = make_config(**yaml.safe_load(yaml.safe_dump(cfg.to_yaml_dict())))
     assert again == cfg
+
+
+def test_config_files_load_by_section_or_flat_and_the_run_saves_sections(tmp_path, aid_tiny):
+    from geotune.config import SECTIONS, TrainConfig, load_config
+
+    flat = {"data": str(aid_tiny), "strategy": "linear-probe", "tta": "rot2", "probe_c": [0.1]}
+    sectioned = {
+        "dataset": {"data": str(aid_tiny)},
+        "transfer": {"strategy": "linear-probe"},
+        "augmentation": {"tta": "rot2"},
+        "probe": {"probe_c": [0.1]},
+    }
+    (tmp_path / "flat.yaml").write_text(yaml.safe_dump(flat))
+    (tmp_path / "sections.yaml").write_text(yaml.safe_dump(sectioned))
+    a, b = load_config(tmp_path / "flat.yaml"), load_config(tmp_path / "sections.yaml")
+    assert a == b and b.tta == "rot2" and b.probe_c == [0.1]
+    saved = a.to_yaml_dict()
+    assert list(saved) == [s.section for s in SECTIONS]
+    keys = [k for part in saved.values() for k in part]
+    assert sorted(keys) == sorted(TrainConfig.model_fields)  # every option once, in its section
+    assert make_config(**saved) == a
+    assert isinstance(a, SECTIONS[-1]) and all(isinstance(a, s) for s in SECTIONS)
+
+
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        ({"model": {"lr": 0.1}}, "'lr' belongs in section optimisation:"),
+        ({"probe": {"probe_cc": [1.0]}}, "did you mean 'probe_c'"),
+        ({"lr": 0.1, "optimisation": {"lr": 0.2}}, "'lr' given twice"),
+    ],
+)
+def test_a_key_in_the_wrong_section_names_its_section(aid_tiny, values, words):
+    with pytest.raises(ConfigError, match=words) as err:
+        make_config(data=aid_tiny, **values)
+    assert "\n" not in str(err.value)
+
+
+def test_train_help_groups_flags_by_section():
+    from geotune.cli.options import field_panel
+    from geotune.config import TrainConfig
+
+    panels = {field_panel(TrainConfig, name) for name in TrainConfig.model_fields}
+    assert panels == {"Dataset", "Model", "Transfer", "Augmentation", "Optimisation", "Probe",
+                      "Runtime"}  # fmt: skip

@@ -1,13 +1,16 @@
 """Typed run configuration, validated once at the edge (CLI flags or a YAML file).
 
-One flat ``TrainConfig`` keeps the CLI, the YAML file and the saved ``config.yaml`` of a run in
-one-to-one correspondence: every key is a ``geotune train`` option of the same name.
+``TrainConfig`` is made of sections (dataset, model, transfer, augmentation, optimisation, probe,
+runtime), each a model of its own that code needing one concern can take. Every key is a
+``geotune train`` option of the same name: the CLI's flags are flat, a YAML file may group keys by
+section (as a run's saved ``config.yaml`` does) or list them flat (as files before sections did).
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -30,7 +33,16 @@ from geotune.validation import (
 )
 
 __all__ = [
+    "SECTIONS",
+    "AugmentationSection",
+    "DatasetSection",
+    "ModelSection",
+    "OptimisationSection",
+    "ProbeSection",
+    "RuntimeSection",
     "TrainConfig",
+    "TransferSection",
+    "flatten_sections",
     "build_config",
     "format_validation_error",
     "load_config",
@@ -55,11 +67,11 @@ MULTILABEL_STRATEGIES = (
 )
 
 
-@register_config_model("train")
-class TrainConfig(StrictConfig):
-    """Everything that defines a `geotune train` run."""
+class DatasetSection(StrictConfig):
+    """Section ``dataset``: which chips, their labels and bands, and the split."""
 
-    # --- data -----------------------------------------------------------------------------
+    section: ClassVar[str] = "dataset"
+
     data: Path = path_field(
         "input-dir",
         description="ImageFolder root: DATA/<class>/<image> (with --labels: chips at any depth), "
@@ -90,7 +102,7 @@ class TrainConfig(StrictConfig):
     skip_bad_images: bool = Field(
         False, description="skip unreadable images (listed in the run folder) instead of failing"
     )
-    # --- bands (multispectral GeoTIFF chips) -------------------------------------------------
+    # Multispectral GeoTIFF chips.
     band_names: str | None = Field(
         None,
         description="names of the chips' bands when the files carry none: a preset "
@@ -102,24 +114,20 @@ class TrainConfig(StrictConfig):
         description="bands to use, by name and in this order, e.g. B04,B03,B02,B08 "
         "(default: all bands of the files)",
     )
-    band_init: str | None = Field(
-        None,
-        description="how RGB-pretrained stems initialise bands other than red, green, blue "
-        "(default when a stem is adapted: mean where the stem trains; for frozen stems zero, or "
-        "composites for knn, which keep what the RGB kernels see)",
-    )
-    # --- augmentation (training only; overhead imagery has no canonical 'up') ------------------
-    flips: bool = Field(True, description="random horizontal and vertical flips")
-    rot90: bool = Field(True, description="random rotations by multiples of 90 degrees")
-    # No crop by default: a scene label belongs to the whole chip at its ground resolution, and
-    # the test sees whole chips. Random resized crops at 0.5-1 of the area lost to none on RSSCN7
-    # (3 seeds, -4.3), AID (-4.5) and 13-band EuroSAT (-3.7):
-    # benchmarks/results/2026-11-29-recipes.md.
-    crop_scale: tuple[float, float] = Field(
-        (1.0, 1.0),
-        description="random resized crop area range (min max), e.g. 0.5 1; 1 1 = no crop",
-    )
-    # --- backbone and weights -------------------------------------------------------------
+
+    @field_validator("split")
+    @classmethod
+    def _split_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).exists():  # a split.csv, or a folder of chip lists
+            raise ValueError(f"{v} not found; give a split.csv or a folder of split lists")
+        return v
+
+
+class ModelSection(StrictConfig):
+    """Section ``model``: the backbone, its weights and input size, the head, the stem's bands."""
+
+    section: ClassVar[str] = "model"
+
     backbone: str = Field(
         "tf_efficientnet_lite0",
         description="any timm model name; a+b+c: an ensemble of frozen backbones (features "
@@ -136,7 +144,26 @@ class TrainConfig(StrictConfig):
     )
     head: Literal["linear", "mlp"] = Field("linear", description="classification head")
     head_dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the head")
-    # --- strategy -------------------------------------------------------------------------
+    band_init: str | None = Field(
+        None,
+        description="how RGB-pretrained stems initialise bands other than red, green, blue "
+        "(default when a stem is adapted: mean where the stem trains; for frozen stems zero, or "
+        "composites for knn, which keep what the RGB kernels see)",
+    )
+
+    @field_validator("band_init")
+    @classmethod
+    def _known_band_init(cls, v: str | None) -> str | None:
+        if v is not None:
+            BAND_INITS.get(v)  # ConfigError (a ValueError) when unknown
+        return v
+
+
+class TransferSection(StrictConfig):
+    """Section ``transfer``: the strategy, which layer groups train, and BatchNorm statistics."""
+
+    section: ClassVar[str] = "transfer"
+
     strategy: str = Field(
         "full", description="transfer strategy, or auto: chosen from the data (README)"
     )
@@ -156,36 +183,49 @@ class TrainConfig(StrictConfig):
         "frozen-in-frozen-groups",
         description="BatchNorm statistics during training",
     )
-    probe_c: list[float] = Field(
-        [0.001, 0.01, 0.1, 1.0, 10.0],
-        min_length=1,
-        description="inverse regularisation strengths tried on validation data",
+
+    @field_validator("bn_policy")
+    @classmethod
+    def _known_bn_policy(cls, v: str) -> str:
+        BN_POLICIES.get(v)
+        return v
+
+
+class AugmentationSection(StrictConfig):
+    """Section ``augmentation``: training views (overhead imagery has no canonical 'up') and
+    test-time views."""
+
+    section: ClassVar[str] = "augmentation"
+
+    flips: bool = Field(True, description="random horizontal and vertical flips")
+    rot90: bool = Field(True, description="random rotations by multiples of 90 degrees")
+    # No crop by default: a scene label belongs to the whole chip at its ground resolution, and
+    # the test sees whole chips. Random resized crops at 0.5-1 of the area lost to none on RSSCN7
+    # (3 seeds, -4.3), AID (-4.5) and 13-band EuroSAT (-3.7):
+    # benchmarks/results/2026-11-29-recipes.md.
+    crop_scale: tuple[float, float] = Field(
+        (1.0, 1.0),
+        description="random resized crop area range (min max), e.g. 0.5 1; 1 1 = no crop",
     )
-    probe_power: list[float] = Field(
-        [1.0, 0.5],
-        min_length=1,
-        description="signed power normalisation exponents tried on validation "
-        "(0.5 = square root, which evens out bursty pooled features; 1 = none)",
+    tta: Literal["none", "flip", "rot2", "rot4", "d4"] = Field(
+        "none", description="test-time augmentation: average over flips / 90-degree rotations"
     )
-    probe_stages: list[int] | None = Field(
-        None,
-        min_length=1,
-        description="stages whose pooled outputs the probe concatenates, tried on validation "
-        "(1 = the final features; 3 = final + the last two stages); default: 3 for a linear "
-        "probe, knn or feature extraction (one value: its head's input) on one backbone that "
-        "exposes its stages, else 1",
-    )
-    feature_engine: Literal["auto", "torch", "onnxruntime"] = Field(
-        "auto",
-        description="what runs the frozen backbone over the chips; auto = ONNX Runtime on CPU "
-        "for 512+ forward passes (4.8x faster there), PyTorch otherwise",
-    )
-    knn_k: list[int] = Field(
-        [1, 5, 10, 20, 50],
-        min_length=1,
-        description="neighbour counts tried on validation data",
-    )
-    # --- optimisation ---------------------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _check_crop(self) -> AugmentationSection:
+        lo, hi = self.crop_scale
+        if not (0 < lo <= hi <= 1):
+            raise ValueError(
+                f"crop_scale must satisfy 0 < min <= max <= 1, got {list(self.crop_scale)}"
+            )
+        return self
+
+
+class OptimisationSection(StrictConfig):
+    """Section ``optimisation``: epochs, learning rates and schedule, loss weighting, time limits."""
+
+    section: ClassVar[str] = "optimisation"
+
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     optimizer: Literal["adamw", "sgd", "adam"] = "adamw"
@@ -237,9 +277,6 @@ class TrainConfig(StrictConfig):
     patience: int | None = Field(
         None, ge=1, description="early stopping: epochs without a better validation accuracy"
     )
-    tta: Literal["none", "flip", "rot2", "rot4", "d4"] = Field(
-        "none", description="test-time augmentation: average over flips / 90-degree rotations"
-    )
     max_time: float | None = Field(
         None,
         gt=0,
@@ -257,7 +294,73 @@ class TrainConfig(StrictConfig):
         description="wall-clock budget (90s, 10m, 1.5h): geotune tries recipes (backbones, "
         "probe, ensemble, views, lp-ft epochs) cheapest first and keeps the best on validation",
     )
-    # --- engine and output ----------------------------------------------------------------
+
+    _budget_is_a_duration = field_validator("time_budget")(optional_duration)
+
+    @model_validator(mode="after")
+    def _check_time(self) -> OptimisationSection:
+        if self.epochs_by_time and self.max_time is None:
+            raise ValueError("epochs_by_time fits the epochs to max_time; give --max-time too")
+        return self
+
+    def resolved_lr(self, head_only: bool) -> float:
+        """Head learning rate: larger when only a head trains on fixed features."""
+        if self.lr is not None:
+            return self.lr
+        return 3e-3 if head_only else 1e-3
+
+
+class ProbeSection(StrictConfig):
+    """Section ``probe``: what validation chooses among for linear probes and kNN."""
+
+    section: ClassVar[str] = "probe"
+
+    probe_c: list[float] = Field(
+        [0.001, 0.01, 0.1, 1.0, 10.0],
+        min_length=1,
+        description="inverse regularisation strengths tried on validation data",
+    )
+    probe_power: list[float] = Field(
+        [1.0, 0.5],
+        min_length=1,
+        description="signed power normalisation exponents tried on validation "
+        "(0.5 = square root, which evens out bursty pooled features; 1 = none)",
+    )
+    probe_stages: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="stages whose pooled outputs the probe concatenates, tried on validation "
+        "(1 = the final features; 3 = final + the last two stages); default: 3 for a linear "
+        "probe, knn or feature extraction (one value: its head's input) on one backbone that "
+        "exposes its stages, else 1",
+    )
+    feature_engine: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto",
+        description="what runs the frozen backbone over the chips; auto = ONNX Runtime on CPU "
+        "for 512+ forward passes (4.8x faster there), PyTorch otherwise",
+    )
+    knn_k: list[int] = Field(
+        [1, 5, 10, 20, 50],
+        min_length=1,
+        description="neighbour counts tried on validation data",
+    )
+
+    @model_validator(mode="after")
+    def _check_candidates(self) -> ProbeSection:
+        if any(c <= 0 for c in self.probe_c) or any(k < 1 for k in self.knn_k):
+            raise ValueError("probe_c values must be > 0 and knn_k values >= 1")
+        if any(not 0 < a <= 1 for a in self.probe_power):
+            raise ValueError("probe_power values must be in (0, 1]")
+        if any(k < 1 for k in self.probe_stages or [1]):
+            raise ValueError("probe_stages values must be >= 1 (1 = the final features)")
+        return self
+
+
+class RuntimeSection(StrictConfig):
+    """Section ``runtime``: devices, precision, workers, and where the run folder goes."""
+
+    section: ClassVar[str] = "runtime"
+
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     num_workers: int | None = Field(
@@ -288,41 +391,83 @@ class TrainConfig(StrictConfig):
     )
     name: str | None = Field(None, description="run folder name (default: generated)")
 
-    @field_validator("split")
-    @classmethod
-    def _split_exists(cls, v: Path | None) -> Path | None:
-        if v is not None and not Path(v).exists():  # a split.csv, or a folder of chip lists
-            raise ValueError(f"{v} not found; give a split.csv or a folder of split lists")
-        return v
 
-    _budget_is_a_duration = field_validator("time_budget")(optional_duration)
+# The sections of a `geotune train` config, in the order config.yaml and --help show them.
+SECTIONS: tuple[type[StrictConfig], ...] = (
+    DatasetSection,
+    ModelSection,
+    TransferSection,
+    AugmentationSection,
+    OptimisationSection,
+    ProbeSection,
+    RuntimeSection,
+)
+
+
+def section_of(key: str) -> str | None:
+    """The section that holds a `geotune train` option (None: no such option)."""
+    return next((s.section for s in SECTIONS if key in s.model_fields), None)
+
+
+def flatten_sections(values: dict[str, Any]) -> dict[str, Any]:
+    """``{section: {key: value}}`` (config.yaml's form) and flat ``{key: value}`` (the CLI's, and
+    config files before sections) -> flat; a key under the wrong section is refused in one line."""
+    names = {s.section for s in SECTIONS}
+    out: dict[str, Any] = {}
+
+    def put(key: str, value: Any) -> None:
+        if key in out:
+            raise ValueError(f"'{key}' given twice (in its section and at the top level)")
+        out[key] = value
+
+    for key, value in values.items():
+        if key not in names or not isinstance(value, dict):
+            put(key, value)
+            continue
+        for k, v in value.items():
+            home = section_of(k)
+            if home is None:
+                close = difflib.get_close_matches(k, [f for x in SECTIONS for f in x.model_fields])
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"unknown key '{k}' in section {key}:{hint}")
+            if home != key:
+                raise ValueError(f"'{k}' belongs in section {home}:, not {key}:; move it")
+            put(k, v)
+    return out
+
+
+# Bases in reverse: pydantic lists a model's fields from its last base to its first, so the
+# CLI's --help and config.yaml show the dataset first and the runtime last.
+@register_config_model("train")
+class TrainConfig(
+    RuntimeSection,
+    ProbeSection,
+    OptimisationSection,
+    AugmentationSection,
+    TransferSection,
+    ModelSection,
+    DatasetSection,
+):
+    """Everything that defines a `geotune train` run: the sections, and the rules across them.
+
+    Code that needs one concern takes its section (e.g. ``ProbeSection``): a TrainConfig is
+    an instance of every section.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten(cls, values: Any) -> Any:
+        return flatten_sections(values) if isinstance(values, dict) else values
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainConfig:
-        lo, hi = self.crop_scale
-        if not (0 < lo <= hi <= 1):
-            raise ValueError(
-                f"crop_scale must satisfy 0 < min <= max <= 1, got {list(self.crop_scale)}"
-            )
-        if self.band_init is not None:
-            BAND_INITS.get(self.band_init)  # ConfigError (a ValueError) when unknown
-        BN_POLICIES.get(self.bn_policy)
         self._check_strategy()
-        if self.epochs_by_time and self.max_time is None:
-            raise ValueError("epochs_by_time fits the epochs to max_time; give --max-time too")
         if self.max_time is not None and self.devices * self.num_nodes > 1:
             raise ValueError("max_time stops one process by its clock; give it with one device")
         if self.labels is not None:
             self.check_multilabel()
-        if any(c <= 0 for c in self.probe_c) or any(k < 1 for k in self.knn_k):
-            raise ValueError("probe_c values must be > 0 and knn_k values >= 1")
-        if any(not 0 < a <= 1 for a in self.probe_power):
-            raise ValueError("probe_power values must be in (0, 1]")
-        stages = self.probe_stages or [1]
-        if any(k < 1 for k in stages):
-            raise ValueError("probe_stages values must be >= 1 (1 = the final features)")
         ensemble = len(backbone_members(self.backbone)) > 1
-        if max(stages) > 1 and (ensemble or self.band_init == "composites"):
+        if max(self.probe_stages or [1]) > 1 and (ensemble or self.band_init == "composites"):
             raise ValueError(
                 "probe_stages > 1 needs one plain backbone (not an ensemble or composites)"
             )
@@ -376,13 +521,6 @@ class TrainConfig(StrictConfig):
                 "each label's positives by n_neg / n_pos already"
             )
 
-    # ------------------------------------------------------------------------------------
-    def resolved_lr(self, head_only: bool) -> float:
-        """Head learning rate: larger when only a head trains on fixed features."""
-        if self.lr is not None:
-            return self.lr
-        return 3e-3 if head_only else 1e-3
-
     def with_absolute_paths(self) -> TrainConfig:
         """The same config with absolute data, split and weights paths, so a saved config means
         the same from any working directory."""
@@ -400,7 +538,9 @@ class TrainConfig(StrictConfig):
         return not STRATEGIES[self.strategy].trains_network
 
     def to_yaml_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """config.yaml's form: one mapping per section."""
+        flat = self.model_dump(mode="json")
+        return {s.section: {k: flat[k] for k in s.model_fields} for s in SECTIONS}
 
 
 def make_config(**values: Any) -> TrainConfig:

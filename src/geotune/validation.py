@@ -278,7 +278,7 @@ def format_validation_error(
     return f"bad value for '{key}': {msg} (got {first.get('input')!r})"
 
 
-def build_config(model: type[M], what: str = "option", **values: Any) -> M:
+def build_config(model: type[M], /, what: str = "option", **values: Any) -> M:
     """Build and validate any command's config model; one-line ConfigError on bad values."""
     try:
         return model(**values)

@@ -45,7 +45,7 @@ from geotune.evaluation.evaluate import EvaluateConfig
 from geotune.pretrain.config import PretrainConfig
 from geotune.shift.measure import ShiftConfig
 from geotune.shift.simulate import SimulateConfig
-from geotune.sweep.compare import CompareConfig
+from geotune.sweep.config import CompareConfig
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -201,11 +201,8 @@ def report_command(
 def compare_command(**kwargs: Any) -> None:
     """Run strategies x label budgets x seeds on one dataset; write results, statistics and a report."""
     from geotune.config import load_yaml_mapping
-    from geotune.sweep.compare import (
-        make_compare_config,
-        refuse_compare_outputs_in_inputs,
-        run_compare,
-    )
+    from geotune.sweep.compare import refuse_compare_outputs_in_inputs, run_compare
+    from geotune.sweep.config import make_compare_config
 
     config_file = kwargs.pop("config")
     train_options = load_yaml_mapping(config_file) if config_file is not None else {}

@@ -77,6 +77,16 @@ def _help(name: str, field, choices: dict, owners: dict) -> str:
     return text.strip()
 
 
+def field_panel(model: type[BaseModel], name: str) -> str | None:
+    """The --help panel of a field: the config section that declares it (TrainConfig's
+    sections), or None for models without sections."""
+    for cls in model.__mro__:
+        if name in cls.__dict__.get("__annotations__", {}):
+            section = getattr(cls, "section", None)
+            return section.capitalize() if isinstance(section, str) else None
+    return None
+
+
 def model_signature(
     model: type[BaseModel],
     positional: Iterable[str] = (),
@@ -109,7 +119,8 @@ def model_signature(
         typ = cli_type(field.annotation)
         text = (help_overrides or {}).get(name) or _help(name, field, choices, owners)
         decl = (f"{flag}/--no-{flag[2:]}",) if typ is bool else (flag,)
-        ann = Annotated[typ | None, typer.Option(*decl, help=text)]
+        panel = field_panel(model, name)
+        ann = Annotated[typ | None, typer.Option(*decl, help=text, rich_help_panel=panel)]
         params.append(
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=None)
         )

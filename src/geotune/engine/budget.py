@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from geotune.config import TrainConfig, make_config, save_config
+from geotune.config import TrainConfig, flatten_sections, make_config, save_config
 from geotune.data.decode import read_chip
 from geotune.data.splits import write_split
 from geotune.engine.prepare import Prepared, RunResult, prepare
@@ -381,9 +381,10 @@ def one_standard_error_choice(ran: list[Candidate], n_val: int) -> Candidate:
 
 
 def result_config(run: Path) -> dict:
+    """A finished run's options, flat (config.yaml groups them by section)."""
     import yaml
 
-    return yaml.safe_load((run / "config.yaml").read_text())
+    return flatten_sections(yaml.safe_load((run / "config.yaml").read_text()))
 
 
 def validation_accuracy(summary: dict) -> float | None:

@@ -13,7 +13,7 @@ from geotune.errors import ConfigError
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
 
-    from geotune.config import TrainConfig
+    from geotune.config import RuntimeSection
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -99,8 +99,8 @@ def cudnn_enabled(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.enabled = saved
 
 
-def make_fabric(config: TrainConfig) -> Fabric:
-    """A launched Fabric for a training config (DDP when more than one process)."""
+def make_fabric(config: RuntimeSection) -> Fabric:
+    """A launched Fabric for a run's runtime options (DDP when more than one process)."""
     from lightning_fabric import Fabric
 
     device = resolve_device(config.device)

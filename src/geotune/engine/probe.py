@@ -18,6 +18,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from geotune.config import OptimisationSection, ProbeSection
 from geotune.data.augment import TTA_VIEWS
 from geotune.engine.fabric import cudnn_enabled, resolve_cudnn, resolve_device
 from geotune.engine.features import cached_features
@@ -63,7 +64,7 @@ def fit_logistic(X, y, C: float, class_weight: str | None = None, clf=None):
         return scaler, clf.set_params(C=C).fit(scaler.transform(X), y)
 
 
-def _val_score(config, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+def _val_score(config: OptimisationSection, y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Validation accuracy; with balanced class weights, average accuracy (the small classes
     count as much as the large ones, which is what the weights are for)."""
     if config.class_weights == "balanced":
@@ -220,7 +221,7 @@ def _all_classes(prep: Prepared, probs: np.ndarray, present: np.ndarray) -> torc
     return torch.from_numpy(full)
 
 
-def _candidates(config, feats: np.ndarray, widths: dict[int, int]):
+def _candidates(config: ProbeSection, feats: np.ndarray, widths: dict[int, int]):
     """The probe's (power, C, stages) candidates, C ascending within each feature set; the
     features of a candidate (power-normalised once per power, a prefix per stage count); and the
     candidate used when there is no validation part."""

@@ -198,7 +198,8 @@ def _run_data(run: Path) -> Path | None:
     import yaml
 
     try:
-        data = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("data")
+        saved = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        data = (saved.get("dataset") or saved).get("data")  # sectioned, or a flat older file
     except (OSError, yaml.YAMLError, AttributeError):
         return None
     return Path(data) if isinstance(data, str) and data else None

@@ -37,6 +37,7 @@ from geotune.models.pretrained import (
     check_bands,
     download_weights,
     timm_checkpoint_filter,
+    unreachable,
 )
 
 WEIGHT_SOURCES = ("auto", "offline", "hub", "random")
@@ -206,6 +207,9 @@ def _hub_backbone(name: str, in_chans: int) -> tuple[nn.Module, Preprocessing, s
         raise WeightsError(f"backbone '{name}' has no hub weights; {offline_hint()}")
     where = f"https://huggingface.co/{cfg['hf_hub_id']}" if cfg.get("hf_hub_id") else cfg["url"]
     try:
+        offline = None if hub_is_cached(name) else unreachable(where)
+        if offline:
+            raise ConnectionError(offline)
         model = _create(name, pretrained=True, num_classes=0, in_chans=in_chans)
     except Exception as err:  # noqa: BLE001 - network / hub errors come in many types
         reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__

@@ -83,6 +83,28 @@ def hub_download_hint(url: str) -> str:
     return f"download {url} on a machine with internet and pass --weights PATH to that file"
 
 
+def unreachable(url: str, timeout: float = 3.0) -> str | None:
+    """Why ``url``'s host cannot be reached now (None: it can, or a proxy decides).
+
+    Hand-written because huggingface_hub retries a failed lookup with backoff for ~45 s before
+    it gives up: offline, a user would wait that long for the one-line message. With a proxy
+    configured the direct probe proves nothing, so it is skipped.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    host = urlparse(url).hostname
+    if not host:
+        return None
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as err:
+        return f"no connection to {host}: {err.strerror or type(err).__name__}"
+    return None
+
+
 def download_weights(name: str) -> Path:
     """The file of a HUB_WEIGHTS entry: the cached copy, or a download (one-line error offline)."""
     entry = HUB_WEIGHTS[name]
@@ -92,6 +114,9 @@ def download_weights(name: str) -> Path:
     dest = Path(torch.hub.get_dir()) / "checkpoints" / entry.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
+        offline = unreachable(entry.url)
+        if offline:
+            raise ConnectionError(offline)
         torch.hub.download_url_to_file(entry.url, str(dest), progress=False)
     except Exception as err:  # noqa: BLE001 - network errors come in many types
         reason = (str(err).splitlines() or [type(err).__name__])[0][:100]

@@ -114,7 +114,7 @@ def _pct(x) -> str:
 
 
 def _interval(low, high) -> str:
-    """A 95% interval in points; compare leaves none below 3 seeds (see sweep.compare.MIN_SEEDS)."""
+    """A 95% interval in points; compare leaves none below 3 seeds (see sweep.statistics.MIN_SEEDS)."""
     if low is None or (isinstance(low, float) and math.isnan(low)):
         return "n/a (< 3 seeds)"
     return f"[{_pct(low)}, {_pct(high)}]"

@@ -7,12 +7,12 @@ from geotune.lazy import lazy_exports
 
 _LAZY = {
     "ALL": "geotune.sweep.statistics",
-    "CompareConfig": "geotune.sweep.compare",
+    "CompareConfig": "geotune.sweep.config",
     "atomic_write_text_yaml": "geotune.sweep.compare",
     "cell_epochs": "geotune.sweep.compare",
     "cell_name": "geotune.sweep.compare",
     "cell_row": "geotune.sweep.compare",
-    "make_compare_config": "geotune.sweep.compare",
+    "make_compare_config": "geotune.sweep.config",
     "recommend": "geotune.sweep.recommendation",
     "run_compare": "geotune.sweep.compare",
     "summarize": "geotune.sweep.statistics",

@@ -120,3 +120,12 @@ def pair_of(pairs: list[dict], budget, a: str, b: str) -> dict | None:
             )
             return flipped
     return None
+
+
+def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of overall accuracy over test chips."""
+    if len(correct) == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = correct[rng.integers(0, len(correct), (n_boot, len(correct)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
