@@ -141,6 +141,7 @@ def test_patches_labels_and_bands_read_in_place(bigearthnet, tmp_path):
         scan_bigearthnet(bad, skip_bad=False)
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict_on_the_patch_folders(bigearthnet, tmp_path):
     root, _ = bigearthnet
     fast = ["--backbone", STUB_BACKBONE, "--weights", "random", "--image-size", "32",

@@ -31,6 +31,7 @@ def test_durations_and_what_a_budget_refuses(aid_tiny, tmp_path):
     assert not any(tmp_path.iterdir())  # refused before any work
 
 
+@pytest.mark.slow
 def test_max_time_stops_training_and_tests_the_best_epoch(aid_tiny, tmp_path):
     t0 = time.monotonic()
     result = train(make_config(**stub_args(aid_tiny, tmp_path, epochs=200, max_time=4)))
@@ -41,6 +42,7 @@ def test_max_time_stops_training_and_tests_the_best_epoch(aid_tiny, tmp_path):
     assert result.test_metrics["overall_accuracy"] is not None
 
 
+@pytest.mark.slow
 def test_epochs_by_time_fills_max_time_and_anneals_the_rate(aid_tiny, tmp_path):
     # lp-ft on the stub backbone: one head epoch, then as many as end within 12 s of the start.
     limit = 12.0

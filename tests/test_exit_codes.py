@@ -93,6 +93,7 @@ def long_train(tmp: Path, name: str) -> list:
             "--epochs", "500", "--patience", "500"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_sigterm_on_the_resumed_run(tmp):
     final, staging = tmp / "runs" / "r", tmp / "runs" / ".r.partial"
     code, out = signal_after(tmp, long_train(tmp, "r"), "epoch 2/500", signal.SIGINT)
@@ -208,6 +209,7 @@ def test_interrupt_with_nothing_to_keep_says_so(tmp):
     assert not (tmp / "runs" / ".p.partial").exists() and not (tmp / "runs" / "p").exists()
 
 
+@pytest.mark.slow
 def test_unexpected_error_is_exit_1_and_one_line_naming_the_log(tmp):
     prelude = "import geotune.engine.trainer as t\nt.prepare = lambda *a, **k: 1 / 0"
     proc = run(tmp, "train", "--data", tmp / "data", "--output", tmp / "runs", *STUB,
@@ -220,6 +222,7 @@ def test_unexpected_error_is_exit_1_and_one_line_naming_the_log(tmp):
     assert "Traceback" in log.read_text() and "ZeroDivisionError" in log.read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", ["[/gloo/pair.cc:561] closed by peer", "[bold]x[/] [red]"])
 def test_messages_with_brackets_are_printed_as_they_are(tmp, text):
     # Library errors (gloo, CUDA) and paths hold brackets that rich would read as markup.

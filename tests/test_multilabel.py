@@ -144,15 +144,24 @@ def bad_tables(tmp: Path, data: Path, paths: list[str], Y: np.ndarray) -> dict:
     }  # fmt: skip
 
 
-def test_bad_label_tables_fail_in_one_line(mosaics, tmp_path):
+def test_bad_label_tables_fail_in_one_line(mosaics, tmp_path, capsys):
+    # In-process (the CLI's own main, exit code and message; a subprocess per table cost ~4 s
+    # of imports each): tests/test_exit_codes.py covers the real process.
+    from geotune.cli.main import main
+
     data, _, paths, Y = mosaics
     for case, (table, fragment) in bad_tables(tmp_path, data, paths, Y).items():
         # 'Harbour' has one positive, which iterative stratification sends to the largest
         # fold (test): the training split has none.
         args = ["train", "--data", data, "--labels", table, "--output", tmp_path / "runs",
                 "--strategy", "linear-probe", *FAST, "--train-fraction", "0.5"]  # fmt: skip
-        line = one_error(cli(tmp_path, *args))
-        assert fragment in line, (case, line)
+        with pytest.raises(SystemExit) as exit_:
+            main([str(a) for a in args])
+        err = capsys.readouterr().err
+        lines = [x for x in err.splitlines() if x.strip()]
+        assert exit_.value.code == 2 and "Traceback" not in err, (case, err)
+        line = lines[-1]
+        assert line.startswith("error:") and fragment in line, (case, line)
         assert str(table) in line, (case, line)
     assert not (tmp_path / "runs").exists()  # nothing written for bad input
 
@@ -405,6 +414,7 @@ def _use_the_multilabel_run(run: Path, data: Path, table: Path, tmp: Path) -> No
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_end_to_end(mosaics, tmp_path):
     data, table, _, _ = mosaics
     proc = cli(tmp_path, "train", "--data", data, "--labels", table, "--output",
@@ -560,6 +570,7 @@ def test_label_table_names_lines(tmp_path):
         read_label_table(tmp_path / "u.csv")
 
 
+@pytest.mark.slow
 def test_compare_ranks_multilabel_strategies_by_map(mosaics, tmp_path):
     from geotune.sweep import run_compare
 
@@ -599,6 +610,7 @@ def test_compare_ranks_multilabel_strategies_by_map(mosaics, tmp_path):
     assert "mAP %" in report and "Macro mAP" in report
 
 
+@pytest.mark.slow
 def test_the_streamed_probe_fits_multilabel_chips_like_lbfgs(mosaics, tmp_path, monkeypatch):
     from geotune.engine import probe, train
     from geotune.evaluation import evaluate_run

@@ -53,6 +53,7 @@ def test_momentum_methods_take_steps(tmp_path, start, method):
     assert torch.isfinite(torch.tensor(record["loss_by_epoch"])).all()
 
 
+@pytest.mark.slow
 def test_a_killed_pretraining_resumes(tmp_path, start):
     out = tmp_path / "ssl.pt"
     args = ["pretrain", AID_TINY, "--output", out, "--backbone", STUB_BACKBONE,
