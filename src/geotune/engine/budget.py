@@ -30,6 +30,7 @@ candidate: recipe, estimated and actual seconds, validation accuracy, why kept o
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -169,10 +170,10 @@ def _run_ladder(config, run_one, console, start, budget, final, trials) -> RunRe
     }
     ladder = Ladder(config, console, start + budget, n, start=start)
     backbones = _backbones(config, prep)
-    costs: dict[str, Costs] = {}
 
+    @functools.cache
     def cost(b: str) -> Costs:  # timed when first needed: a skipped backbone costs nothing
-        return costs[b] if b in costs else costs.setdefault(b, measure_costs(b, config, prep))
+        return measure_costs(b, config, prep)
 
     console.log(
         f"time budget {budget:.0f}s: data ready after {time.monotonic() - start:.0f}s; "

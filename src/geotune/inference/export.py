@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from geotune.config import flatten_sections
 from geotune.errors import ConfigError, ExportError
 from geotune.fileio import atomic_write_json
 from geotune.inference.chips import collect_chips, decode_chip
@@ -198,9 +199,9 @@ def _run_data(run: Path) -> Path | None:
     import yaml
 
     try:
-        saved = yaml.safe_load((run / "config.yaml").read_text()) or {}
-        data = (saved.get("dataset") or saved).get("data")  # sectioned, or a flat older file
-    except (OSError, yaml.YAMLError, AttributeError):
+        saved = flatten_sections(yaml.safe_load((run / "config.yaml").read_text()) or {})
+        data = saved.get("data")
+    except (OSError, yaml.YAMLError, AttributeError, ValueError):
         return None
     return Path(data) if isinstance(data, str) and data else None
 
