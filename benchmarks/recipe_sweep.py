@@ -72,6 +72,9 @@ CELLS: dict[str, dict] = {
     "band-zero": {"band_init": "zero"},
     "band-composites": {"band_init": "composites"},
     "band-rgb": {"bands": ["B04", "B03", "B02"]},
+    # Per-band statistics beside the frozen features (models/band_statistics.py), off and on.
+    "band-zero-no-statistics": {"band_init": "zero", "band_statistics": False},
+    "band-statistics": {"band_statistics": True},
 }
 # Options a strategy needs beyond the data: partial has no default depth.
 STRATEGIES: dict[str, dict] = {

@@ -101,6 +101,9 @@ def one_run(data: Path, strategy: str, size: int, work: Path, extra: list[str]) 
         "image_size": size,
         "wall_s": round(wall, 1),
         "s_per_1k_chips": round(1000 * wall / n, 3),
+        # CPU seconds of the child: less sensitive than wall time to other work on the machine.
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "cpu_s_per_1k_chips": round(1000 * (usage.ru_utime + usage.ru_stime) / n, 3),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
         # RSS = anonymous memory (what the process holds) + file pages it maps (the memory-
         # mapped caches: page cache the kernel takes back under pressure).
@@ -154,7 +157,7 @@ def main() -> None:
                 "rows": rows,
                 "growth_exponent": {
                     k: growth(rows, k)
-                    for k in ("wall_s", "peak_rss_mb", "peak_anon_mb", "cache_mb")
+                    for k in ("wall_s", "cpu_s", "peak_rss_mb", "peak_anon_mb", "cache_mb")
                 },
             }
             args.out.write_text(json.dumps(result, indent=1) + "\n")

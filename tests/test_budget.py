@@ -156,3 +156,15 @@ def test_compare_runs_the_time_budget_beside_the_strategies(aid_tiny, tmp_path):
         make_compare_config(
             time_budget="30s", backbones="tf_efficientnet_lite0,mobilenetv2_100", **plain
         )
+
+
+_IMPORTED = time.monotonic()
+
+
+def test_a_command_s_budget_counts_from_its_process_start():
+    """The interpreter's start and the imports are the user's seconds too: the clock the CLI
+    gives the budget started before this module was imported, and not before the machine."""
+    from geotune.runs.metering import command_started
+
+    age = time.monotonic() - command_started()
+    assert time.monotonic() - _IMPORTED <= age < 7 * 24 * 3600

@@ -353,13 +353,99 @@ def test_band_handling_default_keeps_a_frozen_stem_as_trained(
     ms_small, tmp_path, strategy, options, expected
 ):
     """Without --band-init, RGB weights on 13 bands: frozen strategies keep what the stem was
-    trained to see; a stem that trains is rewired. The run records which and why."""
+    trained to see; a stem that trains is rewired. The run records which and why; the linear
+    heads on frozen features (linear-probe, feature-extraction) also read band statistics."""
     from geotune.engine.prepare import prepare
+    from geotune.models.band_statistics import BandStatistics
 
     cfg = make_config(
         data=ms_small, output=tmp_path, band_names=S2, image_size=32, train_fraction=0.5,
         strategy=strategy, **options,
     )  # fmt: skip
-    stem = prepare(cfg).stem
+    prepared = prepare(cfg)
+    stem = prepared.stem
     assert stem["band_init"] == expected
     assert ("frozen" in stem["why"]) == (strategy != "full"), stem["why"]
+    with_statistics = strategy in ("linear-probe", "feature-extraction")
+    assert stem["band_statistics"] is with_statistics, stem["band_statistics_why"]
+    wrapped = any(isinstance(m, BandStatistics) for m in prepared.model.modules())
+    assert wrapped is with_statistics
+
+
+def _band_statistics_by_hand(root: Path, prep) -> torch.Tensor:
+    """Each band's mean and std of log(1 + DN), DN clipped to the run's band range, from the
+    files themselves."""
+    logs = []
+    for path in scan_folder(root).paths:
+        dn = _read(root / path).astype(np.float64)  # native 64 px: what the run decoded
+        dn = np.clip(dn, np.array(prep.low)[:, None, None], np.array(prep.high)[:, None, None])
+        logs.append(np.log1p(dn).reshape(len(dn), -1))
+    logs = np.stack(logs)
+    return torch.from_numpy(np.concatenate([logs.mean(2), logs.std(2, ddof=1)], 1)).float()
+
+
+@pytest.mark.slow
+def test_band_statistics_are_the_chips_own_and_travel_with_the_checkpoint(ms_small, tmp_path):
+    """The probe's statistics are each band's log(1 + DN) mean and std computed from the files;
+    the checkpoint rebuilds them (evaluate reproduces the run), export carries them (ONNX
+    parity), and runs with and without them never share cached features."""
+    from geotune.engine.trainer import train
+    from geotune.evaluation.evaluate import evaluate_run
+    from geotune.inference.export import export_model
+    from geotune.models.band_statistics import BandStatistics
+    from geotune.models.classifier import load_classifier
+
+    base = dict(data=ms_small, output=tmp_path, band_names=S2, train_fraction=0.5, image_size=64,
+                strategy="linear-probe", probe_stages=[1, 3])  # fmt: skip
+    on = train(make_config(**base, name="on"))
+    off = train(make_config(**base, band_statistics=False, name="off"))
+    assert not off.summary["features_from_cache"]
+    assert on.summary["feature_dim"] == off.summary["feature_dim"] + 2 * 13
+    assert off.summary["bands"]["stem"]["band_statistics"] is False
+    model, prep, _ = load_classifier(on.run_dir / "checkpoints" / "best.pt")
+    (stats,) = [m for m in model.modules() if isinstance(m, BandStatistics)]
+    pixels = prep_pixels(ms_small, prep)
+    x = prep.normalize(torch.from_numpy(np.asarray(pixels, np.int32)))
+    with torch.no_grad():
+        got = stats.statistics(x)
+    np.testing.assert_allclose(got, _band_statistics_by_hand(ms_small, prep), atol=2e-3)
+    again, _ = evaluate_run(on.run_dir)
+    assert again["overall_accuracy"] == pytest.approx(on.test_metrics["overall_accuracy"])
+    exported = export_model(on.run_dir, "onnx", tmp_path / "model.onnx", check_chips=8)
+    assert exported.parity["max_abs_logit_diff"] < 1e-3
+
+
+@pytest.mark.slow
+def test_feature_extraction_trains_a_head_on_features_and_band_statistics(ms_small, tmp_path):
+    """Feature extraction's head reads the pooled stages and the band statistics; the frozen
+    backbone (and the statistics' band scaling) are unchanged by training."""
+    from geotune.engine.trainer import train
+    from geotune.evaluation.evaluate import evaluate_run
+    from geotune.models.band_statistics import BandStatistics
+    from geotune.models.classifier import load_classifier
+
+    cfg = make_config(data=ms_small, output=tmp_path, band_names=S2, train_fraction=0.5,
+                      strategy="feature-extraction", epochs=2, batch_size=8, name="fe")  # fmt: skip
+    result = train(cfg)
+    model, prep, ckpt = load_classifier(result.run_dir / "checkpoints" / "best.pt")
+    (stats,) = [m for m in model.modules() if isinstance(m, BandStatistics)]
+    span = torch.tensor(prep.high) - torch.tensor(prep.low)
+    assert torch.allclose(stats.dn_scale, torch.tensor(prep.std) * span)
+    assert model.head[-1].in_features == model.backbone.num_features == stats.num_features
+    again, _ = evaluate_run(result.run_dir)
+    assert again["overall_accuracy"] == pytest.approx(result.test_metrics["overall_accuracy"])
+
+
+def test_band_statistics_that_do_not_fit_are_one_line_errors(ms_small, tmp_path):
+    from geotune.engine.prepare import prepare
+
+    with pytest.raises(ConfigError, match="--band-statistics applies to multispectral chips"):
+        prepare(make_config(**stub_args(AID_TINY, tmp_path), band_statistics=True))
+    native = make_config(**stub_args(ms_small, tmp_path, band_names=S2), band_statistics=True)
+    with pytest.raises(ConfigError, match="take the 13 bands as they are"):
+        prepare(native)  # random weights are built for the 13 bands: the stem sees them all
+    rgb_only = make_config(data=ms_small, output=tmp_path, band_names=S2, image_size=32,
+                           train_fraction=0.5, bands=["B04", "B03", "B02"],
+                           strategy="linear-probe")  # fmt: skip
+    stem = prepare(rgb_only).stem
+    assert stem["band_statistics"] is False and "red, green or blue" in stem["band_statistics_why"]

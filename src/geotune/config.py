@@ -151,6 +151,13 @@ class ModelSection(StrictConfig):
         "composites for knn, which keep what the RGB kernels see)",
     )
 
+    band_statistics: bool | None = Field(
+        None,
+        description="multispectral chips with RGB weights: each band's mean and std of "
+        "log(1 + DN) beside the pooled features, so the head sees the bands the RGB stem does "
+        "not (default: on for linear-probe and feature-extraction when there are such bands)",
+    )
+
     @field_validator("band_init")
     @classmethod
     def _known_band_init(cls, v: str | None) -> str | None:

@@ -63,6 +63,7 @@ def train_command(**kwargs: Any) -> None:
     """Fine-tune a pretrained backbone on DATA/<class>/<image> chips, evaluate it, write a run folder."""
     from geotune.config import load_config
     from geotune.engine.trainer import refuse_train_outputs_in_inputs, resume, train
+    from geotune.runs.metering import command_started
 
     config_file, resume_dir = kwargs.pop("config"), kwargs.pop("resume")
     values = given(kwargs)
@@ -77,7 +78,7 @@ def train_command(**kwargs: Any) -> None:
             else build_config(TrainConfig, **values)
         )
         refuse_train_outputs_in_inputs(config, **{"--config": config_file})
-        result = train(config, err_console)
+        result = train(config, err_console, started=command_started())
     m = result.test_metrics
     if not m:
         return  # a non-lead DDP process: the lead process reports

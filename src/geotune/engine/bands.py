@@ -18,7 +18,13 @@ from geotune.config import TrainConfig
 from geotune.data.bands import BandLayout, band_statistics, presets_hint
 from geotune.errors import ConfigError, WeightsError
 from geotune.models.backbones import resolve_source
-from geotune.models.classifier import SceneClassifier, build_classifier, wrap_composites
+from geotune.models.band_statistics import BandStatistics
+from geotune.models.classifier import (
+    SceneClassifier,
+    build_classifier,
+    wrap_band_statistics,
+    wrap_composites,
+)
 from geotune.models.preprocessing import Preprocessing
 from geotune.models.pretrained import HUB_WEIGHTS
 from geotune.transfer.stem import DEFAULT_BAND_INIT, adapt_stem
@@ -31,7 +37,69 @@ def band_model(
     config: TrainConfig, layout: BandLayout, num_classes: int
 ) -> tuple[SceneClassifier, Preprocessing, str, dict | None]:
     """The classifier for ``layout``'s bands: (model, weights' preprocessing, weights, stem record
-    or None when the weights take the bands as they are)."""
+    or None when the weights take the bands as they are). With band statistics (see
+    ``band_statistics_choice``) they sit beside the backbone's features."""
+    model, prep, weights, stem = _stem_for_bands(config, layout, num_classes)
+    if stem is None:
+        if config.band_statistics:
+            raise ConfigError(
+                f"--band-statistics does not fit: weights '{config.weights}' take the "
+                f"{layout.channels} bands as they are, so their stem sees every band; leave it out"
+            )
+        return model, prep, weights, stem
+    on, why = band_statistics_choice(config, layout, stem)
+    if on:
+        wrap_band_statistics(model, layout.channels, config.head, config.head_dropout)
+    return model, prep, weights, {**stem, "band_statistics": on, "band_statistics_why": why}
+
+
+# Strategies whose linear head reads frozen features: per-band statistics bring it the bands an
+# RGB stem does not see. Measured on eurosat_ms_dev (13 bands, 5 seeds, paired; BENCHMARKS.md,
+# band statistics). kNN keeps composites (cosine distances on unstandardised statistics would
+# weigh them arbitrarily); strategies that train the stem learn the bands themselves.
+BAND_STATISTICS_STRATEGIES = ("linear-probe", "feature-extraction")
+
+
+def band_statistics_choice(config: TrainConfig, layout: BandLayout, stem: dict) -> tuple[bool, str]:
+    """Whether an RGB stem adapted to ``layout`` gets band statistics beside it, and why."""
+    if config.band_statistics is not None:
+        return config.band_statistics, "given"
+    unseen = layout.channels - sum(p is not None for p in layout.rgb_positions() or ())
+    if unseen == 0:
+        return False, "every band is red, green or blue: the RGB kernels see them all"
+    if stem.get("band_init") == "composites":
+        return False, "the composites already show the network every band"
+    if config.strategy not in BAND_STATISTICS_STRATEGIES:
+        return False, f"{config.strategy}: not a linear head on frozen features"
+    return True, (
+        f"{config.strategy} reads frozen RGB features: the mean and std of log(1 + DN) of all "
+        f"{layout.channels} bands bring it the {unseen} the stem does not see"
+    )
+
+
+def refuse_band_options(config: TrainConfig) -> None:
+    """Band options given for 8-bit RGB chips: one line naming the option."""
+    for given, flag in (
+        (config.band_init, "--band-init"),
+        (config.band_statistics, "--band-statistics"),
+    ):
+        if given:
+            raise ConfigError(
+                f"{flag} applies to multispectral chips, but {config.data} holds 8-bit RGB "
+                "images; leave it out"
+            )
+
+
+def fit_band_scaling(model: SceneClassifier, prep: Preprocessing) -> None:
+    """Give band statistics (if ``model`` has them) the run's band scaling, to undo it."""
+    for module in model.modules():
+        if isinstance(module, BandStatistics):
+            module.fit_scaling(prep)
+
+
+def _stem_for_bands(
+    config: TrainConfig, layout: BandLayout, num_classes: int
+) -> tuple[SceneClassifier, Preprocessing, str, dict | None]:
     n = layout.channels
     source = resolve_source(config.backbone, config.weights)
 

@@ -139,13 +139,15 @@ def train_within_budget(
     config: TrainConfig,
     run_one: Callable[[TrainConfig], RunResult],
     console: Console | None = None,
+    started: float | None = None,
 ) -> RunResult:
     """Try the ladder's candidates within ``config.time_budget``; keep the best on validation.
 
     ``run_one`` is ``geotune.engine.trainer.train`` (passed in: it calls this module).
+    ``started``: when the budget's clock started (``time.monotonic()``; default now).
     """
     console = console or Console(stderr=True)
-    start = time.monotonic()
+    start = time.monotonic() if started is None else started
     budget = parse_duration(config.time_budget)
     check_budget_config(config)
     final = new_run(config)

@@ -24,6 +24,7 @@ from geotune.data.batches import iterate_batches
 from geotune.data.cache import RESIDENT, ArrayCache
 from geotune.data.decode import DecodedImages
 from geotune.data.folder import cache_root
+from geotune.models.band_statistics import BandStatistics
 from geotune.models.preprocessing import Preprocessing
 
 FEATURE_CACHE_VERSION = 1
@@ -65,12 +66,16 @@ def stem_fingerprint(backbone: nn.Module) -> str | None:
     Name, weights and preprocessing fix an RGB backbone's function, but a stem rewired for N
     bands differs by ``--band-init`` (mean and zero kernels gave one cache key, so the second
     run silently reused the first one's features). Only adapted stems (not 3 input channels)
-    get a digest, so the keys of RGB caches stay as they were."""
+    get a digest, so the keys of RGB caches stay as they were. Band statistics beside the
+    features (models/band_statistics.py) change them too, and are marked."""
     first = next((m for m in backbone.modules() if isinstance(m, nn.Conv2d)), None)
-    if first is None or first.in_channels == 3:
-        return None
-    data = first.weight.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
-    return hashlib.sha1(data).hexdigest()[:12]
+    digest = None
+    if first is not None and first.in_channels != 3:
+        data = first.weight.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+        digest = hashlib.sha1(data).hexdigest()[:12]
+    if any(isinstance(m, BandStatistics) for m in backbone.modules()):
+        digest = f"{digest}+band-statistics"
+    return digest
 
 
 @torch.inference_mode()

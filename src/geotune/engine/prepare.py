@@ -17,11 +17,16 @@ from geotune.data.decode import DecodedImages, decode_folder, detect_layout
 from geotune.data.folder import SceneFolder
 from geotune.data.scan import scan_chips
 from geotune.data.splits import make_split, read_split
-from geotune.engine.bands import band_model, band_preprocessing
+from geotune.engine.bands import (
+    band_model,
+    band_preprocessing,
+    fit_band_scaling,
+    refuse_band_options,
+)
 from geotune.errors import ConfigError, DataError
 from geotune.models.classifier import SceneClassifier, build_classifier, wrap_stages
 from geotune.models.preprocessing import Preprocessing
-from geotune.models.stages import StagePooling, stage_candidates
+from geotune.models.stages import stage_candidates, stages_of
 from geotune.transfer.groups import LayerGroup, layer_groups
 from geotune.transfer.optim import lr_multipliers
 from geotune.transfer.strategies import Phase, plan_phases
@@ -83,8 +88,7 @@ class Prepared:
     @property
     def stages(self) -> int:
         """Pooled stages the head reads (feature extraction; 1 = the final features)."""
-        net = self.model.backbone  # timm's own `stages` (ConvNeXt, ...) is a module, not a count
-        return net.stages if isinstance(net, StagePooling) else 1
+        return stages_of(self.model.backbone)
 
     def band_record(self) -> dict | None:
         """The bands a multispectral run used (checkpoint and summary); None for RGB runs."""
@@ -130,11 +134,8 @@ def prepare(
         )
     request = BandRequest(config.band_names, tuple(config.bands) if config.bands else None)
     layout = None if dataset is not None else detect_layout(folder, request)[0]
-    if layout is None and config.band_init is not None:
-        raise ConfigError(
-            f"--band-init applies to multispectral chips, but {config.data} holds 8-bit RGB "
-            "images; leave it out"
-        )
+    if layout is None:
+        refuse_band_options(config)
     torch.manual_seed(config.seed)  # the new head's initialisation is part of the run's seed
     stem = None
     if layout is None:
@@ -183,6 +184,7 @@ def prepare(
     if layout is not None:  # per-band statistics of the training chips only
         train_idx = np.flatnonzero(split == "train")
         prep = band_preprocessing(prep, layout, stem, weights, images.pixels, train_idx)
+        fit_band_scaling(model, prep)
     groups = layer_groups(model)
     lr_multipliers(config, groups)  # validates group_lr names before anything is written
     phases = [] if config.uses_cached_features() else plan_phases(config, groups)

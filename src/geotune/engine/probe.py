@@ -26,7 +26,7 @@ from geotune.engine.outputs import finish_run, write_run_header
 from geotune.engine.prepare import Prepared, RunResult
 from geotune.engine.streamed_probe import STREAMED_PROBE_ROWS, fit_standardiser, fit_streamed
 from geotune.models.classifier import save_classifier, signed_power, wrap_stages
-from geotune.models.stages import StagePooling, stage_candidates, stage_width
+from geotune.models.stages import stage_candidates, stage_width, with_stages
 from geotune.runs.metering import peak_memory_mb, reset_peak_memory
 from geotune.runs.rundir import new_run
 from geotune.transfer.strategies import get_strategy
@@ -159,7 +159,7 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
     # (benchmarks/results/2026-11-29-recipes.md).
     candidates = stage_candidates(config.probe_stages, prep.model.backbone)
     stages = max(candidates)
-    backbone = prep.model.backbone if stages == 1 else StagePooling(prep.model.backbone, stages)
+    backbone = with_stages(prep.model.backbone, stages)
     computed, feat_time, cudnn = _probe_features(prep, backbone, stages, device, console)
     feats, from_cache, per_chip = computed.values, computed.from_cache, computed.seconds_per_chip
     t1 = time.perf_counter()

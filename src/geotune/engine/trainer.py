@@ -36,7 +36,12 @@ from geotune.transfer.optim import resize_schedule
 from geotune.transfer.strategies import Phase
 
 
-def train(config: TrainConfig, console: Console | None = None, dataset=None) -> RunResult:
+def train(
+    config: TrainConfig,
+    console: Console | None = None,
+    dataset=None,
+    started: float | None = None,
+) -> RunResult:
     """Validate inputs, then train and evaluate: the Python API behind `geotune train`.
 
     Args:
@@ -48,6 +53,8 @@ def train(config: TrainConfig, console: Console | None = None, dataset=None) -> 
             ``ds.classes`` when present. Read once into the decode cache (docs/data-api.md);
             config.yaml records ``python-dataset:<class>[<length>]``, so such a run cannot be
             resumed or re-evaluated from its folder alone.
+        started: when the user's command began (``time.monotonic()``; the CLI passes its
+            process's start): ``--time-budget`` counts from it. Default: now.
 
     Returns:
         The finished run folder and its test metrics, history and summary.
@@ -78,7 +85,7 @@ def train(config: TrainConfig, console: Console | None = None, dataset=None) -> 
             raise ConfigError("--time-budget works on a data folder; not with a Python dataset")
         from geotune.engine.budget import train_within_budget
 
-        return train_within_budget(config, train, console)
+        return train_within_budget(config, train, console, started)
     auto = None
     if config.strategy == "auto":
         from geotune.engine.auto import resolve_auto

@@ -108,20 +108,33 @@ def wrap_composites(model: SceneClassifier, record: dict, head: str, dropout: fl
     it a head as wide as their concatenated features."""
     from geotune.models.composites import CompositeBackbone
 
-    num_classes = [m for m in model.head.modules() if isinstance(m, nn.Linear)][-1].out_features
     model.backbone = CompositeBackbone(
         model.backbone, record["positions"], record["rgb_mean"], record["rgb_std"]
     )
-    model.head = build_head(model.backbone.num_features, num_classes, head, dropout)
+    _new_head(model, head, dropout)
 
 
 def wrap_stages(model: SceneClassifier, stages: int, head: str, dropout: float) -> None:
     """Give ``model`` the pooled features of its last stages (a linear probe's ``probe_stages``)
     and a head as wide as them."""
-    from geotune.models.stages import StagePooling
+    from geotune.models.stages import with_stages
 
+    model.backbone = with_stages(model.backbone, stages)
+    _new_head(model, head, dropout)
+
+
+def wrap_band_statistics(model: SceneClassifier, bands: int, head: str, dropout: float) -> None:
+    """Put each band's spectral statistics beside ``model``'s features (``--band-statistics``)
+    and give it a head as wide as both; the band scaling is set by ``BandStatistics.fit_scaling``
+    (training runs) or read from the checkpoint."""
+    from geotune.models.band_statistics import BandStatistics
+
+    model.backbone = BandStatistics(model.backbone, bands)
+    _new_head(model, head, dropout)
+
+
+def _new_head(model: SceneClassifier, head: str, dropout: float) -> None:
     num_classes = [m for m in model.head.modules() if isinstance(m, nn.Linear)][-1].out_features
-    model.backbone = StagePooling(model.backbone, stages)
     model.head = build_head(model.backbone.num_features, num_classes, head, dropout)
 
 
@@ -151,17 +164,16 @@ def load_classifier(path: Path) -> tuple[SceneClassifier, Preprocessing, dict]:
     composites = stem.get("band_init") == "composites"  # an RGB stem behind composite views
     channels = 3 if composites else int(bands.get("channels", 3))
     net, _, _ = create_backbone(ckpt["backbone"], "random", channels)
+    head, dropout = ckpt["head"], ckpt.get("head_dropout", 0.0)
     model = SceneClassifier(
-        net,
-        len(ckpt["classes"]),
-        ckpt["head"],
-        ckpt.get("head_dropout", 0.0),
-        ckpt.get("feature_power", 1.0),
+        net, len(ckpt["classes"]), head, dropout, ckpt.get("feature_power", 1.0)
     )
     if composites:
-        wrap_composites(model, stem, ckpt["head"], ckpt.get("head_dropout", 0.0))
+        wrap_composites(model, stem, head, dropout)
+    if stem.get("band_statistics"):  # the band scaling comes with the state dict (buffers)
+        wrap_band_statistics(model, int(bands["channels"]), head, dropout)
     if ckpt.get("probe_stages", 1) > 1:
-        wrap_stages(model, ckpt["probe_stages"], ckpt["head"], ckpt.get("head_dropout", 0.0))
+        wrap_stages(model, ckpt["probe_stages"], head, dropout)
     model.input_zoom = float(ckpt.get("input_zoom", 1.0))
     load_into(
         model,

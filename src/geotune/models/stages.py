@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from geotune.errors import ConfigError
+from geotune.models.band_statistics import BandStatistics
 
 # Final features + the last two stages: +3.2 / +3.5 points on AID (5 / 20 labels per class) and
 # +3.0 on RSSCN7 over the final features alone, every one of 9 seeds
@@ -26,6 +27,8 @@ DEFAULT_PROBE_STAGES = 3
 def stages_offered(net: nn.Module) -> int:
     """How many blocks of stage features ``net`` can give (its final features included): 1 for a
     network without timm's forward_intermediates (ensembles, composites)."""
+    if isinstance(net, BandStatistics):
+        return stages_offered(net.net)
     if not hasattr(net, "forward_intermediates"):
         return 1
     return len(getattr(net, "feature_info", [])) + 1
@@ -69,6 +72,21 @@ class StagePooling(nn.Module):
         return torch.cat(pooled, 1)
 
 
-def stage_width(net: StagePooling, stages: int) -> int:
+def with_stages(net: nn.Module, stages: int) -> nn.Module:
+    """``net`` giving the pooled features of its last ``stages`` stages (a new module; ``net`` is
+    unchanged): StagePooling, inside band statistics when ``net`` has them."""
+    if isinstance(net, BandStatistics):
+        return net.around(with_stages(net.net, stages))
+    return net if stages == 1 else StagePooling(net, stages)
+
+
+def stages_of(net: nn.Module) -> int:
+    """How many pooled stages ``net``'s features hold (1 = the final features)."""
+    if isinstance(net, BandStatistics):
+        net = net.net
+    return net.stages if isinstance(net, StagePooling) else 1  # not timm's own `stages` module
+
+
+def stage_width(net: StagePooling | BandStatistics, stages: int) -> int:
     """Width of the first ``stages`` blocks of ``net``'s features (the prefix for that many)."""
     return sum(net.widths[:stages])

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
+import time
+from pathlib import Path
 
 import torch
 from torch import nn
+
+
+def command_started() -> float:
+    """When this process started, on ``time.monotonic()``'s clock: a command's wall-clock budget
+    is the user's, so the interpreter's start and the imports (5-10 s here) count in it. Linux
+    /proc; elsewhere now."""
+    try:
+        # /proc/self/stat: after the ")" closing the command name, field 22 (starttime) is the
+        # 20th, in clock ticks since boot; /proc/uptime is seconds since boot.
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        age = max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        age = 0.0
+    return time.monotonic() - age
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -41,8 +41,10 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
     from timm.models import group_modules
 
     backbone, prefix = model.backbone, "backbone."
-    if hasattr(backbone, "net") and not hasattr(backbone, "group_matcher"):
-        backbone, prefix = backbone.net, "backbone.net."  # CompositeBackbone: the RGB network
+    while hasattr(backbone, "net") and not hasattr(backbone, "group_matcher"):
+        # CompositeBackbone, StagePooling, BandStatistics: the network they wrap
+        backbone, prefix = backbone.net, f"{prefix}net."
+
     if hasattr(backbone, "members"):  # BackboneEnsemble (probes only): one group per member
         groups = [
             LayerGroup(f"member{i}", [f"{prefix}members.{i}"], list(m.parameters()))
