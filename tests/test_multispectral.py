@@ -372,6 +372,13 @@ def test_band_handling_default_keeps_a_frozen_stem_as_trained(
     assert wrapped is with_statistics
 
 
+def _split_of(run: Path) -> dict[str, str]:
+    import csv
+
+    with open(run / "split.csv") as f:
+        return {r["path"]: r["split"] for r in csv.DictReader(f)}
+
+
 def _band_statistics_by_hand(root: Path, prep) -> torch.Tensor:
     """Each band's mean and std of log(1 + DN), DN clipped to the run's band range, from the
     files themselves."""
@@ -407,8 +414,13 @@ def test_band_statistics_are_the_chips_own_and_travel_with_the_checkpoint(ms_sma
     pixels = prep_pixels(ms_small, prep)
     x = prep.normalize(torch.from_numpy(np.asarray(pixels, np.int32)))
     with torch.no_grad():
-        got = stats.statistics(x)
+        got, standardised = stats.raw_statistics(x), stats.statistics(x)
     np.testing.assert_allclose(got, _band_statistics_by_hand(ms_small, prep), atol=2e-3)
+    # Standardised by the training chips' statistics: mean 0 and std 1 over those chips.
+    train = [p for p, part in _split_of(on.run_dir).items() if part == "train"]
+    rows = [scan_folder(ms_small).paths.index(p) for p in train]
+    assert standardised[rows].mean(0).abs().max() < 1e-3
+    assert (standardised[rows].std(0) - 1).abs().max() < 1e-3
     again, _ = evaluate_run(on.run_dir)
     assert again["overall_accuracy"] == pytest.approx(on.test_metrics["overall_accuracy"])
     exported = export_model(on.run_dir, "onnx", tmp_path / "model.onnx", check_chips=8)

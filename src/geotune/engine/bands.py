@@ -13,9 +13,11 @@ Rules (README, "Multispectral chips and pretraining"):
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from geotune.config import TrainConfig
 from geotune.data.bands import BandLayout, band_statistics, presets_hint
+from geotune.data.batches import iterate_batches
 from geotune.errors import ConfigError, WeightsError
 from geotune.models.backbones import resolve_source
 from geotune.models.band_statistics import BandStatistics
@@ -90,11 +92,19 @@ def refuse_band_options(config: TrainConfig) -> None:
             )
 
 
-def fit_band_scaling(model: SceneClassifier, prep: Preprocessing) -> None:
-    """Give band statistics (if ``model`` has them) the run's band scaling, to undo it."""
+def fit_band_statistics(
+    model: SceneClassifier, prep: Preprocessing, pixels: np.ndarray, train_idx: np.ndarray
+) -> None:
+    """Give band statistics (if ``model`` has them) the run's band scaling, to undo it, and the
+    training chips' statistics, to standardise them (a pass over the pixels, no network)."""
     for module in model.modules():
         if isinstance(module, BandStatistics):
             module.fit_scaling(prep)
+            dummy = np.zeros(len(pixels), dtype=np.int64)
+            with torch.no_grad():
+                raw = [module.raw_statistics(prep.normalize(x))
+                       for x, _ in iterate_batches(pixels, dummy, np.sort(train_idx), 256)]  # fmt: skip
+            module.fit_standardisation(torch.cat(raw))
 
 
 def _stem_for_bands(

@@ -67,14 +67,18 @@ def stem_fingerprint(backbone: nn.Module) -> str | None:
     bands differs by ``--band-init`` (mean and zero kernels gave one cache key, so the second
     run silently reused the first one's features). Only adapted stems (not 3 input channels)
     get a digest, so the keys of RGB caches stay as they were. Band statistics beside the
-    features (models/band_statistics.py) change them too, and are marked."""
+    features (models/band_statistics.py) change them too: their scaling and standardisation
+    (fitted on the training chips) are digested as well."""
     first = next((m for m in backbone.modules() if isinstance(m, nn.Conv2d)), None)
     digest = None
     if first is not None and first.in_channels != 3:
         data = first.weight.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
         digest = hashlib.sha1(data).hexdigest()[:12]
-    if any(isinstance(m, BandStatistics) for m in backbone.modules()):
-        digest = f"{digest}+band-statistics"
+    for m in backbone.modules():
+        if isinstance(m, BandStatistics):
+            fitted = torch.cat([m.dn_scale, m.dn_shift, m.stat_mean, m.stat_std]).cpu().numpy()
+            digest = f"{digest}+band-statistics-{hashlib.sha1(fitted.tobytes()).hexdigest()[:12]}"
+            break
     return digest
 
 

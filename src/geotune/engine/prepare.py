@@ -20,7 +20,7 @@ from geotune.data.splits import make_split, read_split
 from geotune.engine.bands import (
     band_model,
     band_preprocessing,
-    fit_band_scaling,
+    fit_band_statistics,
     refuse_band_options,
 )
 from geotune.errors import ConfigError, DataError
@@ -184,7 +184,7 @@ def prepare(
     if layout is not None:  # per-band statistics of the training chips only
         train_idx = np.flatnonzero(split == "train")
         prep = band_preprocessing(prep, layout, stem, weights, images.pixels, train_idx)
-        fit_band_scaling(model, prep)
+        fit_band_statistics(model, prep, images.pixels, train_idx)
     groups = layer_groups(model)
     lr_multipliers(config, groups)  # validates group_lr names before anything is written
     phases = [] if config.uses_cached_features() else plan_phases(config, groups)

@@ -25,9 +25,10 @@ class BandStatistics(nn.Module):
 
     Input: a normalised batch (the run's preprocessing). ``dn_scale`` / ``dn_shift`` undo it to
     digital numbers (clipped to the run's 1st-99th percentiles, as the network sees them); they
-    are buffers, so checkpoints and ONNX exports carry them. The means are not centred: a probe
-    standardises its features anyway, and centred values near zero would be distorted by its
-    power normalisation (sign(f)|f|^a).
+    are buffers, so checkpoints and ONNX exports carry them, as ``stat_mean`` / ``stat_std``: the
+    statistics are standardised by their training-chip mean and std, so a head trained by
+    gradient (feature extraction) sees them on the scale of the pooled features (raw, the means
+    sit near 7 and vary by 0.1).
     """
 
     def __init__(self, net: nn.Module, bands: int):
@@ -35,6 +36,8 @@ class BandStatistics(nn.Module):
         self.net, self.bands = net, bands
         self.register_buffer("dn_scale", torch.ones(bands))
         self.register_buffer("dn_shift", torch.zeros(bands))
+        self.register_buffer("stat_mean", torch.zeros(2 * bands))
+        self.register_buffer("stat_std", torch.ones(2 * bands))
         inner = list(getattr(net, "widths", [net.num_features]))
         self.widths = [2 * bands + inner[0], *inner[1:]]
         self.num_features = sum(self.widths)
@@ -44,6 +47,7 @@ class BandStatistics(nn.Module):
         """The same statistics (shared buffers) beside another backbone, e.g. its pooled stages."""
         other = BandStatistics(net, self.bands)
         other.dn_scale, other.dn_shift = self.dn_scale, self.dn_shift
+        other.stat_mean, other.stat_std = self.stat_mean, self.stat_std
         return other
 
     @torch.no_grad()
@@ -57,10 +61,20 @@ class BandStatistics(nn.Module):
         self.dn_scale.copy_(std * (high - low))
         self.dn_shift.copy_(low + mean * (high - low))
 
-    def statistics(self, x: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def fit_standardisation(self, raw: torch.Tensor) -> None:
+        """Standardise by the mean and std of ``raw_statistics`` of the training chips."""
+        self.stat_mean.copy_(raw.mean(0))
+        self.stat_std.copy_(raw.std(0).clamp_min(1e-6) if len(raw) > 1 else torch.ones_like(raw[0]))
+
+    def raw_statistics(self, x: torch.Tensor) -> torch.Tensor:
+        """Each band's mean, then each band's std, of log(1 + DN) over the chip: (B, 2 bands)."""
         dn = x.float() * self.dn_scale.view(1, -1, 1, 1) + self.dn_shift.view(1, -1, 1, 1)
         logs = torch.log1p(dn.clamp_min(0)).flatten(2)
         return torch.cat([logs.mean(2), logs.std(2)], 1)
+
+    def statistics(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.raw_statistics(x) - self.stat_mean) / self.stat_std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.net(x)
