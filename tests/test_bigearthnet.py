@@ -54,7 +54,9 @@ def eurosat_chips() -> dict[str, list[Path]]:
     return {c: sorted((EUROSAT_MS / c).glob("*.tif")) for c in sorted(CORINE)}
 
 
-def write_patch(root: Path, name: str, left: Path, right: Path, labels: list[str]) -> np.ndarray:
+def write_patch(
+    root: Path, name: str, left: Path, right: Path, labels: list[str], with_json: bool = True
+) -> np.ndarray:
     """One BigEarthNet patch folder from the halves of two real chips; returns its 60 x 60 px
     pixels of the 10 m bands (B02, B03, B04, B08) for checks."""
     with rasterio.open(left) as a, rasterio.open(right) as b:
@@ -72,7 +74,8 @@ def write_patch(root: Path, name: str, left: Path, right: Path, labels: list[str
             dst.write(arr[None])
     meta = {"labels": labels, "coordinates": {}, "projection": "", "tile_source": "",
             "acquisition_date": "2017-06-13 10:10:31"}  # fmt: skip
-    (folder / f"{name}_labels_metadata.json").write_text(json.dumps(meta))
+    if with_json:  # v1.0; v2.0 keeps the labels in metadata.parquet
+        (folder / f"{name}_labels_metadata.json").write_text(json.dumps(meta))
     return pix[[1, 2, 3, 7]]
 
 
@@ -197,3 +200,98 @@ def test_official_split_lists_name_patches(bigearthnet, tmp_path):
     (lists / "test.csv").write_text(f"patch_name\n{names[0]}\n")
     with pytest.raises(DataError, match="already in the train list"):
         read_split(lists, folder)
+
+
+# --- BigEarthNet v2.0: metadata.parquet beside BigEarthNet-S2/<tile>/<patch_id>/ ----------------
+TO_19 = {old: new for new, olds in NOMENCLATURE_19.items() for old in olds}
+V2_PARTS = ("train", "validation", "test")
+
+
+def write_bigearthnet_v2(root: Path, n: int = 30, seed: int = 1) -> list[dict]:
+    """``n`` v2.0 patches (19-class labels in the table, the archive's folder layout) and their
+    metadata.parquet rows; the last patch is flagged for seasonal snow."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    chips = eurosat_chips()
+    classes = [c for c in chips if c != "Highway"]
+    rows = []
+    for i in range(n):
+        a, b = rng.choice(classes, size=2, replace=bool(i % 3 == 0))
+        tile = f"S2A_MSIL2A_20170613T101031_N9999_R022_T3{i // 10}VER"
+        patch_id = f"{tile}_{i // 5:02d}_{i % 5:02d}"
+        write_patch(root / "BigEarthNet-S2" / tile, patch_id, chips[a][i % len(chips[a])],
+                    chips[b][(i + 1) % len(chips[b])], [], with_json=False)  # fmt: skip
+        rows.append({"patch_id": patch_id, "labels": sorted({TO_19[CORINE[a]], TO_19[CORINE[b]]}),
+                     "split": V2_PARTS[i % 3], "country": "Finland",
+                     "contains_seasonal_snow": i == n - 1, "contains_cloud_or_shadow": False})  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows), root / "metadata.parquet")
+    return rows
+
+
+def test_v2_metadata_table_labels_and_official_split(tmp_path):
+    pytest.importorskip("pyarrow")
+    from geotune.data.splits import read_split
+
+    root = tmp_path / "BigEarthNet-v2.0"
+    rows = write_bigearthnet_v2(root)
+    assert is_bigearthnet(root)
+    folder = scan_chips(root)  # found without --labels: the labels are the table's
+    kept = rows[:-1]  # the snow-flagged patch is left out
+    assert folder.multilabel and len(folder) == len(kept)
+    for row in kept:
+        i = next(k for k, p in enumerate(folder.paths) if p.endswith(row["patch_id"]))
+        assert folder.paths[i].startswith("BigEarthNet-S2/")
+        assert {folder.classes[j] for j in np.flatnonzero(folder.label_matrix[i])} == set(
+            row["labels"]
+        )
+    split = read_split(root / "metadata.parquet", folder)
+    expected = {"train": "train", "validation": "val", "test": "test"}
+    by_id = {Path(p).name: s for p, s in zip(folder.paths, split, strict=True)}
+    assert all(by_id[r["patch_id"]] == expected[r["split"]] for r in kept)
+
+
+def test_v2_bad_rows_are_one_line_errors_or_skipped(tmp_path):
+    pytest.importorskip("pyarrow")
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from geotune.data.bigearthnet import scan_bigearthnet
+
+    root = tmp_path / "ben2"
+    rows = write_bigearthnet_v2(root, n=9)
+    table = root / "metadata.parquet"
+    bad = [dict(r) for r in rows]
+    bad[2]["labels"] = ["Mixed forest", "Urban fabrics"]  # not one of the 19
+    pq.write_table(pa.Table.from_pylist(bad), table)
+    with pytest.raises(DataError, match=r"row 3 \(.*_00_02\) names 'Urban fabrics', not a class"):
+        scan_bigearthnet(root)
+    shutil.rmtree(next((root / "BigEarthNet-S2").rglob(rows[4]["patch_id"])))
+    kept = scan_bigearthnet(root, skip_bad=True)
+    assert len(kept) == len(rows) - 1 - 2 and len(kept.skipped) == 2
+    assert "has no band files" in kept.skipped[1][1]
+    pq.write_table(pa.Table.from_pylist([{"patch_id": r["patch_id"]} for r in rows]), table)
+    with pytest.raises(DataError, match="has no column labels"):
+        scan_bigearthnet(root)
+    table.write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="cannot be read as Parquet"):
+        scan_bigearthnet(root)
+
+
+@pytest.mark.slow
+def test_v2_trains_on_its_official_split(tmp_path):
+    pytest.importorskip("pyarrow")
+    root = tmp_path / "BigEarthNet-v2.0"
+    rows = write_bigearthnet_v2(root)
+    proc = cli(tmp_path, "train", "--data", root, "--split", root / "metadata.parquet",
+               "--output", tmp_path / "runs", "--name", "v2", "--strategy", "linear-probe",
+               "--backbone", STUB_BACKBONE, "--weights", "random", "--image-size", "32")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    split = (tmp_path / "runs" / "v2" / "split.csv").read_text()
+    n_test = sum(r["split"] == "test" for r in rows[:-1])
+    assert split.count(",test\n") == n_test
+    m = json.loads((tmp_path / "runs" / "v2" / "test_metrics.json").read_text())
+    assert m["multilabel"] and m["n"] == n_test

@@ -80,8 +80,9 @@ class DatasetSection(StrictConfig):
     split: Path | None = path_field(
         "input",
         None,
-        description="reuse a split file (split.csv of a run), or a folder of train.csv / "
-        "val.csv / test.csv chip lists (e.g. BigEarthNet's official split files)",
+        description="reuse a split file (split.csv of a run), a folder of train.csv / "
+        "val.csv / test.csv chip lists (e.g. BigEarthNet's official split files), or "
+        "BigEarthNet v2.0's metadata.parquet",
     )
     labels: Path | None = path_field(
         "input-file",

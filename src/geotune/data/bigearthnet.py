@@ -11,6 +11,16 @@ CORINE labels from its JSON and maps the 43 labels to the 19-class nomenclature 
 al. (2020), as the field's benchmarks do (``--labels`` is not needed). The band files become one
 chip: ``geotune.data.raster`` stacks them in Sentinel-2 order at the 10 m grid, so bands,
 composites, caching and splits are those of any multispectral chip.
+
+BigEarthNet v2.0 (reBEN, Clasen et al., 2024) keeps the labels in one table instead::
+
+    BigEarthNet-v2.0/metadata.parquet      (patch_id, labels: 19-class names, split, ...)
+    BigEarthNet-v2.0/BigEarthNet-S2/<tile>/<patch_id>/<patch_id>_B02.tif ...
+
+``geotune train --data BigEarthNet-v2.0`` reads the table (pyarrow: ``pip install
+'geotune[bigearthnet]'``), leaves out the patches it flags for seasonal snow or cloud and
+shadow (as the official splits do), and ``--split BigEarthNet-v2.0/metadata.parquet`` takes
+its official train / validation / test split.
 """
 
 from __future__ import annotations
@@ -81,10 +91,18 @@ DROPPED_43 = (
 TO_19 = {old: new for new, olds in NOMENCLATURE_19.items() for old in olds}
 
 
+V2_METADATA = "metadata.parquet"
+V2_S2_FOLDER = "BigEarthNet-S2"
+# v2's split names -> geotune's
+V2_SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "test"}
+
+
 def is_bigearthnet(root: Path) -> bool:
     """Whether ``root`` holds BigEarthNet patch folders (looks at its first sub-folders only,
-    so the check stays cheap on 590,000 patches)."""
+    so the check stays cheap on 590,000 patches), or v2.0's metadata.parquet."""
     root = Path(root)
+    if (root / V2_METADATA).is_file():
+        return True
     for folder in _first_dirs(root, 2):
         if any(name.endswith(LABELS_SUFFIX) for name in _names(folder, 40)):
             return True
@@ -131,16 +149,107 @@ def patch_labels(meta: Path) -> list[str]:
     return sorted({TO_19[n] for n in names if n in TO_19})
 
 
+def read_v2_metadata(path: Path) -> list[dict]:
+    """The rows of BigEarthNet v2.0's metadata.parquet (patch_id, labels, split and the
+    snow / cloud flags where present), as dicts."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(
+            f"reading {path} (BigEarthNet v2.0) needs pyarrow: pip install 'geotune[bigearthnet]'"
+        ) from None
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise DataError(
+            f"{path} cannot be read as Parquet ({type(err).__name__}); download BigEarthNet "
+            "v2.0's metadata.parquet again"
+        ) from None
+    missing = {"patch_id", "labels"} - set(table.column_names)
+    if missing:
+        raise DataError(
+            f"{path} has no column {sorted(missing)[0]}; is it BigEarthNet v2.0's metadata.parquet?"
+        )
+    keep = [c for c in ("patch_id", "labels", "split", "contains_seasonal_snow",
+                        "contains_cloud_or_shadow") if c in table.column_names]  # fmt: skip
+    return table.select(keep).to_pylist()
+
+
+def _v2_patch_folder(root: Path, patch_id: str) -> Path:
+    """Where a v2 patch's band files are: BigEarthNet-S2/<tile>/<patch_id> (the archive's own
+    layout), or <tile>/<patch_id> or <patch_id> directly under ``root``."""
+    tile = "_".join(patch_id.split("_")[:-2])
+    candidates = (root / V2_S2_FOLDER / tile / patch_id, root / tile / patch_id, root / patch_id)
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def scan_bigearthnet_v2(root: Path, skip_bad: bool = False) -> SceneFolder:
+    """The patches of ``root/metadata.parquet`` (BigEarthNet v2.0) with their 19-class labels.
+
+    Patches flagged for seasonal snow or cloud and shadow are left out. A row with an unknown
+    label, with no label, or whose band files are missing is a one-line DataError naming the
+    row, or is listed and dropped with ``skip_bad``.
+    """
+    from geotune.data.raster import band_files
+
+    root = Path(root)
+    table = root / V2_METADATA
+    patches, skipped = [], []
+    for line, row in enumerate(read_v2_metadata(table), start=1):
+        if row.get("contains_seasonal_snow") or row.get("contains_cloud_or_shadow"):
+            continue
+        patch_id, labels = str(row["patch_id"]), list(row["labels"] or [])
+        folder = _v2_patch_folder(root, patch_id)
+        rel = folder.relative_to(root).as_posix()
+        try:
+            unknown = [n for n in labels if n not in NOMENCLATURE_19]
+            if unknown or not labels:
+                what = f"names '{unknown[0]}', not a class of the 19" if unknown else "has no label"
+                raise DataError(
+                    f"{table} row {line} ({patch_id}) {what}; fix the table or pass --skip-bad-images"
+                )
+            if not band_files(folder):
+                raise DataError(
+                    f"patch {patch_id} of {table} has no band files under {folder}; restore them "
+                    "or pass --skip-bad-images"
+                )
+        except DataError as err:
+            if not skip_bad:
+                raise
+            skipped.append((rel, str(err)))
+            continue
+        patches.append((rel, sorted(set(labels))))
+    return _multilabel_folder(root, patches, skipped, f"no usable patch in {table}")
+
+
+def v2_split_lists(path: Path) -> dict[str, list[str]]:
+    """The official split of a v2.0 metadata.parquet: part -> patch ids."""
+    lists: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for line, row in enumerate(read_v2_metadata(path), start=1):
+        if row.get("contains_seasonal_snow") or row.get("contains_cloud_or_shadow"):
+            continue
+        part = V2_SPLITS.get(str(row.get("split")))
+        if part is None:
+            raise DataError(
+                f"{path} row {line}: split '{row.get('split')}' is not train, validation or test"
+            )
+        lists[part].append(str(row["patch_id"]))
+    return lists
+
+
 def scan_bigearthnet(root: Path, skip_bad: bool = False) -> SceneFolder:
     """Every patch folder under ``root`` with its 19-class labels, as a multi-label folder.
 
     A patch whose JSON is unreadable, whose labels all fall outside the 19 classes, or whose
     band files are missing is a one-line DataError, or is listed and dropped with
     ``skip_bad``. The label names are the 19 classes that label at least one patch.
+    BigEarthNet v2.0 (a metadata.parquet in ``root``): :func:`scan_bigearthnet_v2`.
     """
     from geotune.data.raster import band_files
 
     root = Path(root)
+    if (root / V2_METADATA).is_file():
+        return scan_bigearthnet_v2(root, skip_bad)
     patches, skipped = [], []
     for meta in sorted(root.rglob(f"*{LABELS_SUFFIX}")):
         rel = meta.parent.relative_to(root).as_posix()
@@ -165,10 +274,15 @@ def scan_bigearthnet(root: Path, skip_bad: bool = False) -> SceneFolder:
             skipped.append((rel, str(err)))
             continue
         patches.append((rel, labels))
+    missing = f"no BigEarthNet patch folders (<patch>/<patch>{LABELS_SUFFIX}) with labels in {root}"
+    return _multilabel_folder(root, patches, skipped, missing)
+
+
+def _multilabel_folder(root: Path, patches, skipped, missing: str) -> SceneFolder:
+    """(path, 19-class labels) per patch -> a multi-label SceneFolder; the label names are
+    the 19 classes that label at least one patch."""
     if not patches:
-        raise DataError(
-            f"no BigEarthNet patch folders (<patch>/<patch>{LABELS_SUFFIX}) with labels in {root}"
-        )
+        raise DataError(missing)
     names = [c for c in NOMENCLATURE_19 if any(c in labels for _, labels in patches)]
     matrix = np.zeros((len(patches), len(names)), dtype=np.uint8)
     for i, (_, labels) in enumerate(patches):

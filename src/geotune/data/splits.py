@@ -146,6 +146,11 @@ def read_split(path: Path, folder: SceneFolder) -> np.ndarray:
     path = Path(path)
     if path.is_dir():
         return read_split_lists(path, folder)
+    if path.suffix == ".parquet":  # BigEarthNet v2.0's metadata.parquet: its split column
+        from geotune.data.bigearthnet import v2_split_lists
+
+        lists = v2_split_lists(path)
+        return assign_split_lists({part: (path, rows) for part, rows in lists.items()}, folder)
     if not path.is_file():
         raise DataError(f"split file {path} not found; pass the split.csv of an earlier run")
     with path.open(newline="") as fh:
@@ -201,6 +206,17 @@ def read_split_lists(lists: Path, folder: SceneFolder) -> np.ndarray:
             f"split folder {lists} needs train.csv and test.csv (val.csv optional): one chip per "
             "line, as BigEarthNet's official split files"
         )
+    parts = {}
+    for part, file in found.items():
+        if file is not None:
+            with file.open(newline="", encoding="utf-8-sig") as fh:
+                parts[part] = (file, [r[0].strip() for r in csv.reader(fh) if r and r[0].strip()])
+    return assign_split_lists(parts, folder)
+
+
+def assign_split_lists(parts: dict[str, tuple[Path, list[str]]], folder: SceneFolder) -> np.ndarray:
+    """A split from chip lists per part (part -> (the file they came from, chips)); see
+    :func:`read_split_lists` for how a chip is named and what is an error."""
     index = {p: i for i, p in enumerate(folder.paths)}
     by_name: dict[str, int | None] = {}
     for i, p in enumerate(folder.paths):
@@ -211,11 +227,7 @@ def read_split_lists(lists: Path, folder: SceneFolder) -> np.ndarray:
         p for p, _ in folder.skipped
     }
     split = np.full(len(folder), "unused", dtype=object)
-    for part, file in found.items():
-        if file is None:
-            continue
-        with file.open(newline="", encoding="utf-8-sig") as fh:
-            rows = [r[0].strip() for r in csv.reader(fh) if r and r[0].strip()]
+    for part, (file, rows) in parts.items():
         if rows and rows[0].lower() in LIST_HEADERS and rows[0] not in index:
             rows = rows[1:]
         for line, chip in enumerate(rows, start=1):
