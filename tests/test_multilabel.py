@@ -214,6 +214,37 @@ def test_label_temperatures_undo_known_overconfidence():
     assert fit_label_temperatures(np.zeros((10, 1)), np.full((10, 1), 0.9))[0] == 1.0
 
 
+def test_validation_thresholds_shrink_few_positives_towards_the_shared_one():
+    """A label's own F1-optimal threshold counts by its validation positives: with many it is
+    kept, with one it moves most of the way to the threshold best for all labels, and a label
+    without a positive takes that shared threshold."""
+    from geotune.metrics.selection import (
+        THRESHOLD_PRIOR_POSITIVES,
+        shared_threshold,
+        validation_thresholds,
+    )
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = np.zeros((n, 3), dtype=np.uint8)
+    y[:200, 0] = 1  # 200 positives
+    y[0, 1] = 1  # 1 positive
+    # Scores separable at 0.3 for every label, with label 1's only positive at 0.9.
+    p = np.where(y == 1, 0.3 + 0.6 * rng.random((n, 3)), 0.3 * rng.random((n, 3)))
+    p[0, 1] = 0.9
+    shared = shared_threshold(y, p)
+    assert 0.25 < shared <= 0.35
+    own = f1_thresholds(y, p)
+    got = validation_thresholds(y, p)
+    w = 200 / (200 + THRESHOLD_PRIOR_POSITIVES)
+    assert got[0] == pytest.approx(w * own[0] + (1 - w) * shared)
+    assert abs(got[0] - own[0]) < 0.01  # many positives: its own choice
+    one = 1 / (1 + THRESHOLD_PRIOR_POSITIVES)
+    assert got[1] == pytest.approx(one * own[1] + (1 - one) * shared)  # one positive: mostly shared
+    assert got[2] == pytest.approx(shared)  # no positive: the shared threshold
+    assert shared_threshold(np.zeros((5, 2)), np.full((5, 2), 0.7)) == 0.5
+
+
 def test_thresholds_and_metrics_on_known_scores():
     y = np.array([[1, 0], [1, 0], [0, 1], [0, 0]])
     p = np.array([[0.9, 0.1], [0.6, 0.2], [0.3, 0.8], [0.2, 0.7]])

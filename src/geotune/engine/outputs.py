@@ -18,7 +18,11 @@ from geotune.metrics.multilabel import (
     multilabel_table,
     save_multilabel_metrics,
 )
-from geotune.metrics.selection import DEFAULT_THRESHOLD, f1_thresholds, macro_average_precision
+from geotune.metrics.selection import (
+    DEFAULT_THRESHOLD,
+    macro_average_precision,
+    validation_thresholds,
+)
 from geotune.runs.artifacts import DATA_FILE, SUMMARY_FILE, RunSummary
 from geotune.runs.rundir import RunDir
 
@@ -55,13 +59,16 @@ def write_test_predictions(run: RunDir, prep: Prepared, probs: torch.Tensor) -> 
 
 
 def _multilabel_metrics(run: RunDir, prep: Prepared, probs, plain, val_probs) -> dict:
-    """Thresholds from the validation probabilities (F1-optimal per label; 0.5 without
-    validation), stored in checkpoints/best.pt; the test figures at those thresholds."""
+    """Thresholds from the validation probabilities (F1-optimal per label, shrunk towards the
+    shared one: metrics.selection.validation_thresholds; 0.5 without validation), stored in checkpoints/best.pt; the test figures at those thresholds."""
     Y = prep.targets
     val_idx, test_idx = prep.indices("val"), prep.indices("test")
     if val_probs is not None and len(val_idx):
-        thresholds = f1_thresholds(Y[val_idx], torch.as_tensor(val_probs).numpy())
-        chosen = "F1-optimal per label on the validation chips (0.5 for a label without one)"
+        thresholds = validation_thresholds(Y[val_idx], torch.as_tensor(val_probs).numpy())
+        chosen = (
+            "F1-optimal per label on the validation chips, shrunk towards the threshold best "
+            "for all labels by n_pos / (n_pos + 10)"
+        )
     else:
         thresholds = np.full(len(prep.classes), DEFAULT_THRESHOLD)
         chosen = "0.5: no validation chips"
