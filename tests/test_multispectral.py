@@ -162,7 +162,8 @@ def test_offline_rgb_weights_are_adapted_to_13_bands(ms_small, tmp_path):
     stem = prep.stem
     assert stem["rgb_kernels"] == {"B04": "R", "B03": "G", "B02": "B"}
     assert stem["band_init"] == "repeat-scale" and len(stem["initialised_by_policy"]) == 10
-    assert prep.model.backbone.conv_stem.weight.shape[1] == 13
+    assert stem["band_statistics"] is True  # linear-probe's default: beside the adapted stem
+    assert prep.model.backbone.net.conv_stem.weight.shape[1] == 13
     # R, G, B keep the weights' own mean/std; the other bands get the training split's.
     p = prep.preprocessing
     assert [p.mean[i] for i in (3, 2, 1)] == [0.5, 0.5, 0.5] and p.mean[7] != 0.5
