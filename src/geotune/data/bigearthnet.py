@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -149,9 +151,10 @@ def patch_labels(meta: Path) -> list[str]:
     return sorted({TO_19[n] for n in names if n in TO_19})
 
 
-def read_v2_metadata(path: Path) -> list[dict]:
-    """The rows of BigEarthNet v2.0's metadata.parquet (patch_id, labels, split and the
-    snow / cloud flags where present), as dicts."""
+def read_v2_metadata(path: Path) -> list[tuple[int, dict]]:
+    """The usable rows of BigEarthNet v2.0's metadata.parquet as (row number, row): patch_id,
+    labels, split where present; rows flagged for seasonal snow or cloud and shadow are left
+    out, as the official recipe does."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -172,7 +175,9 @@ def read_v2_metadata(path: Path) -> list[dict]:
         )
     keep = [c for c in ("patch_id", "labels", "split", "contains_seasonal_snow",
                         "contains_cloud_or_shadow") if c in table.column_names]  # fmt: skip
-    return table.select(keep).to_pylist()
+    rows = enumerate(table.select(keep).to_pylist(), start=1)
+    flagged = ("contains_seasonal_snow", "contains_cloud_or_shadow")
+    return [(line, row) for line, row in rows if not any(row.get(f) for f in flagged)]
 
 
 def _v2_patch_folder(root: Path, patch_id: str) -> Path:
@@ -181,6 +186,20 @@ def _v2_patch_folder(root: Path, patch_id: str) -> Path:
     tile = "_".join(patch_id.split("_")[:-2])
     candidates = (root / V2_S2_FOLDER / tile / patch_id, root / tile / patch_id, root / patch_id)
     return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def _gather(patches: Iterable[tuple[str, Callable[[], list[str]]]], skip_bad: bool):
+    """(path, labels) of every patch whose reader returns its labels; a reader's one-line
+    DataError stops the scan, or with ``skip_bad`` lists the patch as skipped."""
+    kept, skipped = [], []
+    for rel, read in patches:
+        try:
+            kept.append((rel, read()))
+        except DataError as err:
+            if not skip_bad:
+                raise
+            skipped.append((rel, str(err)))
+    return kept, skipped
 
 
 def scan_bigearthnet_v2(root: Path, skip_bad: bool = False) -> SceneFolder:
@@ -194,14 +213,10 @@ def scan_bigearthnet_v2(root: Path, skip_bad: bool = False) -> SceneFolder:
 
     root = Path(root)
     table = root / V2_METADATA
-    patches, skipped = [], []
-    for line, row in enumerate(read_v2_metadata(table), start=1):
-        if row.get("contains_seasonal_snow") or row.get("contains_cloud_or_shadow"):
-            continue
-        patch_id, labels = str(row["patch_id"]), list(row["labels"] or [])
-        folder = _v2_patch_folder(root, patch_id)
-        rel = folder.relative_to(root).as_posix()
-        try:
+
+    def reader(line: int, row: dict, folder: Path) -> Callable[[], list[str]]:
+        def read() -> list[str]:
+            patch_id, labels = row["patch_id"], list(row["labels"] or [])
             unknown = [n for n in labels if n not in NOMENCLATURE_19]
             if unknown or not labels:
                 what = f"names '{unknown[0]}', not a class of the 19" if unknown else "has no label"
@@ -213,21 +228,23 @@ def scan_bigearthnet_v2(root: Path, skip_bad: bool = False) -> SceneFolder:
                     f"patch {patch_id} of {table} has no band files under {folder}; restore them "
                     "or pass --skip-bad-images"
                 )
-        except DataError as err:
-            if not skip_bad:
-                raise
-            skipped.append((rel, str(err)))
-            continue
-        patches.append((rel, sorted(set(labels))))
-    return _multilabel_folder(root, patches, skipped, f"no usable patch in {table}")
+            return sorted(set(labels))
+
+        return read
+
+    def patches():
+        for line, row in read_v2_metadata(table):
+            folder = _v2_patch_folder(root, str(row["patch_id"]))
+            yield folder.relative_to(root).as_posix(), reader(line, row, folder)
+
+    kept, skipped = _gather(patches(), skip_bad)
+    return _multilabel_folder(root, kept, skipped, f"no usable patch in {table}")
 
 
 def v2_split_lists(path: Path) -> dict[str, list[str]]:
     """The official split of a v2.0 metadata.parquet: part -> patch ids."""
     lists: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for line, row in enumerate(read_v2_metadata(path), start=1):
-        if row.get("contains_seasonal_snow") or row.get("contains_cloud_or_shadow"):
-            continue
+    for line, row in read_v2_metadata(path):
         part = V2_SPLITS.get(str(row.get("split")))
         if part is None:
             raise DataError(
@@ -235,6 +252,27 @@ def v2_split_lists(path: Path) -> dict[str, list[str]]:
             )
         lists[part].append(str(row["patch_id"]))
     return lists
+
+
+def _v1_labels(meta: Path) -> list[str]:
+    """A v1.0 patch's 19-class labels, or a one-line DataError for a bad patch."""
+    from geotune.data.raster import band_files
+
+    reason = unreadable(meta)
+    if reason is not None:
+        raise DataError(f"{meta} {reason}; fix it or pass --skip-bad-images")
+    labels = patch_labels(meta)
+    if not labels:
+        raise DataError(
+            f"patch {meta.parent} has no label of the 19-class nomenclature (only "
+            "dropped CORINE labels); remove it or pass --skip-bad-images"
+        )
+    if not band_files(meta.parent):
+        raise DataError(
+            f"patch {meta.parent} has no band files (<patch>_B02.tif, ...); restore "
+            "them or pass --skip-bad-images"
+        )
+    return labels
 
 
 def scan_bigearthnet(root: Path, skip_bad: bool = False) -> SceneFolder:
@@ -245,37 +283,14 @@ def scan_bigearthnet(root: Path, skip_bad: bool = False) -> SceneFolder:
     ``skip_bad``. The label names are the 19 classes that label at least one patch.
     BigEarthNet v2.0 (a metadata.parquet in ``root``): :func:`scan_bigearthnet_v2`.
     """
-    from geotune.data.raster import band_files
-
     root = Path(root)
     if (root / V2_METADATA).is_file():
         return scan_bigearthnet_v2(root, skip_bad)
-    patches, skipped = [], []
-    for meta in sorted(root.rglob(f"*{LABELS_SUFFIX}")):
-        rel = meta.parent.relative_to(root).as_posix()
-        try:
-            reason = unreadable(meta)
-            if reason is not None:
-                raise DataError(f"{meta} {reason}; fix it or pass --skip-bad-images")
-            labels = patch_labels(meta)
-            if not labels:
-                raise DataError(
-                    f"patch {meta.parent} has no label of the 19-class nomenclature (only "
-                    "dropped CORINE labels); remove it or pass --skip-bad-images"
-                )
-            if not band_files(meta.parent):
-                raise DataError(
-                    f"patch {meta.parent} has no band files (<patch>_B02.tif, ...); restore "
-                    "them or pass --skip-bad-images"
-                )
-        except DataError as err:
-            if not skip_bad:
-                raise
-            skipped.append((rel, str(err)))
-            continue
-        patches.append((rel, labels))
+    metas = sorted(root.rglob(f"*{LABELS_SUFFIX}"))
+    patches = ((m.parent.relative_to(root).as_posix(), partial(_v1_labels, m)) for m in metas)
+    kept, skipped = _gather(patches, skip_bad)
     missing = f"no BigEarthNet patch folders (<patch>/<patch>{LABELS_SUFFIX}) with labels in {root}"
-    return _multilabel_folder(root, patches, skipped, missing)
+    return _multilabel_folder(root, kept, skipped, missing)
 
 
 def _multilabel_folder(root: Path, patches, skipped, missing: str) -> SceneFolder:

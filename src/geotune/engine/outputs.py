@@ -60,7 +60,8 @@ def write_test_predictions(run: RunDir, prep: Prepared, probs: torch.Tensor) -> 
 
 def _multilabel_metrics(run: RunDir, prep: Prepared, probs, plain, val_probs) -> dict:
     """Thresholds from the validation probabilities (F1-optimal per label, shrunk towards the
-    shared one: metrics.selection.validation_thresholds; 0.5 without validation), stored in checkpoints/best.pt; the test figures at those thresholds."""
+    shared one: metrics.selection.validation_thresholds; 0.5 without validation), stored in
+    checkpoints/best.pt; the test figures at those thresholds."""
     Y = prep.targets
     val_idx, test_idx = prep.indices("val"), prep.indices("test")
     if val_probs is not None and len(val_idx):
