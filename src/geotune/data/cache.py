@@ -19,6 +19,7 @@ import mmap
 import os
 import shutil
 import sys
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,7 @@ class ArrayCache:
 # RSS counts the file pages a memory map has touched: one pass over a 6 GB chip cache leaves
 # 6 GB "resident" (page cache the kernel can take back, but ru_maxrss, schedulers and OOM
 # monitors count it), so RSS would grow with the number of chips. When the process's file-backed
-# RSS has grown by RELEASE_BYTES, the map being read or written drops its pages from this
+# RSS has grown by RELEASE_BYTES, every map read or written since drops its pages from this
 # process (madvise MADV_DONTNEED; numpy has no API for it). The data stays in the page cache (and
 # dirty pages of a shared map are still written back), so touching them again is a minor fault,
 # not disk I/O. RSS is read, not estimated from bytes read: with large folios one random 12 KB
@@ -159,14 +160,6 @@ class ArrayCache:
 RELEASE_BYTES = 256 * 2**20
 _STATM = "/proc/self/statm"  # size resident shared ...: pages; "shared" = file-backed + shmem
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def release_pages(array: np.ndarray) -> None:
-    """Drop the resident pages of ``array``'s memory map, if it has one (views share it)."""
-    mm = getattr(array, "_mmap", None)  # numpy.memmap's mmap.mmap; None for arrays in RAM
-    if mm is None or getattr(array, "mode", "r") == "c" or not hasattr(mmap, "MADV_DONTNEED"):
-        return  # copy-on-write maps would lose their changes; other platforms keep pages
-    mm.madvise(mmap.MADV_DONTNEED)
 
 
 def _file_backed_bytes() -> int | None:
@@ -178,22 +171,36 @@ def _file_backed_bytes() -> int | None:
 
 
 class ResidentPages:
-    """Releases a memory map's pages once file-backed RSS has grown by RELEASE_BYTES."""
+    """Releases the pages of every memory map touched once file-backed RSS has grown by
+    RELEASE_BYTES.
+
+    All maps, not only the one being touched: the feature pass reads the chip cache and writes
+    the feature cache in turn, and releasing only the map at hand when the threshold is crossed
+    (the small feature map) reset the level while the chip cache's pages stayed resident, so
+    the probe's RSS grew with N (2.9 GB of file pages at 500k chips, 2026-12-07).
+    """
 
     def __init__(self) -> None:
         self._level: int | None = None
+        self._maps: dict[int, weakref.ref] = {}  # maps touched since the last release
 
     def touched(self, array: np.ndarray) -> None:
         """Call after reading or writing through ``array`` (a no-op for arrays in RAM)."""
-        if getattr(array, "_mmap", None) is None:
-            return
+        mm = getattr(array, "_mmap", None)
+        if mm is None or getattr(array, "mode", "r") == "c":
+            return  # arrays in RAM have no pages to drop; copy-on-write maps would lose changes
+        self._maps[id(mm)] = weakref.ref(mm)
         now = _file_backed_bytes()
         if now is None:
             return
         if self._level is None or now < self._level:
             self._level = now
         elif now - self._level >= RELEASE_BYTES:
-            release_pages(array)
+            for ref in self._maps.values():
+                live = ref()
+                if live is not None and not live.closed and hasattr(mmap, "MADV_DONTNEED"):
+                    live.madvise(mmap.MADV_DONTNEED)
+            self._maps.clear()
             self._level = _file_backed_bytes()
 
 
