@@ -163,6 +163,29 @@ def test_reading_one_cache_while_writing_another_keeps_rss_flat(tmp_path, monkey
     assert _file_rss_mb() - before < 10  # 61 MB read: without releasing both, ~50 MB stay
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux /proc only")
+def test_the_streamed_probe_reads_random_rows_with_rss_flat(tmp_path, monkeypatch):
+    # An epoch of the streamed probe reads rows in random order; one block's rows lie all over
+    # the file, and each row read through the map maps ~64 KB around it.
+    from geotune.data import cache
+    from geotune.engine.streamed_probe import read_blocks
+
+    monkeypatch.setattr(cache, "RELEASE_BYTES", 2 * 2**20)
+    feats = np.lib.format.open_memmap(tmp_path / "f.npy", "w+", np.float32, (24000, 1280))
+    feats[:] = np.arange(24000, dtype=np.float32)[:, None]  # 123 MB, row i holds i
+    feats.flush()
+    del feats
+    feats = np.load(tmp_path / "f.npy", mmap_mode="r")
+    order = np.random.default_rng(0).permutation(24000)
+    before, peak, seen = _file_rss_mb(), 0.0, 0
+    for _pos, rows, block in read_blocks(feats, order):
+        np.testing.assert_array_equal(block[:, 0], rows)  # each block holds the rows it names
+        peak = max(peak, _file_rss_mb() - before)
+        seen += len(rows)
+    assert seen == 24000
+    assert peak < 40  # a 4096-row gather in one go mapped nearly all 123 MB
+
+
 def test_view_features_reuse_the_cached_plain_view(aid_small, tmp_path, monkeypatch):
     # rot2 after a plain run computes only the rotated view and averages it with the cached
     # plain features: the same features as both views computed together, one pass fewer.
