@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from geotune.data.cache import RESIDENT
+from geotune.data.cache import read_rows
 
 
 def index_batches(
@@ -33,8 +33,7 @@ def load_batch(
     """(uint8 images, labels) of chips ``idx``, in that order; sorted reads from the memmap."""
     b = np.sort(idx)
     order = np.argsort(np.argsort(idx))
-    x = torch.from_numpy(np.ascontiguousarray(pixels[b]))[order]
-    RESIDENT.touched(pixels)  # RSS flat in the number of chips (see data.cache)
+    x = torch.from_numpy(read_rows(pixels, b))[order]  # RSS flat in the number of chips
     return x, torch.from_numpy(np.asarray(labels)[b])[order]
 
 

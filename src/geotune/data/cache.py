@@ -196,12 +196,27 @@ class ResidentPages:
         if self._level is None or now < self._level:
             self._level = now
         elif now - self._level >= RELEASE_BYTES:
-            for ref in self._maps.values():
-                live = ref()
-                if live is not None and not live.closed and hasattr(mmap, "MADV_DONTNEED"):
+            maps = [ref() for ref in self._maps.values()] if hasattr(mmap, "MADV_DONTNEED") else []
+            for live in maps:
+                if live is not None and not live.closed:
                     live.madvise(mmap.MADV_DONTNEED)
             self._maps.clear()
             self._level = _file_backed_bytes()
 
 
 RESIDENT = ResidentPages()
+
+GATHER_ROWS = 256  # ~16 MB of mapped pages per read at most (see read_rows)
+
+
+def read_rows(array: np.ndarray, rows: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """``array[rows]`` (give ``rows`` sorted: file order), read GATHER_ROWS rows at a time with
+    RESIDENT told after each, so that RSS stays flat in N. Rows spread over a memory map each
+    map ~64 KB around them (the kernel's fault-around): one 4096-row read from a 500 MB feature
+    cache left 473 MB resident before it could be released (measured, Linux 6.18)."""
+    out = np.empty((len(rows), *array.shape[1:]), dtype=dtype or array.dtype)
+    for start in range(0, len(rows), GATHER_ROWS):
+        chunk = slice(start, start + GATHER_ROWS)
+        out[chunk] = array[rows[chunk]]
+        RESIDENT.touched(array)
+    return out

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from geotune.data.cache import RESIDENT
+from geotune.data.cache import read_rows
 from geotune.models.classifier import signed_power
 
 # Labelled chips from which the probe streams. Below it lbfgs, the exact reference, is cheap
@@ -29,7 +29,6 @@ from geotune.models.classifier import signed_power
 # 1.6k-7.2k training rows (benchmarks/results/2026-12-06-scale.md), so the switch costs nothing
 # in accuracy where it happens, and above it the features' copies no longer grow RAM with N.
 STREAMED_PROBE_ROWS = 20_000
-GATHER_ROWS = 256  # ~16 MB of mapped pages per gather at most (see _gather)
 BLOCK_ROWS = 4096  # rows per read: 28 MB of 1,712 float32 features, a few copies while scaled
 BATCH = 512
 EPOCHS = 8
@@ -58,20 +57,7 @@ def read_blocks(feats: np.ndarray, idx: np.ndarray, rows: int = BLOCK_ROWS) -> I
     file order (sequential reads of the memory-mapped cache)."""
     for start in range(0, len(idx), rows):
         pos = start + np.argsort(idx[start : start + rows], kind="stable")
-        yield pos, idx[pos], _gather(feats, idx[pos])
-
-
-def _gather(feats: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``feats[rows]`` as float32, read GATHER_ROWS rows at a time so that RSS stays flat in N
-    (data.cache): a block's rows lie all over the file, and each row read through the memory
-    map maps ~64 KB around it (the kernel's fault-around), so one 4096-row gather from a 500 MB
-    map left 473 MB resident before the block could be released (measured, Linux 6.18)."""
-    out = np.empty((len(rows), *feats.shape[1:]), dtype=np.float32)
-    for start in range(0, len(rows), GATHER_ROWS):
-        chunk = slice(start, start + GATHER_ROWS)
-        out[chunk] = feats[rows[chunk]]
-        RESIDENT.touched(feats)
-    return out
+        yield pos, idx[pos], read_rows(feats, idx[pos], np.float32)  # RSS flat in N
 
 
 def fit_standardiser(feats: np.ndarray, idx: np.ndarray, power: float, width: int) -> Standardiser:
