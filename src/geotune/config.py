@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from geotune.fileio import atomic_write_text
-from geotune.models.names import backbone_members
+from geotune.models.names import DEFAULT_BACKBONE, backbone_members
 from geotune.transfer.batchnorm import BN_POLICIES
 from geotune.transfer.stem import BAND_INITS
 from geotune.transfer.strategies import STRATEGIES
@@ -112,8 +112,7 @@ class DatasetSection(StrictConfig):
     bands: list[str] | None = Field(
         None,
         min_length=1,
-        description="bands to use, by name and in this order, e.g. B04,B03,B02,B08 "
-        "(default: all bands of the files)",
+        description="bands to use, by name and in this order, e.g. B04,B03,B02,B08 (default: all)",
     )
 
     @field_validator("split")
@@ -130,7 +129,7 @@ class ModelSection(StrictConfig):
     section: ClassVar[str] = "model"
 
     backbone: str = Field(
-        "tf_efficientnet_lite0",
+        DEFAULT_BACKBONE,
         description="any timm model name; a+b+c: an ensemble of frozen backbones (features "
         "concatenated; linear-probe and knn)",
     )

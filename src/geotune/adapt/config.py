@@ -15,13 +15,13 @@ from geotune.validation import StrictConfig, path_field
 class AdaptConfig(StrictConfig):
     """Options of one adaptation; ``geotune adapt``'s flags are generated from these fields."""
 
+    target: Path = path_field(
+        "input-dir", description="unlabelled target chips (class folders allowed, ignored)"
+    )
     method: str = Field(
         "adabn",
         description="adaptation method, or several applied in order joined by '+' (e.g. "
         "label-set+shot); on the command line several, comma-separated",
-    )
-    target: Path = path_field(
-        "input-dir", description="unlabelled target chips (class folders allowed, ignored)"
     )
     eval_data: Path | None = path_field(
         "input-dir",

@@ -212,7 +212,8 @@ def predict_scene(
     """Classify a GeoTIFF window by window into a georeferenced class map.
 
     Args:
-        predictor: from :func:`geotune.inference.model.load_predictor`.
+        predictor: from :func:`geotune.inference.model.load_predictor` (a run or an exported
+            model); its input size is the default window.
         scene: a 3-band 8-bit GeoTIFF (or any raster GDAL reads, e.g. a VRT) of any size.
         output: the class map GeoTIFF (a multi-label model's: one 0/1 band per label, present
             where the blended probability reaches the label's threshold); ``.json`` (classes,

@@ -31,10 +31,10 @@ class BlockRenames:
     """
 
     blocks: str  # prefix of the flat block list
-    offset: int  # flat index of timm's first block (torchvision counts the stem as features.0)
     first: dict[str, str]  # layers of the first block (it has no expansion conv)
     rest: dict[str, str]  # layers of every later block
     top: dict[str, str]  # layers outside the blocks; "{last}" is the flat index after them
+    offset: int = 0  # flat index of timm's first block (torchvision counts the stem as features.0)
 
     def __call__(self, sd: dict, model: nn.Module) -> dict:
         pairs = [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
@@ -67,7 +67,6 @@ def _table(pairs: str) -> dict[str, str]:
 # efficientnet_pytorch naming (``_blocks.{i}``) -> timm ``tf_efficientnet_lite*``.
 _EFFICIENTNET_PYTORCH = BlockRenames(
     blocks="_blocks",
-    offset=0,
     first=_table("_depthwise_conv:conv_dw _bn1:bn1 _project_conv:conv_pw _bn2:bn2"),
     rest=_table(
         "_expand_conv:conv_pw _bn0:bn1 _depthwise_conv:conv_dw _bn1:bn2 "

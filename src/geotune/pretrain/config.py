@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from geotune.models.names import DEFAULT_BACKBONE
 from geotune.validation import (
     MAX_IMAGE_SIZE,
     StrictConfig,
@@ -26,7 +27,7 @@ class PretrainConfig(StrictConfig):
         "output-file", description="checkpoint to write (.pt), for `geotune train --weights`"
     )
     method: str = Field("simclr", description="self-supervised method")
-    backbone: str = Field("tf_efficientnet_lite0", description="timm model name to start from")
+    backbone: str = Field(DEFAULT_BACKBONE, description="timm model name to start from")
     weights: str = Field("auto", description="its starting weights (auto | offline | hub | PATH)")
     image_size: int | None = Field(
         None, ge=16, le=MAX_IMAGE_SIZE, description="input size (default: the weights' own)"

@@ -19,6 +19,7 @@ from geotune.engine.features import cached_features
 from geotune.fileio import atomic_write_csv, atomic_write_json, atomic_write_text
 from geotune.models.backbones import create_backbone
 from geotune.models.classifier import load_classifier
+from geotune.models.names import DEFAULT_BACKBONE
 from geotune.models.preprocessing import Preprocessing
 from geotune.runs.paths import CACHE, existing_file, refuse_outputs_in_inputs, staging_of
 from geotune.runs.rundir import RunDir, require_complete_run
@@ -57,7 +58,7 @@ class ShiftConfig(StrictConfig):
     run: Path | None = path_field(
         "input-dir", None, description="measure in the feature space of this run"
     )
-    backbone: str = Field("tf_efficientnet_lite0", description="timm backbone, when no --run")
+    backbone: str = Field(DEFAULT_BACKBONE, description="timm backbone, when no --run")
     weights: str = Field("auto", description="auto | offline | hub | PATH, when no --run")
     class_map: Path | None = path_field(
         "input-file", None, description="YAML 'b_class: a_class' pairs (default: same names)"
@@ -83,7 +84,7 @@ class ShiftConfig(StrictConfig):
 def measure_shift(
     a: Path,
     b: Path,
-    backbone: str = "tf_efficientnet_lite0",
+    backbone: str = DEFAULT_BACKBONE,
     weights: str = "auto",
     run: Path | None = None,
     class_map: Path | dict | None = None,

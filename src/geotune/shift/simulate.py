@@ -116,8 +116,8 @@ class SimulateConfig(StrictConfig):
 def simulate_folder(
     src: Path,
     dst: Path,
-    kind: str,
-    strength: float,
+    kind: str = "sensor",  # the defaults of `geotune simulate` (SimulateConfig)
+    strength: float = 0.5,
     seed: int = 0,
     per_class: int | None = None,
     split: Path | None = None,
