@@ -4,7 +4,8 @@ Builds datasets of N chips from aid150 (the same real files repeated under new n
 symlinks, so a 500k-chip set costs no disk beyond the decoded cache), then runs each strategy
 with the default options plus ``--image-size`` on a cold cache, each in its own process, and
 records what it cost. Last, it fits ``cost = a * N^b`` per strategy: b near 1 is linear, b near
-0 flat (RAM), b near 2 quadratic.
+0 flat (RAM), b near 2 quadratic; and ``time = fixed + per_chip * N``, whose residuals show
+whether time is linear once the fixed start (imports, model, ONNX export) is set apart.
 
     python benchmarks/scale.py --sizes 10000 50000 200000 500000 --image-size 64 \
         --strategies linear-probe full --work /tmp/geotune-scale
@@ -131,6 +132,26 @@ def growth(rows: list[dict], key: str) -> dict[str, float]:
     return fits
 
 
+def affine(rows: list[dict], key: str = "wall_s") -> dict[str, dict]:
+    """``key = a + b * N`` per strategy (least squares): a is the fixed start (imports, model,
+    ONNX export, the probe's minimum steps), b the cost per chip. Linear cost means the rows sit
+    on the line; ``per_1k_after_start`` is each row's (key - a) / N, which a quadratic step would
+    make grow with N while the plain per-chip figure falls as the fixed start is shared out."""
+    fits = {}
+    for strategy in sorted({r["strategy"] for r in rows}):
+        pts = [(r["n"], r[key]) for r in rows if r["strategy"] == strategy]
+        if len(pts) >= 2:
+            n, v = np.array(pts, dtype=float).T
+            b, a = np.polyfit(n, v, 1)
+            fits[strategy] = {
+                "fixed_s": round(float(a), 1),
+                "per_1k_chips": round(1000 * float(b), 3),
+                "per_1k_after_start": {int(k): round(1000 * (y - a) / k, 3) for k, y in pts},
+                "max_relative_residual": round(float(np.max(np.abs(v - (a + b * n)) / v)), 3),
+            }
+    return fits
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000, 500_000])
@@ -159,6 +180,7 @@ def main() -> None:
                     k: growth(rows, k)
                     for k in ("wall_s", "cpu_s", "peak_rss_mb", "peak_anon_mb", "cache_mb")
                 },
+                "affine": {k: affine(rows, k) for k in ("wall_s", "cpu_s")},
             }
             args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["growth_exponent"]), flush=True)

@@ -643,7 +643,7 @@ def test_compare_ranks_multilabel_strategies_by_map(mosaics, tmp_path):
 
 @pytest.mark.slow
 def test_the_streamed_probe_fits_multilabel_chips_like_lbfgs(mosaics, tmp_path, monkeypatch):
-    from geotune.engine import probe, train
+    from geotune.engine import train
     from geotune.evaluation import evaluate_run
 
     data, table, _, _ = mosaics
@@ -652,8 +652,7 @@ def test_the_streamed_probe_fits_multilabel_chips_like_lbfgs(mosaics, tmp_path, 
                 image_size=64, batch_size=8, train_fraction=0.5)  # fmt: skip
     small = train(make_config(name="lbfgs", **base))
     assert small.summary["probe_solver"] == "lbfgs one-vs-rest"
-    monkeypatch.setattr(probe, "STREAMED_PROBE_ROWS", 1)  # every labelled set counts as large
-    big = train(make_config(name="streamed", **base))
+    big = train(make_config(name="streamed", probe_solver="streamed", **base))
     s = big.summary
     assert s["probe_solver"] == "streamed one-vs-rest"
     scores = s["val_map_by_power_and_C"]

@@ -36,7 +36,6 @@ def test_large_feature_sets_stay_memory_mapped_and_the_probe_streams(
     base = dict(data=aid_small, output=tmp_path, strategy="linear-probe", **FAST)
     small = train(make_config(name="lbfgs", **base))
     assert small.summary["probe_solver"] == "lbfgs"
-    monkeypatch.setattr(probe, "STREAMED_PROBE_ROWS", 1)  # every labelled set counts as large
     monkeypatch.setattr(features, "IN_MEMORY_FEATURE_BYTES", 0)
     seen = []
     real = sp.read_blocks
@@ -46,7 +45,7 @@ def test_large_feature_sets_stay_memory_mapped_and_the_probe_streams(
         return real(feats, idx, rows)
 
     monkeypatch.setattr(sp, "read_blocks", spy)
-    big = train(make_config(name="streamed", **base))
+    big = train(make_config(name="streamed", probe_solver="streamed", **base))
     s = big.summary
     assert s["probe_solver"] == "streamed" and seen and all(seen)
     assert s["features_from_cache"]  # the same features, read from the memory-mapped cache
@@ -66,6 +65,16 @@ def test_large_feature_sets_stay_memory_mapped_and_the_probe_streams(
     # images gives the streamed probe's own predictions.
     metrics, _ = evaluate_run(big.run_dir)
     assert metrics["confusion_matrix"] == big.test_metrics["confusion_matrix"]
+
+
+def test_the_probe_solver_switches_at_its_threshold_unless_named():
+    n = probe.STREAMED_PROBE_ROWS
+    assert probe.probe_solver("auto", n - 1) == "lbfgs"
+    assert probe.probe_solver("auto", n) == "streamed"
+    assert probe.probe_solver("lbfgs", 10 * n) == "lbfgs"
+    assert probe.probe_solver("streamed", 1) == "streamed"
+    assert probe.probe_solver("auto", n, multilabel=True) == "lbfgs"
+    assert probe.probe_solver("auto", probe.STREAMED_MULTILABEL_ROWS, multilabel=True) == "streamed"
 
 
 def test_features_written_into_the_cache_equal_those_computed_in_ram(

@@ -341,6 +341,12 @@ class ProbeSection(StrictConfig):
         "probe, knn or feature extraction (one value: its head's input) on one backbone that "
         "exposes its stages, else 1",
     )
+    probe_solver: Literal["auto", "lbfgs", "streamed"] = Field(
+        "auto",
+        description="how the linear probe is fitted: lbfgs (scikit-learn, features in RAM), "
+        "streamed (minibatch, features read from the cache); auto = streamed from 4,096 "
+        "labelled chips (multi-label: 20,000), where it is the faster",
+    )
     feature_engine: Literal["auto", "torch", "onnxruntime"] = Field(
         "auto",
         description="what runs the frozen backbone over the chips; auto = ONNX Runtime on CPU "

@@ -24,7 +24,12 @@ from geotune.engine.fabric import cudnn_enabled, resolve_cudnn, resolve_device
 from geotune.engine.features import cached_features
 from geotune.engine.outputs import finish_run, write_run_header
 from geotune.engine.prepare import Prepared, RunResult
-from geotune.engine.streamed_probe import STREAMED_PROBE_ROWS, fit_standardiser, fit_streamed
+from geotune.engine.streamed_probe import (
+    STREAMED_MULTILABEL_ROWS,
+    STREAMED_PROBE_ROWS,
+    fit_standardiser,
+    fit_streamed,
+)
 from geotune.models.classifier import save_classifier, signed_power, wrap_stages
 from geotune.models.stages import stage_candidates, stage_width, with_stages
 from geotune.runs.metering import peak_memory_mb, reset_peak_memory
@@ -148,6 +153,15 @@ def _probe_features(prep: Prepared, backbone, stages: int, device, console: Cons
     return computed, feat_time, cudnn
 
 
+def probe_solver(setting: str, n_labelled: int, multilabel: bool = False) -> str:
+    """``auto``: the streamed solver from STREAMED_PROBE_ROWS labelled chips (multi-label:
+    STREAMED_MULTILABEL_ROWS), lbfgs below."""
+    if setting != "auto":
+        return setting
+    threshold = STREAMED_MULTILABEL_ROWS if multilabel else STREAMED_PROBE_ROWS
+    return "streamed" if n_labelled >= threshold else "lbfgs"
+
+
 def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
     """Fit and evaluate a linear probe or kNN on cached features; writes a normal run folder."""
     config = prep.config
@@ -168,7 +182,7 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
         if stages > 1:  # each candidate's features are a prefix of the widest (models/stages.py)
             widths = {k: stage_width(backbone, k) for k in sorted(set(candidates))}
         n_labelled = len(prep.indices("train")) + len(prep.indices("val"))
-        if n_labelled >= STREAMED_PROBE_ROWS:
+        if probe_solver(config.probe_solver, n_labelled, prep.multilabel) == "streamed":
             fitted = _streamed_logistic_probe(prep, feats, widths, device)
         elif prep.multilabel:
             fitted = _multilabel_probe(prep, np.asarray(feats), widths)

@@ -24,11 +24,15 @@ from torch.nn import functional as F
 from geotune.data.cache import read_rows
 from geotune.models.classifier import signed_power
 
-# Labelled chips from which the probe streams. Below it lbfgs, the exact reference, is cheap
-# in RAM; the streamed solver matched its validation and test accuracy within 0.5 points at
-# 1.6k-7.2k training rows (benchmarks/results/2026-12-06-scale.md), so the switch costs nothing
-# in accuracy where it happens, and above it the features' copies no longer grow RAM with N.
-STREAMED_PROBE_ROWS = 20_000
+# Labelled chips from which the probe streams (--probe-solver auto). On AID's 30 classes the
+# fit times cross near 3-4k: lbfgs fitted the default 20 candidates in 14 s at 2.5k labelled
+# chips (streamed 17 s), 24-36 s at 5k (streamed 19-20 s), 48 s at 9k (19 s); test accuracy
+# differed by -0.2 points over 3 seeds at 5k and by +0.2 at 2.5k and 9k
+# (benchmarks/results/2026-12-08-probe-solver.md). Above it the features' copies no longer grow
+# RAM with N either. Multi-label chips keep the earlier threshold: their one-vs-rest switch was
+# not measured below it.
+STREAMED_PROBE_ROWS = 4096
+STREAMED_MULTILABEL_ROWS = 20_000
 BLOCK_ROWS = 4096  # rows per read: 28 MB of 1,712 float32 features, a few copies while scaled
 BATCH = 512
 EPOCHS = 8

@@ -134,7 +134,7 @@ register_strategy(
     StrategySpec(
         "linear-probe",
         "logistic regression on cached frozen features, C chosen on validation",
-        options=("probe_c", "probe_power", "probe_stages", "feature_engine"),
+        options=("probe_c", "probe_power", "probe_stages", "probe_solver", "feature_engine"),
         probe_kind="logistic",
     )
 )
