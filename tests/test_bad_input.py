@@ -235,6 +235,7 @@ MATRIX = [
     (T, "probe stages zero", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "linear-probe", "--probe-stages", "0"], "probe_stages values must be >= 1"),
     (T, "more probe stages than the backbone has", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "linear-probe", "--probe-stages", "1,40"], "use at most"),
     (T, "probe stages of an ensemble", lambda w: [T, "--data", w.data, *w.stub, "--backbone", f"{STUB_BACKBONE}+test_resnet", "--strategy", "linear-probe", "--probe-stages", "2"], "one plain backbone"),
+    (T, "unknown probe solver", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "linear-probe", "--probe-solver", "sgd"], "probe_solver"),
     (T, "unknown feature engine", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "linear-probe", "--feature-engine", "tensorrt"], "feature_engine"),
     (T, "unknown cudnn benchmark", lambda w: [T, "--data", w.data, *w.stub, "--cudnn-benchmark", "sometimes"], "cudnn_benchmark"),
     (T, "feature extraction given several probe stages", lambda w: [T, "--data", w.data, *w.stub, "--strategy", "feature-extraction", "--probe-stages", "1,3"], "give one probe_stages value"),
