@@ -176,12 +176,12 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
     backbone = with_stages(prep.model.backbone, stages)
     computed, feat_time, cudnn = _probe_features(prep, backbone, stages, device, console)
     feats, from_cache, per_chip = computed.values, computed.from_cache, computed.seconds_per_chip
+    n_labelled = len(prep.indices("train")) + len(prep.indices("val"))
     t1 = time.perf_counter()
     if kind == "logistic":
         widths = {1: feats.shape[1]}
         if stages > 1:  # each candidate's features are a prefix of the widest (models/stages.py)
             widths = {k: stage_width(backbone, k) for k in sorted(set(candidates))}
-        n_labelled = len(prep.indices("train")) + len(prep.indices("val"))
         if probe_solver(config.probe_solver, n_labelled, prep.multilabel) == "streamed":
             fitted = _streamed_logistic_probe(prep, feats, widths, device)
         elif prep.multilabel:
@@ -193,7 +193,6 @@ def fit_probe(prep: Prepared, console: Console | None = None) -> RunResult:
     else:
         fitted = _knn_probe(prep, feats, stages)
     fit_time = time.perf_counter() - t1
-    n_labelled = len(prep.indices("train")) + len(prep.indices("val"))
     summary = {
         **fitted.choice,
         "features_from_cache": from_cache,
